@@ -1,0 +1,85 @@
+//! The crate's errors: one enum per concern.
+
+use std::time::Duration;
+
+/// A setting passed to [`Builder`](crate::Builder) that cannot work; returned by
+/// [`Builder::build`](crate::Builder::build).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The idle timeout is zero.
+    #[error("idle_timeout is zero: every session would expire at once; set it to how long a session may go unused (IIS uses 20 minutes)")]
+    ZeroIdleTimeout,
+    /// The absolute timeout is zero.
+    #[error("absolute_timeout is zero: every session would expire at once; set a positive duration, or leave it unset for no absolute limit")]
+    ZeroAbsoluteTimeout,
+    /// The absolute timeout is shorter than the idle timeout.
+    #[error("absolute_timeout ({absolute:?}) is shorter than idle_timeout ({idle:?}): raise absolute_timeout to at least idle_timeout (the IIS rule that the forms timeout is at least the session timeout)")]
+    AbsoluteShorterThanIdle {
+        /// The absolute timeout set.
+        absolute: Duration,
+        /// The idle timeout set.
+        idle: Duration,
+    },
+    /// The touch interval is not shorter than the idle timeout.
+    #[error("touch_interval ({touch:?}) is not shorter than idle_timeout ({idle:?}): sessions would expire while skipping refreshes; set it well below idle_timeout")]
+    TouchIntervalNotShorter {
+        /// The touch interval set.
+        touch: Duration,
+        /// The idle timeout set.
+        idle: Duration,
+    },
+    /// The cookie name is empty.
+    #[error("cookie_name is empty: set the name of the session cookie your app sets (tower-sessions and axum-login use \"id\")")]
+    EmptyCookieName,
+    /// The cookie name has a character RFC 6265 does not allow in a name.
+    #[error("cookie_name {0:?} is not a valid cookie name: use letters, digits and !#$%&'*+-.^_`|~ only")]
+    InvalidCookieName(String),
+    /// The cookie path does not start with `/` or holds a character not allowed in it.
+    #[error("cookie_path {0:?} is invalid: it must start with '/' and hold no ';', spaces or control characters")]
+    InvalidCookiePath(String),
+    /// The cookie domain holds a character not allowed in it.
+    #[error("cookie_domain {0:?} is invalid: give a host name such as \"example.com\"")]
+    InvalidCookieDomain(String),
+    /// A `__Host-` cookie name with a domain or a path other than `/`.
+    #[error("cookie_name {0:?} has the __Host- prefix, which browsers accept only with cookie_path \"/\" and no cookie_domain")]
+    HostPrefixRules(String),
+    /// A route path that does not start with `/`.
+    #[error("route path {0:?} is invalid: it must start with '/'")]
+    InvalidRoutePath(String),
+    /// Two special routes (keep-alive, status) share one path.
+    #[error("the path {0:?} is given to two routes: keep-alive and status need paths of their own")]
+    RouteConflict(String),
+    /// The login URL cannot be used in a link.
+    #[error("login_url {0:?} is not a valid URI: give a path such as \"/login\" or an absolute URL")]
+    InvalidLoginUrl(String),
+    /// The seconds-left header name is not a valid header name.
+    #[error("seconds_left_header {0:?} is not a valid header name: use lowercase letters, digits and '-'")]
+    InvalidHeaderName(String),
+    /// The maximum id length is zero.
+    #[error("max_id_len is zero: no session id would ever be accepted; leave the default (1024) or set the length of your ids")]
+    ZeroMaxIdLen,
+}
+
+/// A store call that failed. The layer answers it per its fail-closed (503, the default) or
+/// fail-open setting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend (connection, server, query) failed.
+    #[error("the session store failed: {0}; check that its server is reachable and healthy")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored record could not be read back.
+    #[error("a stored session record is malformed ({0}); delete it, or check that every instance runs the same version of this crate")]
+    CorruptRecord(String),
+    /// The store did not answer in time.
+    #[error("the session store did not answer within {0:?}; check its load, or raise the store timeout")]
+    Timeout(Duration),
+}
+
+impl StoreError {
+    /// Wraps any backend error.
+    pub fn backend(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::Backend(error.into())
+    }
+}

@@ -1,0 +1,361 @@
+//! [`ResponseFuture`], the future [`SessionTimeout`](crate::SessionTimeout) returns.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http::header::SET_COOKIE;
+use http::{HeaderValue, Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::cookie::{self, ResponseCookie};
+use crate::layer::Config;
+use crate::routes::Route;
+use crate::service::{annotate, inactive};
+use crate::store::{Begin, Check, SessionKey};
+use crate::{answer, expired, ResponseBody, SessionHandle, SessionInfo, SessionStore, Timestamp};
+
+/// A request waiting for the store's answer.
+pub(crate) struct Pending<S, B> {
+    pub(crate) inner: S,
+    pub(crate) request: Request<B>,
+    pub(crate) route: Route,
+    pub(crate) key: SessionKey,
+    pub(crate) now: Timestamp,
+}
+
+/// What the layer needs, once the inner service answers, to begin or end sessions.
+pub(crate) struct After {
+    /// The request's active session.
+    session: Option<SessionKey>,
+    info: Option<SessionInfo>,
+    /// The request carried a stale cookie, removed on an exempt route.
+    stale: bool,
+    handle: SessionHandle,
+}
+
+impl After {
+    /// Puts the session info and a [`SessionHandle`] in the request and remembers them.
+    pub(crate) fn new<B>(
+        session: Option<SessionKey>,
+        info: Option<SessionInfo>,
+        stale: bool,
+        request: &mut Request<B>,
+    ) -> Self {
+        After {
+            session,
+            info,
+            stale,
+            handle: annotate(request, info),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`SessionTimeout`](crate::SessionTimeout).
+    ///
+    /// It waits for the store, then for the inner service, then for the store again when the
+    /// response begins or ends a session. No state is boxed.
+    pub struct ResponseFuture<S, St, B>
+    where
+        S: Service<Request<B>>,
+        St: SessionStore,
+    {
+        #[pin]
+        state: State<S, St, B>,
+        config: Arc<Config<St>>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, St, B>
+    where
+        S: Service<Request<B>>,
+        St: SessionStore,
+    {
+        Checking {
+            #[pin]
+            check: St::CheckFuture,
+            pending: Option<Pending<S, B>>,
+        },
+        Calling {
+            #[pin]
+            call: S::Future,
+            after: Option<After>,
+        },
+        Settling {
+            #[pin]
+            settle: Settle<St>,
+            response: Option<S::Response>,
+        },
+        Answered {
+            response: Option<Response<Bytes>>,
+        },
+    }
+}
+
+const POLLED_AFTER_COMPLETION: &str = "ResponseFuture polled after completion";
+
+impl<S, St, B> ResponseFuture<S, St, B>
+where
+    S: Service<Request<B>>,
+    St: SessionStore,
+{
+    pub(crate) fn checking(check: St::CheckFuture, pending: Pending<S, B>, config: Arc<Config<St>>) -> Self {
+        let state = State::Checking {
+            check,
+            pending: Some(pending),
+        };
+        ResponseFuture { state, config }
+    }
+
+    pub(crate) fn calling(call: S::Future, after: After, config: Arc<Config<St>>) -> Self {
+        let state = State::Calling {
+            call,
+            after: Some(after),
+        };
+        ResponseFuture { state, config }
+    }
+
+    pub(crate) fn answered(response: Response<Bytes>, config: Arc<Config<St>>) -> Self {
+        let state = State::Answered {
+            response: Some(response),
+        };
+        ResponseFuture { state, config }
+    }
+}
+
+impl<S, St, B, ResBody> Future for ResponseFuture<S, St, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+    St: SessionStore,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let this = self.as_mut().project();
+            let config = &**this.config;
+            let next = match this.state.project() {
+                StateProj::Checking { check, pending } => {
+                    let checked = ready!(check.poll(cx));
+                    let pending = pending.take().expect(POLLED_AFTER_COMPLETION);
+                    decide(checked, pending, config)
+                }
+                StateProj::Calling { call, after } => {
+                    let mut response = ready!(call.poll(cx))?;
+                    let after = after.take().expect(POLLED_AFTER_COMPLETION);
+                    match settle(&mut response, &after, config) {
+                        None => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
+                        Some(settle) => State::Settling {
+                            settle,
+                            response: Some(response),
+                        },
+                    }
+                }
+                StateProj::Settling { settle, response } => {
+                    ready!(settle.poll(cx));
+                    let response = response.take().expect(POLLED_AFTER_COMPLETION);
+                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                }
+                StateProj::Answered { response } => {
+                    let response = response.take().expect(POLLED_AFTER_COMPLETION);
+                    return Poll::Ready(Ok(response.map(ResponseBody::full)));
+                }
+            };
+            self.as_mut().project().state.set(next);
+        }
+    }
+}
+
+/// The next step once the store has checked the request's session.
+fn decide<S, St, B>(
+    checked: Result<Check, crate::StoreError>,
+    pending: Pending<S, B>,
+    config: &Config<St>,
+) -> State<S, St, B>
+where
+    S: Service<Request<B>>,
+    St: SessionStore,
+{
+    let Pending {
+        mut inner,
+        mut request,
+        route,
+        key,
+        now,
+    } = pending;
+    let (session, info, stale) = match checked {
+        Ok(Check::Active(record)) => {
+            let info = SessionInfo::new(&record, &config.policy);
+            tracing::trace!(session = %key, ?route, "session active");
+            match route {
+                Route::KeepAlive => {
+                    let mut answer = answer::keep_alive();
+                    set_seconds_left(&mut answer, &info, now, config);
+                    expired::finish(&mut answer);
+                    return answered(answer);
+                }
+                Route::Status => {
+                    let mut answer = answer::status(&info, now);
+                    expired::finish(&mut answer);
+                    return answered(answer);
+                }
+                _ => (Some(key), Some(info), false),
+            }
+        }
+        Ok(Check::Expired(reason)) => {
+            tracing::debug!(session = %key, %reason, ?route, "session not active");
+            match inactive(config, route, Some(reason), &mut request) {
+                Some(answer) => return answered(answer),
+                None => (None, None, true),
+            }
+        }
+        Err(error) => {
+            if !config.fail_open {
+                tracing::error!(session = %key, %error, "session store failed; answering 503 (fail-closed)");
+                let mut answer = answer::store_unavailable();
+                expired::finish(&mut answer);
+                return answered(answer);
+            }
+            tracing::warn!(session = %key, %error, "session store failed; passing the request on (fail-open)");
+            (None, None, false)
+        }
+    };
+    let after = After::new(session, info, stale, &mut request);
+    State::Calling {
+        call: inner.call(request),
+        after: Some(after),
+    }
+}
+
+fn answered<S, St, B>(response: Response<Bytes>) -> State<S, St, B>
+where
+    S: Service<Request<B>>,
+    St: SessionStore,
+{
+    State::Answered {
+        response: Some(response),
+    }
+}
+
+fn set_seconds_left<T, St>(response: &mut Response<T>, info: &SessionInfo, now: Timestamp, config: &Config<St>) {
+    if let Some(name) = &config.seconds_left_header {
+        let seconds = info.time_left(now).as_secs();
+        response.headers_mut().insert(name.clone(), HeaderValue::from(seconds));
+    }
+}
+
+/// Reads what the response does to the session (a `Set-Cookie` the layer observes, or what
+/// the handler asked through its [`SessionHandle`]) and returns the store calls that carry it
+/// out, if any.
+fn settle<St: SessionStore, T>(response: &mut Response<T>, after: &After, config: &Config<St>) -> Option<Settle<St>> {
+    let now = config.now();
+    let name = &config.cookie.name;
+    let mut begin = None;
+    let mut end = None;
+    match cookie::observe(response.headers(), name, now) {
+        ResponseCookie::Set(id) => {
+            if let Some(key) = key_to_begin(&id, after.session, config) {
+                begin = Some(key);
+                // A new id replacing the request's one is a rotation: the old id ends.
+                end = after.session;
+            }
+        }
+        ResponseCookie::Cleared => end = after.session,
+        ResponseCookie::Untouched => {
+            if after.stale {
+                response.headers_mut().append(SET_COOKIE, config.cookie.clear.clone());
+            }
+        }
+    }
+    let (asked_begin, asked_end) = after.handle.take_requests();
+    if let Some(id) = asked_begin {
+        begin = key_to_begin(&id, after.session, config).or(begin);
+    }
+    if asked_end {
+        end = after.session;
+    }
+    if let (Some(info), None) = (&after.info, end) {
+        set_seconds_left(response, info, now, config);
+    }
+    if begin.is_none() && end.is_none() {
+        return None;
+    }
+    Some(Settle::new(&config.store, begin, end, now, config))
+}
+
+/// The key of an id a response begins, unless it is the request's own session (a cookie
+/// re-sent on every response) or too long to ever be looked up.
+fn key_to_begin<St>(id: &str, current: Option<SessionKey>, config: &Config<St>) -> Option<SessionKey> {
+    if id.len() > config.max_id_len {
+        tracing::warn!(len = id.len(), max = config.max_id_len, "session id longer than max_id_len; not tracked");
+        return None;
+    }
+    let key = SessionKey::from_id(id);
+    (current != Some(key)).then_some(key)
+}
+
+pin_project! {
+    /// The store calls that begin and end sessions after a response.
+    pub(crate) struct Settle<St>
+    where
+        St: SessionStore,
+    {
+        #[pin]
+        begin: Option<St::BeginFuture>,
+        #[pin]
+        end: Option<St::EndFuture>,
+        began: Option<SessionKey>,
+        ended: Option<SessionKey>,
+    }
+}
+
+impl<St: SessionStore> Settle<St> {
+    fn new(store: &St, begin: Option<SessionKey>, end: Option<SessionKey>, now: Timestamp, config: &Config<St>) -> Self {
+        let policy = &config.policy;
+        Settle {
+            begin: begin.map(|key| store.begin(&key, now, policy)),
+            end: end.map(|key| store.end(&key, now, policy)),
+            began: begin,
+            ended: end,
+        }
+    }
+}
+
+impl<St: SessionStore> Future for Settle<St> {
+    type Output = ();
+
+    /// A failure here is logged, not answered: the inner service has already acted, and the
+    /// next request on an untracked session gets 440, which fails safe.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if let Some(begin) = this.begin.as_mut().as_pin_mut() {
+            let outcome = ready!(begin.poll(cx));
+            let session = this.began.map(|key| key.short()).unwrap_or_default();
+            match outcome {
+                Ok(Begin::Began) => tracing::debug!(%session, "session began"),
+                Ok(Begin::AlreadyActive) => {}
+                Ok(Begin::Refused(reason)) => {
+                    tracing::warn!(%session, %reason, "the app set a session id that already expired; not revived")
+                }
+                Err(error) => tracing::error!(%session, %error, "session store failed to begin a session; it will get 440"),
+            }
+            this.begin.set(None);
+        }
+        if let Some(end) = this.end.as_mut().as_pin_mut() {
+            let outcome = ready!(end.poll(cx));
+            let session = this.ended.map(|key| key.short()).unwrap_or_default();
+            match outcome {
+                Ok(_) => tracing::debug!(%session, "session ended"),
+                Err(error) => tracing::error!(%session, %error, "session store failed to end a session"),
+            }
+            this.end.set(None);
+        }
+        Poll::Ready(())
+    }
+}

@@ -1,0 +1,475 @@
+//! [`SessionTimeoutLayer`] and its [`Builder`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, Response, Uri};
+use tower_layer::Layer;
+
+use crate::cookie::{self, CookieSettings};
+use crate::expired::{Expiry, Responder};
+use crate::routes::{Matcher, RequestHead, Routes};
+use crate::store::Policy;
+use crate::{Clock, ConfigError, MemoryStore, SessionStore, SessionTimeout, SystemClock, Timestamp};
+
+/// The idle timeout when none is set: 20 minutes, IIS's `sessionState` default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
+
+/// The session cookie name when none is set: `id`, the name tower-sessions and axum-login use.
+pub const DEFAULT_COOKIE_NAME: &str = "id";
+
+/// How long a store remembers why a session expired or ended when not set otherwise.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(5 * 60);
+
+/// The longest session id accepted when not set otherwise; browsers cap a whole cookie at
+/// 4096 bytes, and no session id scheme comes near this.
+pub const DEFAULT_MAX_ID_LEN: usize = 1024;
+
+/// A tower [`Layer`] that enforces idle and absolute session timeouts, answering an expired
+/// session with `440 Login Time-out`.
+///
+/// Made by [`SessionTimeoutLayer::builder`]; see the [crate docs](crate) for the whole picture.
+/// Cloning is cheap: clones share the configuration and the store.
+pub struct SessionTimeoutLayer<St = MemoryStore> {
+    config: Arc<Config<St>>,
+}
+
+impl SessionTimeoutLayer<MemoryStore> {
+    /// A builder with the defaults: a [`MemoryStore`], a 20-minute idle timeout, no absolute
+    /// timeout, cookie `id`, fail-closed.
+    pub fn builder() -> Builder<MemoryStore> {
+        Builder::new(MemoryStore::new())
+    }
+}
+
+impl<St: SessionStore> SessionTimeoutLayer<St> {
+    /// The store sessions are tracked in.
+    pub fn store(&self) -> &St {
+        &self.config.store
+    }
+
+    /// The timeouts in force.
+    pub fn policy(&self) -> &Policy {
+        &self.config.policy
+    }
+
+    /// The current time by the layer's clock.
+    pub fn now(&self) -> Timestamp {
+        self.config.now()
+    }
+}
+
+impl<St> Clone for SessionTimeoutLayer<St> {
+    fn clone(&self) -> Self {
+        SessionTimeoutLayer {
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for SessionTimeoutLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionTimeoutLayer")
+            .field("store", &self.config.store)
+            .field("policy", &self.config.policy)
+            .field("cookie_name", &self.config.cookie.name)
+            .field("routes", &self.config.routes)
+            .field("fail_open", &self.config.fail_open)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St> Layer<S> for SessionTimeoutLayer<St> {
+    type Service = SessionTimeout<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionTimeout::new(inner, Arc::clone(&self.config))
+    }
+}
+
+/// Everything one layer was configured with, shared by its services.
+pub(crate) struct Config<St> {
+    pub(crate) store: St,
+    pub(crate) policy: Policy,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) cookie: CookieSettings,
+    pub(crate) routes: Routes,
+    pub(crate) login_url: Option<String>,
+    pub(crate) responder: Option<Responder>,
+    pub(crate) fail_open: bool,
+    pub(crate) max_id_len: usize,
+    pub(crate) seconds_left_header: Option<HeaderName>,
+}
+
+impl<St> Config<St> {
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp::from_system_time(self.clock.now())
+    }
+}
+
+/// Configures a [`SessionTimeoutLayer`]; made by [`SessionTimeoutLayer::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_session_timeout::SessionTimeoutLayer;
+///
+/// let layer = SessionTimeoutLayer::builder()
+///     .idle_timeout(Duration::from_secs(15 * 60))
+///     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
+///     .exempt_path("/login")
+///     .exempt_prefix("/static/")
+///     .keep_alive_path("/session/keepalive")
+///     .status_path("/session/status")
+///     .login_url("/login")
+///     .build()?;
+/// # Ok::<(), tower_session_timeout::ConfigError>(())
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<St> {
+    store: St,
+    idle_timeout: Duration,
+    absolute_timeout: Option<Duration>,
+    touch_interval: Option<Duration>,
+    tombstone_retention: Duration,
+    cookie_name: String,
+    cookie_path: String,
+    cookie_domain: Option<String>,
+    routes: Routes,
+    login_url: Option<String>,
+    responder: Option<Responder>,
+    fail_open: bool,
+    clock: Arc<dyn Clock>,
+    max_id_len: usize,
+    seconds_left_header: Option<String>,
+}
+
+impl<St> Builder<St> {
+    fn new(store: St) -> Self {
+        Builder {
+            store,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            absolute_timeout: None,
+            touch_interval: None,
+            tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
+            cookie_name: DEFAULT_COOKIE_NAME.to_owned(),
+            cookie_path: "/".to_owned(),
+            cookie_domain: None,
+            routes: Routes::default(),
+            login_url: None,
+            responder: None,
+            fail_open: false,
+            clock: Arc::new(SystemClock),
+            max_id_len: DEFAULT_MAX_ID_LEN,
+            seconds_left_header: None,
+        }
+    }
+
+    /// Tracks sessions in `store` instead of a new [`MemoryStore`].
+    pub fn store<T: SessionStore>(self, store: T) -> Builder<T> {
+        Builder {
+            store,
+            idle_timeout: self.idle_timeout,
+            absolute_timeout: self.absolute_timeout,
+            touch_interval: self.touch_interval,
+            tombstone_retention: self.tombstone_retention,
+            cookie_name: self.cookie_name,
+            cookie_path: self.cookie_path,
+            cookie_domain: self.cookie_domain,
+            routes: self.routes,
+            login_url: self.login_url,
+            responder: self.responder,
+            fail_open: self.fail_open,
+            clock: self.clock,
+            max_id_len: self.max_id_len,
+            seconds_left_header: self.seconds_left_header,
+        }
+    }
+
+    /// A session expires when no request came for this long (default 20 minutes).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// A session expires this long after it began, whatever its activity (default: none).
+    /// Must be at least the idle timeout.
+    pub fn absolute_timeout(mut self, timeout: Duration) -> Self {
+        self.absolute_timeout = Some(timeout);
+        self
+    }
+
+    /// Lets the store skip refreshing `last_seen` while it is younger than `interval`, saving
+    /// writes; a session may then expire up to `interval` early, never late. Must be shorter
+    /// than the idle timeout.
+    pub fn touch_interval(mut self, interval: Duration) -> Self {
+        self.touch_interval = Some(interval);
+        self
+    }
+
+    /// How long the store remembers why a session expired or ended (default 5 minutes), so
+    /// late requests learn the reason. After that its cookie gets reason `unknown`.
+    pub fn tombstone_retention(mut self, retention: Duration) -> Self {
+        self.tombstone_retention = retention;
+        self
+    }
+
+    /// The session cookie's name (default `id`).
+    pub fn cookie_name(mut self, name: impl Into<String>) -> Self {
+        self.cookie_name = name.into();
+        self
+    }
+
+    /// The session cookie's `Path`, used when the layer clears it (default `/`).
+    pub fn cookie_path(mut self, path: impl Into<String>) -> Self {
+        self.cookie_path = path.into();
+        self
+    }
+
+    /// The session cookie's `Domain`, used when the layer clears it (default: none).
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.cookie_domain = Some(domain.into());
+        self
+    }
+
+    /// Lets requests to exactly `path` through with an expired or unknown session: the stale
+    /// cookie is removed from the request and cleared in the response. For the login page.
+    pub fn exempt_path(mut self, path: impl Into<String>) -> Self {
+        self.routes.exempt.push(Matcher::Exact(path.into()));
+        self
+    }
+
+    /// Like [`exempt_path`](Builder::exempt_path) for every path starting with `prefix`.
+    /// For static assets.
+    pub fn exempt_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.routes.exempt.push(Matcher::Prefix(prefix.into()));
+        self
+    }
+
+    /// Like [`exempt_path`](Builder::exempt_path) for every request `predicate` picks.
+    pub fn exempt_when(
+        mut self,
+        predicate: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.routes.exempt.push(Matcher::When(Arc::new(predicate)));
+        self
+    }
+
+    /// Requests to exactly `path` are checked for expiry but do not refresh the session, so a
+    /// forgotten tab polling it does not keep the session alive forever.
+    pub fn passive_path(mut self, path: impl Into<String>) -> Self {
+        self.routes.passive.push(Matcher::Exact(path.into()));
+        self
+    }
+
+    /// Like [`passive_path`](Builder::passive_path) for every path starting with `prefix`.
+    pub fn passive_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.routes.passive.push(Matcher::Prefix(prefix.into()));
+        self
+    }
+
+    /// Like [`passive_path`](Builder::passive_path) for every request `predicate` picks, for
+    /// example those with a header your polling code sends.
+    pub fn passive_when(
+        mut self,
+        predicate: impl Fn(&RequestHead<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.routes.passive.push(Matcher::When(Arc::new(predicate)));
+        self
+    }
+
+    /// Answers requests to `path` itself: refreshes the session and sends `200 OK` with body
+    /// `OK`, or 440 when it has expired. For keep-alive scripts during long work.
+    pub fn keep_alive_path(mut self, path: impl Into<String>) -> Self {
+        self.routes.keep_alive = Some(path.into());
+        self
+    }
+
+    /// Answers requests to `path` itself with the session's deadlines as JSON, without
+    /// refreshing it; 440 (problem+json) when it has expired.
+    pub fn status_path(mut self, path: impl Into<String>) -> Self {
+        self.routes.status = Some(path.into());
+        self
+    }
+
+    /// Adds a "Log in again" link to this URL on the 440 page and a `login_url` member to
+    /// the problem+json answer.
+    pub fn login_url(mut self, url: impl Into<String>) -> Self {
+        self.login_url = Some(url.into());
+        self
+    }
+
+    /// Replaces the 440 answer. The closure gets the [`Expiry`] (the reason, the client's
+    /// format preference, the login URL) and returns the whole response; the layer sets
+    /// `Content-Length`, and adds the `Set-Cookie` that clears the session cookie unless the
+    /// response sets that cookie itself.
+    ///
+    /// ```
+    /// use http::{Response, StatusCode};
+    /// use tower_session_timeout::SessionTimeoutLayer;
+    ///
+    /// let layer = SessionTimeoutLayer::builder()
+    ///     .expired_response(|expiry| {
+    ///         Response::builder()
+    ///             .status(StatusCode::SEE_OTHER)
+    ///             .header("location", format!("/login?why={}", expiry.reason()))
+    ///             .body(String::new())
+    ///             .unwrap()
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), tower_session_timeout::ConfigError>(())
+    /// ```
+    pub fn expired_response<F, T>(mut self, respond: F) -> Self
+    where
+        F: Fn(&Expiry<'_>) -> Response<T> + Send + Sync + 'static,
+        T: Into<Bytes>,
+    {
+        self.responder = Some(Arc::new(move |expiry: &Expiry<'_>| {
+            respond(expiry).map(Into::into)
+        }));
+        self
+    }
+
+    /// When the store fails, pass requests on as if they carried no session instead of
+    /// answering `503 Service Unavailable` (the default, fail-closed).
+    pub fn fail_open(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+
+    /// Reads the time from `clock` instead of the system clock; tests use a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Session ids longer than `len` bytes are never looked up and get 440 (default 1024).
+    pub fn max_id_len(mut self, len: usize) -> Self {
+        self.max_id_len = len;
+        self
+    }
+
+    /// Adds a header with this name to responses on an active session, holding the whole
+    /// seconds left before its deadline, for client scripts.
+    pub fn seconds_left_header(mut self, name: impl Into<String>) -> Self {
+        self.seconds_left_header = Some(name.into());
+        self
+    }
+
+    /// Checks that the settings work together and builds the layer.
+    pub fn build(self) -> Result<SessionTimeoutLayer<St>, ConfigError> {
+        let idle = self.idle_timeout;
+        if idle.is_zero() {
+            return Err(ConfigError::ZeroIdleTimeout);
+        }
+        if let Some(absolute) = self.absolute_timeout {
+            if absolute.is_zero() {
+                return Err(ConfigError::ZeroAbsoluteTimeout);
+            }
+            if absolute < idle {
+                return Err(ConfigError::AbsoluteShorterThanIdle { absolute, idle });
+            }
+        }
+        if let Some(touch) = self.touch_interval {
+            if touch >= idle {
+                return Err(ConfigError::TouchIntervalNotShorter { touch, idle });
+            }
+        }
+        if self.max_id_len == 0 {
+            return Err(ConfigError::ZeroMaxIdLen);
+        }
+        self.validate_cookie()?;
+        self.validate_routes()?;
+        if let Some(url) = &self.login_url {
+            if url.parse::<Uri>().is_err() {
+                return Err(ConfigError::InvalidLoginUrl(url.clone()));
+            }
+        }
+        let seconds_left_header = match self.seconds_left_header {
+            Some(name) => Some(
+                HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ConfigError::InvalidHeaderName(name))?,
+            ),
+            None => None,
+        };
+        let config = Config {
+            policy: Policy::new(
+                idle,
+                self.absolute_timeout,
+                self.touch_interval,
+                self.tombstone_retention,
+            ),
+            cookie: CookieSettings::new(
+                self.cookie_name,
+                &self.cookie_path,
+                self.cookie_domain.as_deref(),
+            ),
+            store: self.store,
+            clock: self.clock,
+            routes: self.routes,
+            login_url: self.login_url,
+            responder: self.responder,
+            fail_open: self.fail_open,
+            max_id_len: self.max_id_len,
+            seconds_left_header,
+        };
+        Ok(SessionTimeoutLayer {
+            config: Arc::new(config),
+        })
+    }
+
+    fn validate_cookie(&self) -> Result<(), ConfigError> {
+        let name = &self.cookie_name;
+        if name.is_empty() {
+            return Err(ConfigError::EmptyCookieName);
+        }
+        if !cookie::is_valid_name(name) {
+            return Err(ConfigError::InvalidCookieName(name.clone()));
+        }
+        let path = &self.cookie_path;
+        if !path.starts_with('/') || !cookie::is_valid_attribute(path) {
+            return Err(ConfigError::InvalidCookiePath(path.clone()));
+        }
+        if let Some(domain) = &self.cookie_domain {
+            if domain.is_empty() || !cookie::is_valid_attribute(domain) {
+                return Err(ConfigError::InvalidCookieDomain(domain.clone()));
+            }
+        }
+        if name.starts_with("__Host-") && (path != "/" || self.cookie_domain.is_some()) {
+            return Err(ConfigError::HostPrefixRules(name.clone()));
+        }
+        Ok(())
+    }
+
+    fn validate_routes(&self) -> Result<(), ConfigError> {
+        let routes = &self.routes;
+        let named = [routes.keep_alive.as_deref(), routes.status.as_deref()];
+        let matched = routes.exempt.iter().chain(&routes.passive).map(Matcher::path);
+        for path in named.into_iter().chain(matched).flatten() {
+            if !path.starts_with('/') {
+                return Err(ConfigError::InvalidRoutePath(path.to_owned()));
+            }
+        }
+        if let (Some(keep_alive), Some(status)) = (&routes.keep_alive, &routes.status) {
+            if keep_alive == status {
+                return Err(ConfigError::RouteConflict(keep_alive.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<St: fmt::Debug> fmt::Debug for Builder<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("store", &self.store)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("absolute_timeout", &self.absolute_timeout)
+            .field("touch_interval", &self.touch_interval)
+            .field("cookie_name", &self.cookie_name)
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
+}

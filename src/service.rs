@@ -1,0 +1,181 @@
+//! [`SessionTimeout`]: the middleware service.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::SET_COOKIE;
+use http::{Request, Response};
+use tower_service::Service;
+
+use crate::cookie::{self, RequestCookie, ResponseCookie};
+use crate::expired::{self, Expiry};
+use crate::future::{After, Pending, ResponseFuture};
+use crate::layer::Config;
+use crate::routes::Route;
+use crate::store::{SessionKey, Touch};
+use crate::{answer, ExpiryReason, MemoryStore, ResponseBody, SessionHandle, SessionStore};
+
+/// Middleware that enforces idle and absolute session timeouts on an inner service.
+///
+/// Made by [`SessionTimeoutLayer`](crate::SessionTimeoutLayer). Requests without a session
+/// cookie pass untouched; requests on an active session refresh it and pass; requests on an
+/// expired, ended or unknown session get `440 Login Time-out` and never reach the inner
+/// service. The [crate docs](crate) have the full table.
+pub struct SessionTimeout<S, St = MemoryStore> {
+    inner: S,
+    config: Arc<Config<St>>,
+}
+
+impl<S, St> SessionTimeout<S, St> {
+    pub(crate) fn new(inner: S, config: Arc<Config<St>>) -> Self {
+        SessionTimeout { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, St> Clone for SessionTimeout<S, St> {
+    fn clone(&self) -> Self {
+        SessionTimeout {
+            inner: self.inner.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St> fmt::Debug for SessionTimeout<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionTimeout")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, St, ReqBody, ResBody> Service<Request<ReqBody>> for SessionTimeout<S, St>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
+    St: SessionStore,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, St, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let config = Arc::clone(&self.config);
+        let route = config.routes.classify(&request);
+        let found = cookie::find(request.headers(), &config.cookie.name, config.max_id_len);
+        let reason = match found {
+            RequestCookie::Present(id) => {
+                let key = SessionKey::from_id(id);
+                let touch = match route {
+                    Route::Passive | Route::Status => Touch::Passive,
+                    _ => Touch::Refresh,
+                };
+                let now = config.now();
+                let check = config.store.check(&key, now, &config.policy, touch);
+                // The store answers before the inner service is called, so the future takes
+                // the clone that `poll_ready` readied and leaves a fresh one here.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                let pending = Pending {
+                    inner,
+                    request,
+                    route,
+                    key,
+                    now,
+                };
+                return ResponseFuture::checking(check, pending, config);
+            }
+            RequestCookie::Absent if matches!(route, Route::KeepAlive | Route::Status) => {
+                Some(ExpiryReason::Unknown)
+            }
+            RequestCookie::Absent => {
+                let after = After::new(None, None, false, &mut request);
+                return ResponseFuture::calling(self.inner.call(request), after, config);
+            }
+            RequestCookie::TooLong => Some(ExpiryReason::Unknown),
+            RequestCookie::Malformed => None,
+        };
+        match inactive(&config, route, reason, &mut request) {
+            Some(answer) => ResponseFuture::answered(answer, config),
+            None => {
+                let after = After::new(None, None, true, &mut request);
+                ResponseFuture::calling(self.inner.call(request), after, config)
+            }
+        }
+    }
+}
+
+/// What happens to a request whose session is not active: `reason` is why, or `None` for a
+/// session cookie that cannot be read.
+///
+/// On an exempt route the stale cookie is removed from the request and `None` is returned:
+/// the request goes on, and its response will clear the cookie. Elsewhere the answer is
+/// returned: 440 for an expired or unknown session, 400 for a malformed cookie.
+pub(crate) fn inactive<St, B>(
+    config: &Config<St>,
+    route: Route,
+    reason: Option<ExpiryReason>,
+    request: &mut Request<B>,
+) -> Option<Response<Bytes>> {
+    if route == Route::Exempt {
+        tracing::debug!(?reason, "stale session cookie on an exempt route; removed");
+        cookie::remove(request.headers_mut(), &config.cookie.name);
+        return None;
+    }
+    let mut answer = match reason {
+        Some(reason) => {
+            tracing::debug!(%reason, "session not active; answering 440");
+            let prefers_json = route == Route::Status || expired::prefers_json(request.headers());
+            let expiry = Expiry::new(reason, prefers_json, config.login_url.as_deref());
+            match &config.responder {
+                Some(respond) => respond(&expiry),
+                None => expiry.default_response(),
+            }
+        }
+        None => {
+            tracing::debug!("malformed session cookie; answering 400");
+            answer::malformed_cookie()
+        }
+    };
+    let now = config.now();
+    if cookie::observe(answer.headers(), &config.cookie.name, now) == ResponseCookie::Untouched {
+        answer
+            .headers_mut()
+            .append(SET_COOKIE, config.cookie.clear.clone());
+    }
+    expired::finish(&mut answer);
+    Some(answer)
+}
+
+/// Puts the request's session info and handle in its extensions.
+pub(crate) fn annotate<B>(
+    request: &mut Request<B>,
+    info: Option<crate::SessionInfo>,
+) -> SessionHandle {
+    let handle = SessionHandle::new(info);
+    if let Some(info) = info {
+        request.extensions_mut().insert(info);
+    }
+    request.extensions_mut().insert(handle.clone());
+    handle
+}

@@ -1,0 +1,162 @@
+//! A small app behind the layer, driven with `tower::ServiceExt` and a manual clock.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{COOKIE, SET_COOKIE};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceExt};
+use tower_session_timeout::{
+    Builder, ManualClock, MemoryStore, SessionHandle, SessionInfo, SessionStore, SessionTimeout,
+};
+
+pub const IDLE: Duration = Duration::from_secs(60);
+
+pub type Inner = BoxCloneSyncService<Request<Empty<Bytes>>, Response<Full<Bytes>>, Infallible>;
+
+/// The inner service: `/login?id=X` sets cookie `id=X`, `/logout` clears it, `/begin?id=X`
+/// begins X through the handle, `/end` ends through the handle, `/echo-cookie` answers the
+/// `Cookie` header it got, `/info` answers the session's last-seen time; everything else
+/// answers `inner`. It counts its calls.
+pub fn inner(calls: Arc<AtomicUsize>) -> Inner {
+    BoxCloneSyncService::new(tower::service_fn(move |request: Request<Empty<Bytes>>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let query_id = request
+                .uri()
+                .query()
+                .and_then(|query| query.strip_prefix("id="))
+                .map(str::to_owned);
+            let handle = request.extensions().get::<SessionHandle>().cloned();
+            let mut response = Response::new(Full::new(Bytes::from_static(b"inner")));
+            match request.uri().path() {
+                "/login" => {
+                    let cookie = format!("id={}; Path=/; HttpOnly", query_id.unwrap_or_default());
+                    response.headers_mut().insert(SET_COOKIE, cookie.parse().unwrap());
+                }
+                "/logout" => {
+                    response
+                        .headers_mut()
+                        .insert(SET_COOKIE, "id=; Path=/; Max-Age=0".parse().unwrap());
+                }
+                "/begin" => handle.expect("handle").begin(query_id.unwrap_or_default()),
+                "/end" => handle.expect("handle").end(),
+                "/echo-cookie" => {
+                    let cookie = request
+                        .headers()
+                        .get(COOKIE)
+                        .map(|value| value.as_bytes().to_vec())
+                        .unwrap_or_default();
+                    *response.body_mut() = Full::new(Bytes::from(cookie));
+                }
+                "/info" => {
+                    let info = request.extensions().get::<SessionInfo>().copied();
+                    let text = info.map_or("none".to_owned(), |info| {
+                        info.last_seen().as_unix_millis().to_string()
+                    });
+                    *response.body_mut() = Full::new(Bytes::from(text));
+                }
+                _ => {}
+            }
+            Ok::<_, Infallible>(response)
+        }
+    }))
+}
+
+/// The layer around [`inner`], with its clock, store and call counter.
+pub struct TestApp<St: SessionStore = MemoryStore> {
+    pub service: SessionTimeout<Inner, St>,
+    pub clock: ManualClock,
+    pub store: St,
+    pub calls: Arc<AtomicUsize>,
+}
+
+/// A builder with a manual clock and the given idle timeout; `configure` adds the rest.
+pub fn app(configure: impl FnOnce(Builder<MemoryStore>) -> Builder<MemoryStore>) -> TestApp {
+    app_with_store(MemoryStore::new(), ManualClock::new(), configure)
+}
+
+pub fn app_with_store<St: SessionStore>(
+    store: St,
+    clock: ManualClock,
+    configure: impl FnOnce(Builder<MemoryStore>) -> Builder<MemoryStore>,
+) -> TestApp<St> {
+    let builder = tower_session_timeout::SessionTimeoutLayer::builder()
+        .idle_timeout(IDLE)
+        .clock(clock.clone());
+    let layer = configure(builder).store(store.clone()).build().expect("valid config");
+    let calls = Arc::new(AtomicUsize::new(0));
+    TestApp {
+        service: layer.layer(inner(calls.clone())),
+        clock,
+        store,
+        calls,
+    }
+}
+
+/// A response with its body read.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).expect("utf-8 body")
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.to_str().expect("ascii header"))
+    }
+
+    pub fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .map(|value| value.to_str().expect("ascii header"))
+            .collect()
+    }
+}
+
+impl<St: SessionStore> TestApp<St> {
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    /// Sends `request` through the layer.
+    pub async fn send(&self, request: Request<Empty<Bytes>>) -> Answer {
+        let response = self.service.clone().oneshot(request).await.expect("infallible");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    /// `GET path`, with `Cookie: id=<id>` when `id` is given.
+    pub async fn get(&self, path: &str, id: Option<&str>) -> Answer {
+        let mut request = Request::get(path);
+        if let Some(id) = id {
+            request = request.header(COOKIE, format!("id={id}"));
+        }
+        self.send(request.body(Empty::new()).unwrap()).await
+    }
+
+    /// Signs in with session id `id` through the inner service's `/login`.
+    pub async fn login(&self, id: &str) {
+        let answer = self.get(&format!("/login?id={id}"), None).await;
+        assert_eq!(answer.status, StatusCode::OK);
+    }
+}

@@ -1,0 +1,98 @@
+//! `MemoryStore`: the shared store suite, and what only memory can show.
+
+mod common;
+
+use std::time::Duration;
+
+use common::store_suite::{self, fresh_key, policy, start, IDLE, RETENTION};
+use tower_session_timeout::store::{Check, SessionStore, Touch};
+use tower_session_timeout::{ExpiryReason, MemoryStore};
+
+#[tokio::test]
+async fn passes_the_store_suite() {
+    store_suite::run(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn passes_the_store_suite_with_one_shard() {
+    store_suite::run(MemoryStore::with_shards(1)).await;
+}
+
+#[tokio::test]
+async fn purge_removes_only_what_expired() {
+    let store = MemoryStore::with_shards(4);
+    let policy = policy();
+    let t0 = start();
+    let old: Vec<_> = (0..100).map(|i| fresh_key(&format!("old{i}"))).collect();
+    for key in &old {
+        store.begin(key, t0, &policy).await.unwrap();
+    }
+    let t1 = t0.saturating_add(IDLE);
+    let young: Vec<_> = (0..50).map(|i| fresh_key(&format!("young{i}"))).collect();
+    for key in &young {
+        store.begin(key, t1, &policy).await.unwrap();
+    }
+    assert_eq!(store.len(), 150);
+
+    // The old sessions' deadline plus the tombstone retention has passed (the wheel turns
+    // in whole seconds, hence the extra one); the young ones' deadline has not.
+    let purge_at = t0.saturating_add(IDLE + RETENTION + Duration::from_secs(1));
+    let removed = store.purge(purge_at).await.unwrap();
+    assert_eq!(removed, 100);
+    assert_eq!(store.len(), 50);
+    for key in &young {
+        let check = store.check(key, purge_at, &policy, Touch::Passive).await.unwrap();
+        assert!(matches!(check, Check::Active(_)), "{check:?}");
+    }
+    for key in &old {
+        let check = store.check(key, purge_at, &policy, Touch::Passive).await.unwrap();
+        assert_eq!(check, Check::Expired(ExpiryReason::Unknown));
+    }
+}
+
+#[tokio::test]
+async fn purge_keeps_sessions_whose_deadline_moved() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = start();
+    let key = fresh_key("moved");
+    store.begin(&key, t0, &policy).await.unwrap();
+    let t1 = t0.saturating_add(IDLE - Duration::from_secs(1));
+    store.check(&key, t1, &policy, Touch::Refresh).await.unwrap();
+    // Past the first deadline (the one the record was first listed at), not the second.
+    let t2 = t0.saturating_add(IDLE + Duration::from_secs(5));
+    assert_eq!(store.purge(t2).await.unwrap(), 0);
+    let check = store.check(&key, t2, &policy, Touch::Passive).await.unwrap();
+    assert!(matches!(check, Check::Active(_)), "{check:?}");
+}
+
+#[tokio::test]
+async fn a_sweep_reports_the_same_reason_a_check_would() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = start();
+    let key = fresh_key("swept");
+    store.begin(&key, t0, &policy).await.unwrap();
+    let after = t0.saturating_add(IDLE + Duration::from_secs(1));
+    // The purge retires the record before any request asks about it.
+    assert_eq!(store.purge(after).await.unwrap(), 0);
+    let check = store.check(&key, after, &policy, Touch::Refresh).await.unwrap();
+    assert_eq!(check, Check::Expired(ExpiryReason::Idle));
+}
+
+#[tokio::test]
+async fn requests_sweep_due_records_as_they_go() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = start();
+    for i in 0..20 {
+        store.begin(&fresh_key(&format!("swept{i}")), t0, &policy).await.unwrap();
+    }
+    let later = t0.saturating_add(IDLE + RETENTION + Duration::from_secs(1));
+    let probe = fresh_key("probe");
+    // Each call sweeps a few due records; a handful of calls clears the shard.
+    for _ in 0..10 {
+        store.check(&probe, later, &policy, Touch::Refresh).await.unwrap();
+    }
+    assert_eq!(store.len(), 0);
+}
