@@ -205,6 +205,10 @@ impl Shard {
             State::Tombstone { reason, .. } => Check::Expired(reason),
             State::Active { mut record, .. } => {
                 if let Some(reason) = policy.expiry(&record, now) {
+                    if policy.tombstone_until(&record) <= now {
+                        self.records.remove(key);
+                        return Check::Expired(ExpiryReason::Unknown);
+                    }
                     self.retire_expired(key, &record, reason, policy);
                     return Check::Expired(reason);
                 }
@@ -229,6 +233,10 @@ impl Shard {
                 }
                 State::Active { record, .. } => match policy.expiry(&record, now) {
                     None => Begin::AlreadyActive,
+                    Some(_) if policy.tombstone_until(&record) <= now => {
+                        self.records.remove(key);
+                        self.begin(key, now, policy)
+                    }
                     Some(reason) => {
                         self.retire_expired(key, &record, reason, policy);
                         Begin::Refused(reason)
@@ -263,6 +271,10 @@ impl Shard {
                 self.retire(key, ExpiryReason::Ended, until);
                 true
             }
+            Some(_) if policy.tombstone_until(&record) <= now => {
+                self.records.remove(key);
+                false
+            }
             Some(reason) => {
                 self.retire_expired(key, &record, reason, policy);
                 false
@@ -279,8 +291,7 @@ impl Shard {
         reason: ExpiryReason,
         policy: &Policy,
     ) {
-        let (deadline, _) = policy.deadline(record);
-        self.retire(key, reason, deadline.saturating_add(policy.tombstone_retention()));
+        self.retire(key, reason, policy.tombstone_until(record));
     }
 
     /// Replaces a record with a tombstone kept until `until`.

@@ -212,6 +212,13 @@ impl Policy {
         }
     }
 
+    /// Until when a store remembers why the record's session expired: its deadline plus the
+    /// tombstone retention. From then on, asked or not before, the key answers
+    /// [`ExpiryReason::Unknown`].
+    pub fn tombstone_until(&self, record: &SessionRecord) -> Timestamp {
+        self.deadline(record).0.saturating_add(self.tombstone_retention)
+    }
+
     /// `Some(reason)` when the session has expired at `now`. Exactly at a deadline it has.
     pub fn expiry(&self, record: &SessionRecord, now: Timestamp) -> Option<ExpiryReason> {
         let (deadline, reason) = self.deadline(record);

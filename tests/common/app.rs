@@ -124,6 +124,18 @@ impl Answer {
     }
 }
 
+/// The manual clock's reading in Unix milliseconds.
+pub trait NowMillis {
+    fn now_millis(&self) -> u64;
+}
+
+impl NowMillis for ManualClock {
+    fn now_millis(&self) -> u64 {
+        use tower_session_timeout::Clock;
+        tower_session_timeout::Timestamp::from_system_time(self.now()).as_unix_millis()
+    }
+}
+
 impl<St: SessionStore> TestApp<St> {
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)

@@ -188,6 +188,14 @@ async fn tombstones_are_forgotten_after_retention<St: SessionStore>(store: &St) 
         check(store, &key, at(deadline, RETENTION), Touch::Refresh).await,
         Check::Expired(ExpiryReason::Unknown)
     );
+    // Never asked about until its retention passed: the same answer as if it had been.
+    let unasked = fresh_key("retention-unasked");
+    begin(store, &unasked, t0).await;
+    assert_eq!(
+        check(store, &unasked, at(deadline, RETENTION), Touch::Refresh).await,
+        Check::Expired(ExpiryReason::Unknown)
+    );
+    assert_eq!(begin(store, &unasked, at(deadline, RETENTION)).await, Begin::Began, "forgotten ids are new again");
 }
 
 async fn clock_backwards_never_makes_a_session_younger<St: SessionStore>(store: &St) {

@@ -1,0 +1,100 @@
+//! How sessions begin and end: observed `Set-Cookie`, rotation, and the explicit handle.
+
+mod common;
+
+use std::time::Duration;
+
+use common::app::{app, IDLE};
+use http::StatusCode;
+use tower_session_timeout::login_timeout_status;
+
+fn reason_of(answer: &common::app::Answer) -> String {
+    let text = answer.text();
+    let start = text.find("\"reason\":\"").expect("a reason") + 10;
+    text[start..].split('"').next().unwrap().to_owned()
+}
+
+async fn json_get(app: &common::app::TestApp, id: &str) -> common::app::Answer {
+    let request = http::Request::get("/")
+        .header("cookie", format!("id={id}"))
+        .header("accept", "application/json")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    app.send(request).await
+}
+
+#[tokio::test]
+async fn a_set_cookie_begins_a_session() {
+    let app = app(|builder| builder);
+    assert_eq!(app.get("/", Some("s1")).await.status, login_timeout_status());
+    app.login("s1").await;
+    assert_eq!(app.get("/", Some("s1")).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_cookie_resent_on_every_response_does_not_reset_the_absolute_deadline() {
+    let absolute = Duration::from_secs(120);
+    let app = app(|builder| builder.absolute_timeout(absolute));
+    app.login("s1").await;
+    app.advance(Duration::from_secs(50));
+    // The app sets the same id again (as tower-sessions does when it saves).
+    assert_eq!(app.get("/login?id=s1", Some("s1")).await.status, StatusCode::OK);
+    app.advance(Duration::from_secs(50));
+    assert_eq!(app.get("/login?id=s1", Some("s1")).await.status, StatusCode::OK);
+    app.advance(Duration::from_secs(20));
+    let answer = json_get(&app, "s1").await;
+    assert_eq!(reason_of(&answer), "absolute");
+}
+
+#[tokio::test]
+async fn clearing_the_cookie_ends_the_session() {
+    let app = app(|builder| builder);
+    app.login("s1").await;
+    let answer = app.get("/logout", Some("s1")).await;
+    assert_eq!(answer.set_cookies(), ["id=; Path=/; Max-Age=0"], "the app's own clearing only");
+    let answer = json_get(&app, "s1").await;
+    assert_eq!(answer.status, login_timeout_status());
+    assert_eq!(reason_of(&answer), "ended");
+}
+
+#[tokio::test]
+async fn rotation_begins_the_new_id_and_ends_the_old_one() {
+    let app = app(|builder| builder);
+    app.login("old").await;
+    assert_eq!(app.get("/login?id=new", Some("old")).await.status, StatusCode::OK);
+    assert_eq!(app.get("/", Some("new")).await.status, StatusCode::OK);
+    let answer = json_get(&app, "old").await;
+    assert_eq!(reason_of(&answer), "ended");
+}
+
+#[tokio::test]
+async fn the_handle_begins_and_ends_sessions() {
+    let app = app(|builder| builder);
+    assert_eq!(app.get("/begin?id=h1", None).await.status, StatusCode::OK);
+    assert_eq!(app.get("/", Some("h1")).await.status, StatusCode::OK);
+    assert_eq!(app.get("/end", Some("h1")).await.status, StatusCode::OK);
+    let answer = json_get(&app, "h1").await;
+    assert_eq!(reason_of(&answer), "ended");
+}
+
+#[tokio::test]
+async fn an_expired_id_set_again_by_the_app_is_not_revived() {
+    let app = app(|builder| builder);
+    app.login("s1").await;
+    app.advance(IDLE);
+    assert_eq!(app.get("/", Some("s1")).await.status, login_timeout_status());
+    // A buggy app re-issues the expired id on a fresh request.
+    app.login("s1").await;
+    assert_eq!(app.get("/", Some("s1")).await.status, login_timeout_status());
+}
+
+#[tokio::test]
+async fn after_the_retention_an_expired_id_reads_unknown() {
+    let retention = Duration::from_secs(30);
+    let app = app(|builder| builder.tombstone_retention(retention));
+    app.login("s1").await;
+    app.advance(IDLE + retention);
+    let answer = json_get(&app, "s1").await;
+    assert_eq!(answer.status, login_timeout_status());
+    assert_eq!(reason_of(&answer), "unknown");
+}
