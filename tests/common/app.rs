@@ -19,7 +19,7 @@ pub const IDLE: Duration = Duration::from_secs(60);
 
 pub type Inner = BoxCloneSyncService<Request<Empty<Bytes>>, Response<Full<Bytes>>, Infallible>;
 
-/// The inner service: `/login?id=X` sets cookie `id=X`, `/logout` clears it, `/begin?id=X`
+/// The inner service: `/login?id=X` (or `x-new-id: X`) sets cookie `id=X`, `/logout` clears it, `/begin?id=X`
 /// begins X through the handle, `/end` ends through the handle, `/echo-cookie` answers the
 /// `Cookie` header it got, `/info` answers the session's last-seen time; everything else
 /// answers `inner`. It counts its calls.
@@ -27,10 +27,12 @@ pub fn inner(calls: Arc<AtomicUsize>) -> Inner {
     BoxCloneSyncService::new(tower::service_fn(move |request: Request<Empty<Bytes>>| {
         calls.fetch_add(1, Ordering::SeqCst);
         async move {
+            // The new id comes from the query, or from `x-new-id` for ids a URI cannot hold.
             let query_id = request
-                .uri()
-                .query()
-                .and_then(|query| query.strip_prefix("id="))
+                .headers()
+                .get("x-new-id")
+                .and_then(|value| value.to_str().ok())
+                .or_else(|| request.uri().query().and_then(|query| query.strip_prefix("id=")))
                 .map(str::to_owned);
             let handle = request.extensions().get::<SessionHandle>().cloned();
             let mut response = Response::new(Full::new(Bytes::from_static(b"inner")));

@@ -1,0 +1,116 @@
+//! Malformed requests: each gets its documented answer, none panics or grows the store.
+
+mod common;
+
+use bytes::Bytes;
+use common::app::app;
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::Empty;
+use tower_session_timeout::login_timeout_status;
+
+fn with_cookie_headers(values: &[&[u8]]) -> Request<Empty<Bytes>> {
+    let mut request = Request::get("/").body(Empty::new()).unwrap();
+    for value in values {
+        request.headers_mut().append("cookie", HeaderValue::from_bytes(value).unwrap());
+    }
+    request
+}
+
+#[tokio::test]
+async fn non_utf8_session_cookie_is_400_and_cleared() {
+    let app = app(|builder| builder);
+    let answer = app.send(with_cookie_headers(&[b"id=\xff\xfe"])).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert!(answer.header("set-cookie").unwrap().starts_with("id=;"));
+    assert_eq!(app.calls(), 0);
+    assert!(app.store.is_empty());
+}
+
+#[tokio::test]
+async fn non_utf8_bytes_in_other_cookies_do_not_matter() {
+    let app = app(|builder| builder);
+    app.login("s").await;
+    let answer = app.send(with_cookie_headers(&[b"junk=\xff; id=s"])).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn empty_value_is_no_session() {
+    let app = app(|builder| builder);
+    let answer = app.send(with_cookie_headers(&[b"id="])).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(app.calls(), 1);
+}
+
+#[tokio::test]
+async fn quoted_values_are_taken_verbatim() {
+    let app = app(|builder| builder);
+    let login = Request::get("/login").header("x-new-id", "\"quoted\"").body(Empty::new()).unwrap();
+    assert_eq!(app.send(login).await.status, StatusCode::OK);
+    let answer = app.send(with_cookie_headers(&[b"id=\"quoted\""])).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let unquoted = app.send(with_cookie_headers(&[b"id=quoted"])).await;
+    assert_eq!(unquoted.status, login_timeout_status(), "a different value is a different id");
+}
+
+#[tokio::test]
+async fn the_same_id_repeated_counts_once() {
+    let app = app(|builder| builder);
+    app.login("s").await;
+    let answer = app.send(with_cookie_headers(&[b"id=s; id=s", b"id=s"])).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn different_ids_under_one_name_are_400() {
+    let app = app(|builder| builder);
+    app.login("s").await;
+    let answer = app.send(with_cookie_headers(&[b"id=s; id=other"])).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.calls(), 1);
+}
+
+#[tokio::test]
+async fn thousands_of_cookies_are_read_through() {
+    let app = app(|builder| builder);
+    app.login("s").await;
+    let mut header = (0..5000).map(|i| format!("c{i}=v{i}")).collect::<Vec<_>>().join("; ");
+    header.push_str("; id=s");
+    let answer = app.send(with_cookie_headers(&[header.as_bytes()])).await;
+    assert_eq!(answer.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ids_longer_than_the_limit_are_440_without_a_lookup() {
+    let app = app(|builder| builder.max_id_len(64));
+    let long = "x".repeat(65);
+    let answer = app.get("/", Some(&long)).await;
+    assert_eq!(answer.status, login_timeout_status());
+    // The app cannot begin such an id either.
+    app.login(&long).await;
+    assert!(app.store.is_empty());
+    let huge = "y".repeat(100_000);
+    assert_eq!(app.get("/", Some(&huge)).await.status, login_timeout_status());
+}
+
+#[tokio::test]
+async fn malformed_or_long_cookies_on_exempt_routes_are_stripped() {
+    let app = app(|builder| builder.exempt_path("/echo-cookie").max_id_len(8));
+    let mut request = with_cookie_headers(&[b"a=1; id=ba d", b"id=123456789"]);
+    *request.uri_mut() = "/echo-cookie".parse().unwrap();
+    let answer = app.send(request).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.text(), "a=1");
+}
+
+#[tokio::test]
+async fn random_ids_add_nothing_to_the_store() {
+    let app = app(|builder| builder.exempt_path("/login").keep_alive_path("/keepalive").status_path("/status"));
+    for i in 0..500 {
+        let id = format!("{:032x}", rand::random::<u128>());
+        let path = ["/", "/keepalive", "/status", "/login", "/logout"][i % 5];
+        let answer = app.get(path, Some(&id)).await;
+        assert_ne!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert!(app.store.is_empty(), "{} records", app.store.len());
+}
