@@ -1,0 +1,271 @@
+//! The demo app: sign in, leave it idle past the timeout, and get `440 Login Time-out`.
+//!
+//! ```text
+//! cargo run --example axum_login
+//! ```
+//!
+//! Then open <http://127.0.0.1:3000/login>. Settings come from the environment:
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `PORT` | port on 127.0.0.1 | `3000` |
+//! | `IDLE_TIMEOUT_SECS` | idle timeout | `60` |
+//! | `ABSOLUTE_TIMEOUT_SECS` | absolute timeout | none |
+//! | `SESSION_STORE` | `memory`, `redis://host:port/db`, `postgres://user@host:port/db`, `sqlite://path` | `memory` |
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Form, State};
+use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use tower_session_timeout::{Builder, SessionInfo, SessionStore, SessionTimeoutLayer};
+
+/// What the demo reads from the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub port: u16,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Option<Duration>,
+    pub store: StoreChoice,
+}
+
+/// Where the demo keeps sessions, from `SESSION_STORE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    Memory,
+    Redis(String),
+    Postgres(String),
+    Sqlite(String),
+}
+
+impl Settings {
+    /// Reads the settings through `var` (the environment, or a map in tests).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let number = |name: &str| -> Result<Option<u64>, String> {
+            match var(name) {
+                None => Ok(None),
+                Some(text) => text
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{name}={text:?} is not a whole number")),
+            }
+        };
+        let port = match number("PORT")? {
+            None => 3000,
+            Some(port) => u16::try_from(port).map_err(|_| format!("PORT={port} is not a port number"))?,
+        };
+        let idle_timeout = Duration::from_secs(number("IDLE_TIMEOUT_SECS")?.unwrap_or(60));
+        let absolute_timeout = number("ABSOLUTE_TIMEOUT_SECS")?.map(Duration::from_secs);
+        let store = match var("SESSION_STORE").as_deref().map(str::trim) {
+            None | Some("") | Some("memory") => StoreChoice::Memory,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => StoreChoice::Redis(url.to_owned()),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                StoreChoice::Postgres(url.to_owned())
+            }
+            Some(url) if url.starts_with("sqlite://") => StoreChoice::Sqlite(url.to_owned()),
+            Some(other) => {
+                return Err(format!(
+                    "SESSION_STORE={other:?} is not a store: use memory, redis://host:port/db, postgres://user@host:port/db or sqlite://path"
+                ))
+            }
+        };
+        Ok(Settings {
+            port,
+            idle_timeout,
+            absolute_timeout,
+            store,
+        })
+    }
+}
+
+/// The demo's session settings on any store.
+pub fn configure<St>(builder: Builder<St>, settings: &Settings) -> Builder<St> {
+    let builder = builder
+        .idle_timeout(settings.idle_timeout)
+        .exempt_path("/login")
+        .exempt_path("/favicon.ico")
+        .keep_alive_path("/session/keepalive")
+        .status_path("/session/status")
+        .login_url("/login");
+    match settings.absolute_timeout {
+        Some(absolute) => builder.absolute_timeout(absolute),
+        None => builder,
+    }
+}
+
+/// Who is signed in under which session id. The layer only tracks time; what a session
+/// means is the app's business.
+#[derive(Clone, Default)]
+pub struct Users(Arc<Mutex<HashMap<String, String>>>);
+
+impl Users {
+    fn insert(&self, id: String, name: String) {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).insert(id, name);
+    }
+
+    fn remove(&self, id: &str) {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).remove(id);
+    }
+
+    fn name(&self, id: &str) -> Option<String> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).get(id).cloned()
+    }
+}
+
+/// The demo's routes behind `layer`.
+pub fn router<St: SessionStore>(layer: SessionTimeoutLayer<St>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/dashboard") }))
+        .route("/login", get(login_form).post(login))
+        .route("/dashboard", get(dashboard))
+        .route("/logout", post(logout))
+        .with_state(Users::default())
+        .layer(layer)
+}
+
+const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:32rem;margin:3rem auto;padding:0 1rem}label{display:block;margin:.5rem 0}";
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title><style>{PAGE_STYLE}</style></head><body><h1>{title}</h1>{body}</body></html>"
+    ))
+}
+
+fn login_page(error: Option<&str>) -> Html<String> {
+    let error = error.map_or(String::new(), |error| format!("<p role=\"alert\">{error}</p>"));
+    page(
+        "Sign in",
+        &format!(
+            "{error}<form method=\"post\" action=\"/login\">\
+             <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
+             <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+             <button type=\"submit\">Sign in</button></form>\
+             <p>Any non-empty username and password will do.</p>"
+        ),
+    )
+}
+
+async fn login_form() -> Html<String> {
+    login_page(None)
+}
+
+#[derive(serde::Deserialize)]
+struct Credentials {
+    username: String,
+    password: String,
+}
+
+async fn login(State(users): State<Users>, Form(credentials): Form<Credentials>) -> Response {
+    if credentials.username.trim().is_empty() || credentials.password.is_empty() {
+        return (StatusCode::BAD_REQUEST, login_page(Some("Enter a username and a password."))).into_response();
+    }
+    let id = format!("{:032x}", rand::random::<u128>());
+    users.insert(id.clone(), credentials.username);
+    // Setting the cookie is all it takes: the layer sees it and begins the session.
+    let cookie = format!("id={id}; Path=/; HttpOnly; SameSite=Lax");
+    ([(SET_COOKIE, cookie)], Redirect::to("/dashboard")).into_response()
+}
+
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix("id=").map(str::to_owned))
+        .filter(|id| !id.is_empty())
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+async fn dashboard(State(users): State<Users>, headers: HeaderMap, info: Option<Extension<SessionInfo>>) -> Response {
+    // The layer already answered 440 for an expired session; no cookie means never signed in.
+    let (Some(id), Some(Extension(info))) = (session_id(&headers), info) else {
+        return Redirect::to("/login").into_response();
+    };
+    let name = users.name(&id).unwrap_or_else(|| "someone".to_owned());
+    let absolute = info.absolute_deadline().map_or("none".to_owned(), |deadline| {
+        format!("{} (Unix ms)", deadline.as_unix_millis())
+    });
+    page(
+        "Dashboard",
+        &format!(
+            "<p>Signed in as <strong>{}</strong>.</p>\
+             <p>Idle deadline: <span id=\"idle-deadline\">{}</span> (Unix ms); absolute deadline: {absolute}.</p>\
+             <p>Leave this page alone past the idle timeout and reload it to see <code>440 Login Time-out</code>.</p>\
+             <form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>",
+            escape(&name),
+            info.idle_deadline().as_unix_millis(),
+        ),
+    )
+    .into_response()
+}
+
+async fn logout(State(users): State<Users>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_id(&headers) {
+        users.remove(&id);
+    }
+    // Clearing the cookie ends the session in the layer too.
+    let clear = "id=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax";
+    ([(SET_COOKIE, clear)], Redirect::to("/login")).into_response()
+}
+
+async fn serve<St: SessionStore>(settings: &Settings, builder: Builder<St>) -> Result<(), Box<dyn Error>> {
+    let layer = configure(builder, settings).build()?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
+    let address = listener.local_addr()?;
+    println!("Demo listening on http://{address}; sign in at http://{address}/login");
+    println!(
+        "Idle timeout {:?}, absolute timeout {:?}, store {:?}",
+        settings.idle_timeout, settings.absolute_timeout, settings.store
+    );
+    axum::serve(listener, router(layer)).await?;
+    Ok(())
+}
+
+/// Starts the demo on the store `SESSION_STORE` names; a store whose feature is not compiled
+/// in is an error that says how to enable it.
+async fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
+    let builder = SessionTimeoutLayer::builder();
+    match &settings.store {
+        StoreChoice::Memory => serve(&settings, builder).await,
+        StoreChoice::Redis(_) => Err(missing_feature("redis", "redis://")),
+        StoreChoice::Postgres(_) => Err(missing_feature("postgres", "postgres://")),
+        StoreChoice::Sqlite(_) => Err(missing_feature("sqlite", "sqlite://")),
+    }
+}
+
+#[allow(dead_code)]
+fn missing_feature(feature: &str, scheme: &str) -> Box<dyn Error> {
+    format!(
+        "SESSION_STORE={scheme}... needs the `{feature}` feature: cargo run --example axum_login --features {feature}"
+    )
+    .into()
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_session_timeout=debug".into()),
+        )
+        .init();
+    let outcome = match Settings::from_vars(|name| std::env::var(name).ok()) {
+        Ok(settings) => run(settings).await,
+        Err(error) => Err(error.into()),
+    };
+    if let Err(error) = outcome {
+        eprintln!("axum_login: {error}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,225 @@
+//! The demo app (`examples/axum_login.rs`), as a browser or curl would use it.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../examples/axum_login.rs"]
+mod demo;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use demo::{Settings, StoreChoice};
+use http::header::{COOKIE, LOCATION, SET_COOKIE};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+use tower_session_timeout::{login_timeout_status, ManualClock, SessionTimeoutLayer};
+
+fn settings(vars: &[(&str, &str)]) -> Result<Settings, String> {
+    Settings::from_vars(|name| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string()))
+}
+
+#[test]
+fn settings_defaults() {
+    assert_eq!(
+        settings(&[]).unwrap(),
+        Settings { port: 3000, idle_timeout: Duration::from_secs(60), absolute_timeout: None, store: StoreChoice::Memory }
+    );
+}
+
+#[test]
+fn settings_from_the_environment() {
+    let parsed = settings(&[
+        ("PORT", "8080"),
+        ("IDLE_TIMEOUT_SECS", "5"),
+        ("ABSOLUTE_TIMEOUT_SECS", "30"),
+        ("SESSION_STORE", "sqlite:///tmp/demo.db"),
+    ])
+    .unwrap();
+    assert_eq!(parsed.port, 8080);
+    assert_eq!(parsed.idle_timeout, Duration::from_secs(5));
+    assert_eq!(parsed.absolute_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(parsed.store, StoreChoice::Sqlite("sqlite:///tmp/demo.db".into()));
+}
+
+#[test]
+fn bad_settings_are_clear_errors() {
+    assert!(settings(&[("PORT", "99999")]).unwrap_err().contains("PORT"));
+    assert!(settings(&[("IDLE_TIMEOUT_SECS", "soon")]).unwrap_err().contains("IDLE_TIMEOUT_SECS"));
+    assert!(settings(&[("SESSION_STORE", "mongodb://x")]).unwrap_err().contains("SESSION_STORE"));
+}
+
+struct Demo {
+    router: axum::Router,
+    clock: ManualClock,
+}
+
+impl Demo {
+    fn new() -> Self {
+        let clock = ManualClock::new();
+        let layer = demo::configure(SessionTimeoutLayer::builder(), &settings(&[]).unwrap())
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        Demo { router: demo::router(layer), clock }
+    }
+
+    async fn send(&self, request: Request<Body>) -> (http::response::Parts, String) {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        (parts, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> (http::response::Parts, String) {
+        let mut request = Request::get(path);
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    /// Signs in and returns the `id=...` cookie pair.
+    async fn sign_in(&self) -> String {
+        let request = Request::post("/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("username=ada&password=secret"))
+            .unwrap();
+        let (parts, _) = self.send(request).await;
+        assert_eq!(parts.status, StatusCode::SEE_OTHER);
+        assert_eq!(parts.headers[LOCATION], "/dashboard");
+        let set_cookie = parts.headers[SET_COOKIE].to_str().unwrap();
+        set_cookie.split(';').next().unwrap().to_owned()
+    }
+}
+
+#[tokio::test]
+async fn sign_in_wait_past_the_idle_timeout_and_see_440() {
+    let demo = Demo::new();
+    let (parts, form) = demo.get("/login", None).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert!(form.contains("name=\"username\"") && form.contains("name=\"password\""));
+
+    let cookie = demo.sign_in().await;
+    let (parts, page) = demo.get("/dashboard", Some(&cookie)).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert!(page.contains("Signed in as <strong>ada</strong>"), "{page}");
+
+    demo.clock.advance(Duration::from_secs(60));
+    let (parts, page) = demo.get("/dashboard", Some(&cookie)).await;
+    assert_eq!(parts.status, login_timeout_status());
+    assert!(page.contains("<title>Login Time-out</title>"));
+    assert!(page.contains("<a href=\"/login\">Log in again.</a>"));
+
+    // The login page still opens with the stale cookie, and clears it.
+    let (parts, _) = demo.get("/login", Some(&cookie)).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert!(parts.headers[SET_COOKIE].to_str().unwrap().starts_with("id=;"));
+}
+
+#[tokio::test]
+async fn dashboard_without_a_session_redirects_to_login() {
+    let demo = Demo::new();
+    let (parts, _) = demo.get("/dashboard", None).await;
+    assert_eq!(parts.status, StatusCode::SEE_OTHER);
+    assert_eq!(parts.headers[LOCATION], "/login");
+}
+
+#[tokio::test]
+async fn empty_credentials_are_refused() {
+    let demo = Demo::new();
+    let request = Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("username=&password="))
+        .unwrap();
+    let (parts, _) = demo.send(request).await;
+    assert_eq!(parts.status, StatusCode::BAD_REQUEST);
+    assert!(parts.headers.get(SET_COOKIE).is_none());
+}
+
+#[tokio::test]
+async fn sign_out_ends_the_session() {
+    let demo = Demo::new();
+    let cookie = demo.sign_in().await;
+    let request = Request::post("/logout").header(COOKIE, &cookie).body(Body::empty()).unwrap();
+    let (parts, _) = demo.send(request).await;
+    assert_eq!(parts.status, StatusCode::SEE_OTHER);
+    assert!(parts.headers[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    let (parts, _) = demo.get("/dashboard", Some(&cookie)).await;
+    assert_eq!(parts.status, login_timeout_status());
+}
+
+#[tokio::test]
+async fn keep_alive_and_status_routes() {
+    let demo = Demo::new();
+    let cookie = demo.sign_in().await;
+    demo.clock.advance(Duration::from_secs(59));
+    let (parts, body) = demo.get("/session/keepalive", Some(&cookie)).await;
+    assert_eq!((parts.status, body.as_str()), (StatusCode::OK, "OK"));
+    demo.clock.advance(Duration::from_secs(30));
+    let (parts, body) = demo.get("/session/status", Some(&cookie)).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    assert!(body.contains("\"seconds_left\":30"), "{body}");
+}
+
+/// The built example binary, which `cargo test` compiles beside the tests.
+fn example_binary() -> std::path::PathBuf {
+    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    deps.parent().unwrap().join("examples").join("axum_login")
+}
+
+async fn raw_request(address: &str, request: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn the_binary_serves_the_sign_in_flow_on_port() {
+    let mut child = tokio::process::Command::new(example_binary())
+        .env("PORT", "0")
+        .env("IDLE_TIMEOUT_SECS", "60")
+        .env_remove("SESSION_STORE")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the example is built by cargo test");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let address = first.split("http://").nth(1).unwrap().split(';').next().unwrap().to_owned();
+
+    let form = raw_request(&address, "GET /login HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").await;
+    assert!(form.starts_with("HTTP/1.1 200 OK"), "{form}");
+    let body = "username=ada&password=secret";
+    let login = raw_request(
+        &address,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: demo\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await;
+    assert!(login.starts_with("HTTP/1.1 303 See Other"), "{login}");
+    let cookie = login.lines().find_map(|line| line.strip_prefix("set-cookie: ")).unwrap().split(';').next().unwrap();
+    let dashboard = raw_request(&address, &format!("GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")).await;
+    assert!(dashboard.starts_with("HTTP/1.1 200 OK"), "{dashboard}");
+    let stale = raw_request(&address, "GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: id=stale\r\nConnection: close\r\n\r\n").await;
+    assert!(stale.starts_with("HTTP/1.1 440 Login Time-out\r\n"), "{stale}");
+    child.kill().await.unwrap();
+}
+
+#[cfg(not(feature = "redis"))]
+#[tokio::test]
+async fn a_store_whose_feature_is_missing_is_a_clear_error() {
+    let output = tokio::process::Command::new(example_binary())
+        .env("PORT", "0")
+        .env("SESSION_STORE", "redis://127.0.0.1:6379/0")
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("--features redis"), "{stderr}");
+}
