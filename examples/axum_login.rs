@@ -59,7 +59,9 @@ impl Settings {
         };
         let port = match number("PORT")? {
             None => 3000,
-            Some(port) => u16::try_from(port).map_err(|_| format!("PORT={port} is not a port number"))?,
+            Some(port) => {
+                u16::try_from(port).map_err(|_| format!("PORT={port} is not a port number"))?
+            }
         };
         let idle_timeout = Duration::from_secs(number("IDLE_TIMEOUT_SECS")?.unwrap_or(60));
         let absolute_timeout = number("ABSOLUTE_TIMEOUT_SECS")?.map(Duration::from_secs);
@@ -107,15 +109,25 @@ pub struct Users(Arc<Mutex<HashMap<String, String>>>);
 
 impl Users {
     fn insert(&self, id: String, name: String) {
-        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).insert(id, name);
+        self.0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(id, name);
     }
 
     fn remove(&self, id: &str) {
-        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).remove(id);
+        self.0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(id);
     }
 
     fn name(&self, id: &str) -> Option<String> {
-        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).get(id).cloned()
+        self.0
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .get(id)
+            .cloned()
     }
 }
 
@@ -139,7 +151,9 @@ fn page(title: &str, body: &str) -> Html<String> {
 }
 
 fn login_page(error: Option<&str>) -> Html<String> {
-    let error = error.map_or(String::new(), |error| format!("<p role=\"alert\">{error}</p>"));
+    let error = error.map_or(String::new(), |error| {
+        format!("<p role=\"alert\">{error}</p>")
+    });
     page(
         "Sign in",
         &format!(
@@ -164,7 +178,11 @@ struct Credentials {
 
 async fn login(State(users): State<Users>, Form(credentials): Form<Credentials>) -> Response {
     if credentials.username.trim().is_empty() || credentials.password.is_empty() {
-        return (StatusCode::BAD_REQUEST, login_page(Some("Enter a username and a password."))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            login_page(Some("Enter a username and a password.")),
+        )
+            .into_response();
     }
     let id = format!("{:032x}", rand::random::<u128>());
     users.insert(id.clone(), credentials.username);
@@ -184,18 +202,27 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-async fn dashboard(State(users): State<Users>, headers: HeaderMap, info: Option<Extension<SessionInfo>>) -> Response {
+async fn dashboard(
+    State(users): State<Users>,
+    headers: HeaderMap,
+    info: Option<Extension<SessionInfo>>,
+) -> Response {
     // The layer already answered 440 for an expired session; no cookie means never signed in.
     let (Some(id), Some(Extension(info))) = (session_id(&headers), info) else {
         return Redirect::to("/login").into_response();
     };
     let name = users.name(&id).unwrap_or_else(|| "someone".to_owned());
-    let absolute = info.absolute_deadline().map_or("none".to_owned(), |deadline| {
-        format!("{} (Unix ms)", deadline.as_unix_millis())
-    });
+    let absolute = info
+        .absolute_deadline()
+        .map_or("none".to_owned(), |deadline| {
+            format!("{} (Unix ms)", deadline.as_unix_millis())
+        });
     page(
         "Dashboard",
         &format!(
@@ -219,7 +246,10 @@ async fn logout(State(users): State<Users>, headers: HeaderMap) -> Response {
     ([(SET_COOKIE, clear)], Redirect::to("/login")).into_response()
 }
 
-async fn serve<St: SessionStore>(settings: &Settings, builder: Builder<St>) -> Result<(), Box<dyn Error>> {
+async fn serve<St: SessionStore>(
+    settings: &Settings,
+    builder: Builder<St>,
+) -> Result<(), Box<dyn Error>> {
     let layer = configure(builder, settings).build()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
     let address = listener.local_addr()?;

@@ -24,7 +24,10 @@ async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Inf
         "/login" => {
             let id = format!("{:032x}", rand::random::<u128>());
             Response::builder()
-                .header("set-cookie", format!("id={id}; Path=/; HttpOnly; SameSite=Lax"))
+                .header(
+                    "set-cookie",
+                    format!("id={id}; Path=/; HttpOnly; SameSite=Lax"),
+                )
                 .body(Full::new(Bytes::from(format!("signed in with id {id}\n"))))
         }
         _ => Response::builder().body(Full::new(Bytes::from_static(b"hello, active session\n"))),
@@ -41,14 +44,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let service = ServiceBuilder::new().layer(layer).service_fn(handle);
 
-    let port: u16 = std::env::var("PORT").ok().and_then(|port| port.parse().ok()).unwrap_or(3001);
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(3001);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
     loop {
         let (stream, _) = listener.accept().await?;
         let service = TowerToHyperService::new(service.clone());
         tokio::spawn(async move {
-            if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 eprintln!("connection error: {error}");
             }
         });

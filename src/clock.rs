@@ -28,9 +28,9 @@ impl Timestamp {
 
     /// Converts a [`SystemTime`]; times before the Unix epoch become the epoch.
     pub fn from_system_time(time: SystemTime) -> Self {
-        let millis = time
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX));
+        let millis = time.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
         Timestamp(millis)
     }
 

@@ -38,7 +38,9 @@ pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &'a str, max_len: usize) ->
         Some(value) if value.len() > max_len => RequestCookie::TooLong,
         Some(value) if !value.iter().all(|&byte| is_cookie_octet(byte)) => RequestCookie::Malformed,
         // Cookie octets are ASCII, so this cannot fail; a failure would still be malformed.
-        Some(value) => std::str::from_utf8(value).map_or(RequestCookie::Malformed, RequestCookie::Present),
+        Some(value) => {
+            std::str::from_utf8(value).map_or(RequestCookie::Malformed, RequestCookie::Present)
+        }
     }
 }
 
@@ -109,7 +111,9 @@ pub(crate) fn observe(headers: &HeaderMap, name: &str, now: Timestamp) -> Respon
     let mut outcome = ResponseCookie::Untouched;
     for header in headers.get_all(SET_COOKIE) {
         let Ok(text) = header.to_str() else { continue };
-        let Ok(cookie) = cookie::Cookie::parse(text) else { continue };
+        let Ok(cookie) = cookie::Cookie::parse(text) else {
+            continue;
+        };
         if cookie.name() != name {
             continue;
         }
@@ -153,7 +157,8 @@ impl CookieSettings {
             clear.push_str("; Domain=");
             clear.push_str(domain);
         }
-        clear.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax");
+        clear
+            .push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax");
         // Browsers drop a prefixed cookie's Set-Cookie without Secure, clearing included.
         if name.starts_with("__Secure-") || name.starts_with("__Host-") {
             clear.push_str("; Secure");
@@ -169,14 +174,15 @@ impl CookieSettings {
 /// Whether `name` is an RFC 6265 cookie name (an RFC 9110 token).
 pub(crate) fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|byte| {
-            byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-        })
+        && name
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte))
 }
 
 /// Whether `text` may stand as a cookie attribute value (`Path`, `Domain`).
 pub(crate) fn is_valid_attribute(text: &str) -> bool {
-    text.bytes().all(|byte| (0x21..=0x7E).contains(&byte) && byte != b';')
+    text.bytes()
+        .all(|byte| (0x21..=0x7E).contains(&byte) && byte != b';')
 }
 
 #[cfg(test)]
@@ -200,22 +206,37 @@ mod tests {
 
     #[test]
     fn repeated_names_agree_or_are_malformed() {
-        assert_eq!(find(&headers(&[b"id=x; id=x"]), "id", 64), RequestCookie::Present("x"));
-        assert_eq!(find(&headers(&[b"id=x", b"id=y"]), "id", 64), RequestCookie::Malformed);
+        assert_eq!(
+            find(&headers(&[b"id=x; id=x"]), "id", 64),
+            RequestCookie::Present("x")
+        );
+        assert_eq!(
+            find(&headers(&[b"id=x", b"id=y"]), "id", 64),
+            RequestCookie::Malformed
+        );
     }
 
     #[test]
     fn other_cookies_with_odd_bytes_do_not_matter() {
         let map = headers(&[b"junk=\xff\xfe; id=abc"]);
         assert_eq!(find(&map, "id", 64), RequestCookie::Present("abc"));
-        assert_eq!(find(&headers(&[b"id=\xffabc"]), "id", 64), RequestCookie::Malformed);
+        assert_eq!(
+            find(&headers(&[b"id=\xffabc"]), "id", 64),
+            RequestCookie::Malformed
+        );
     }
 
     #[test]
     fn empty_and_long_values() {
         assert_eq!(find(&headers(&[b"id="]), "id", 64), RequestCookie::Absent);
-        assert_eq!(find(&headers(&[b"id=abcdef"]), "id", 5), RequestCookie::TooLong);
-        assert_eq!(find(&headers(&[b"id=\"abc\""]), "id", 64), RequestCookie::Present("\"abc\""));
+        assert_eq!(
+            find(&headers(&[b"id=abcdef"]), "id", 5),
+            RequestCookie::TooLong
+        );
+        assert_eq!(
+            find(&headers(&[b"id=\"abc\""]), "id", 64),
+            RequestCookie::Present("\"abc\"")
+        );
     }
 
     #[test]
@@ -234,11 +255,20 @@ mod tests {
             map.append(SET_COOKIE, HeaderValue::from_static(value));
             observe(&map, "id", now)
         };
-        assert_eq!(observe_one("id=new; Path=/; HttpOnly"), ResponseCookie::Set("new".into()));
+        assert_eq!(
+            observe_one("id=new; Path=/; HttpOnly"),
+            ResponseCookie::Set("new".into())
+        );
         assert_eq!(observe_one("id=x; Max-Age=0"), ResponseCookie::Cleared);
         assert_eq!(observe_one("id=; Path=/"), ResponseCookie::Cleared);
-        assert_eq!(observe_one("id=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT"), ResponseCookie::Cleared);
-        assert_eq!(observe_one("id=x; Expires=Fri, 01 Jan 2100 00:00:00 GMT"), ResponseCookie::Set("x".into()));
+        assert_eq!(
+            observe_one("id=x; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
+            ResponseCookie::Cleared
+        );
+        assert_eq!(
+            observe_one("id=x; Expires=Fri, 01 Jan 2100 00:00:00 GMT"),
+            ResponseCookie::Set("x".into())
+        );
         assert_eq!(observe_one("other=x"), ResponseCookie::Untouched);
     }
 

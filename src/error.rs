@@ -48,10 +48,14 @@ pub enum ConfigError {
     #[error("route path {0:?} is invalid: it must start with '/'")]
     InvalidRoutePath(String),
     /// Two special routes (keep-alive, status) share one path.
-    #[error("the path {0:?} is given to two routes: keep-alive and status need paths of their own")]
+    #[error(
+        "the path {0:?} is given to two routes: keep-alive and status need paths of their own"
+    )]
     RouteConflict(String),
     /// The login URL cannot be used in a link.
-    #[error("login_url {0:?} is not a valid URI: give a path such as \"/login\" or an absolute URL")]
+    #[error(
+        "login_url {0:?} is not a valid URI: give a path such as \"/login\" or an absolute URL"
+    )]
     InvalidLoginUrl(String),
     /// The seconds-left header name is not a valid header name.
     #[error("seconds_left_header {0:?} is not a valid header name: use lowercase letters, digits and '-'")]
@@ -73,7 +77,9 @@ pub enum StoreError {
     #[error("a stored session record is malformed ({0}); delete it, or check that every instance runs the same version of this crate")]
     CorruptRecord(String),
     /// The store did not answer in time.
-    #[error("the session store did not answer within {0:?}; check its load, or raise the store timeout")]
+    #[error(
+        "the session store did not answer within {0:?}; check its load, or raise the store timeout"
+    )]
     Timeout(Duration),
 }
 

@@ -34,7 +34,11 @@ pub struct Expiry<'a> {
 }
 
 impl<'a> Expiry<'a> {
-    pub(crate) fn new(reason: ExpiryReason, prefers_json: bool, login_url: Option<&'a str>) -> Self {
+    pub(crate) fn new(
+        reason: ExpiryReason,
+        prefers_json: bool,
+        login_url: Option<&'a str>,
+    ) -> Self {
         Expiry {
             reason,
             prefers_json,
@@ -112,7 +116,9 @@ pub(crate) fn finish(response: &mut Response<Bytes>) {
     if response.status() == login_timeout_status() {
         response
             .extensions_mut()
-            .insert(hyper::ext::ReasonPhrase::from_static(REASON_PHRASE.as_bytes()));
+            .insert(hyper::ext::ReasonPhrase::from_static(
+                REASON_PHRASE.as_bytes(),
+            ));
     }
 }
 
@@ -200,8 +206,12 @@ mod tests {
     #[test]
     fn accept_negotiation() {
         assert!(prefers_json(&accept("application/json")));
-        assert!(prefers_json(&accept("application/problem+json, text/html;q=0.5")));
-        assert!(!prefers_json(&accept("text/html,application/xhtml+xml,*/*;q=0.8")));
+        assert!(prefers_json(&accept(
+            "application/problem+json, text/html;q=0.5"
+        )));
+        assert!(!prefers_json(&accept(
+            "text/html,application/xhtml+xml,*/*;q=0.8"
+        )));
         assert!(!prefers_json(&accept("*/*")));
         assert!(!prefers_json(&accept("application/json;q=0.5, text/html")));
         assert!(!prefers_json(&HeaderMap::new()));

@@ -105,7 +105,11 @@ where
     S: Service<Request<B>>,
     St: SessionStore,
 {
-    pub(crate) fn checking(check: St::CheckFuture, pending: Pending<S, B>, config: Arc<Config<St>>) -> Self {
+    pub(crate) fn checking(
+        check: St::CheckFuture,
+        pending: Pending<S, B>,
+        config: Arc<Config<St>>,
+    ) -> Self {
         let state = State::Checking {
             check,
             pending: Some(pending),
@@ -243,17 +247,28 @@ where
     }
 }
 
-fn set_seconds_left<T, St>(response: &mut Response<T>, info: &SessionInfo, now: Timestamp, config: &Config<St>) {
+fn set_seconds_left<T, St>(
+    response: &mut Response<T>,
+    info: &SessionInfo,
+    now: Timestamp,
+    config: &Config<St>,
+) {
     if let Some(name) = &config.seconds_left_header {
         let seconds = info.time_left(now).as_secs();
-        response.headers_mut().insert(name.clone(), HeaderValue::from(seconds));
+        response
+            .headers_mut()
+            .insert(name.clone(), HeaderValue::from(seconds));
     }
 }
 
 /// Reads what the response does to the session (a `Set-Cookie` the layer observes, or what
 /// the handler asked through its [`SessionHandle`]) and returns the store calls that carry it
 /// out, if any.
-fn settle<St: SessionStore, T>(response: &mut Response<T>, after: &After, config: &Config<St>) -> Option<Settle<St>> {
+fn settle<St: SessionStore, T>(
+    response: &mut Response<T>,
+    after: &After,
+    config: &Config<St>,
+) -> Option<Settle<St>> {
     let now = config.now();
     let name = &config.cookie.name;
     let mut begin = None;
@@ -269,7 +284,9 @@ fn settle<St: SessionStore, T>(response: &mut Response<T>, after: &After, config
         ResponseCookie::Cleared => end = after.session,
         ResponseCookie::Untouched => {
             if after.stale {
-                response.headers_mut().append(SET_COOKIE, config.cookie.clear.clone());
+                response
+                    .headers_mut()
+                    .append(SET_COOKIE, config.cookie.clear.clone());
             }
         }
     }
@@ -291,9 +308,17 @@ fn settle<St: SessionStore, T>(response: &mut Response<T>, after: &After, config
 
 /// The key of an id a response begins, unless it is the request's own session (a cookie
 /// re-sent on every response) or too long to ever be looked up.
-fn key_to_begin<St>(id: &str, current: Option<SessionKey>, config: &Config<St>) -> Option<SessionKey> {
+fn key_to_begin<St>(
+    id: &str,
+    current: Option<SessionKey>,
+    config: &Config<St>,
+) -> Option<SessionKey> {
     if id.len() > config.max_id_len {
-        tracing::warn!(len = id.len(), max = config.max_id_len, "session id longer than max_id_len; not tracked");
+        tracing::warn!(
+            len = id.len(),
+            max = config.max_id_len,
+            "session id longer than max_id_len; not tracked"
+        );
         return None;
     }
     let key = SessionKey::from_id(id);
@@ -316,7 +341,13 @@ pin_project! {
 }
 
 impl<St: SessionStore> Settle<St> {
-    fn new(store: &St, begin: Option<SessionKey>, end: Option<SessionKey>, now: Timestamp, config: &Config<St>) -> Self {
+    fn new(
+        store: &St,
+        begin: Option<SessionKey>,
+        end: Option<SessionKey>,
+        now: Timestamp,
+        config: &Config<St>,
+    ) -> Self {
         let policy = &config.policy;
         Settle {
             begin: begin.map(|key| store.begin(&key, now, policy)),
@@ -343,7 +374,9 @@ impl<St: SessionStore> Future for Settle<St> {
                 Ok(Begin::Refused(reason)) => {
                     tracing::warn!(%session, %reason, "the app set a session id that already expired; not revived")
                 }
-                Err(error) => tracing::error!(%session, %error, "session store failed to begin a session; it will get 440"),
+                Err(error) => {
+                    tracing::error!(%session, %error, "session store failed to begin a session; it will get 440")
+                }
             }
             this.begin.set(None);
         }
@@ -352,7 +385,9 @@ impl<St: SessionStore> Future for Settle<St> {
             let session = this.ended.map(|key| key.short()).unwrap_or_default();
             match outcome {
                 Ok(_) => tracing::debug!(%session, "session ended"),
-                Err(error) => tracing::error!(%session, %error, "session store failed to end a session"),
+                Err(error) => {
+                    tracing::error!(%session, %error, "session store failed to end a session")
+                }
             }
             this.end.set(None);
         }

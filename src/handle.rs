@@ -61,7 +61,9 @@ impl SessionInfo {
     /// The earlier of the two deadlines.
     pub fn deadline(&self) -> Timestamp {
         self.absolute_deadline
-            .map_or(self.idle_deadline, |absolute| absolute.min(self.idle_deadline))
+            .map_or(self.idle_deadline, |absolute| {
+                absolute.min(self.idle_deadline)
+            })
     }
 
     /// How long from `now` until [`deadline`](SessionInfo::deadline).

@@ -12,7 +12,9 @@ use crate::cookie::{self, CookieSettings};
 use crate::expired::{Expiry, Responder};
 use crate::routes::{Matcher, RequestHead, Routes};
 use crate::store::Policy;
-use crate::{Clock, ConfigError, MemoryStore, SessionStore, SessionTimeout, SystemClock, Timestamp};
+use crate::{
+    Clock, ConfigError, MemoryStore, SessionStore, SessionTimeout, SystemClock, Timestamp,
+};
 
 /// The idle timeout when none is set: 20 minutes, IIS's `sessionState` default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -446,7 +448,11 @@ impl<St> Builder<St> {
     fn validate_routes(&self) -> Result<(), ConfigError> {
         let routes = &self.routes;
         let named = [routes.keep_alive.as_deref(), routes.status.as_deref()];
-        let matched = routes.exempt.iter().chain(&routes.passive).map(Matcher::path);
+        let matched = routes
+            .exempt
+            .iter()
+            .chain(&routes.passive)
+            .map(Matcher::path);
         for path in named.into_iter().chain(matched).flatten() {
             if !path.starts_with('/') {
                 return Err(ConfigError::InvalidRoutePath(path.to_owned()));

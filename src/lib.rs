@@ -1,7 +1,161 @@
-//! placeholder
+//! Idle and absolute session timeouts for [tower] and [axum], enforced on the server and
+//! answered with `440 Login Time-out`, the way IIS and Exchange answer an expired session.
+//!
+//! [tower]: https://docs.rs/tower
+//! [axum]: https://docs.rs/axum
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{routing::get, Router};
+//! use tower_session_timeout::SessionTimeoutLayer;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let timeouts = SessionTimeoutLayer::builder()
+//!     .idle_timeout(Duration::from_secs(20 * 60))
+//!     .absolute_timeout(Duration::from_secs(8 * 60 * 60))
+//!     .exempt_path("/login")
+//!     .login_url("/login")
+//!     .build()?;
+//!
+//! let app: Router = Router::new()
+//!     .route("/dashboard", get(|| async { "only while the session is active" }))
+//!     .route("/login", get(|| async { "sign in here" }))
+//!     .layer(timeouts);
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
+//! ```
+//!
+//! The layer reads the session id from a cookie (`id` by default, the name tower-sessions and
+//! axum-login use, so it tracks their sessions with no other change), keeps each session's
+//! creation and last-seen time in a [`SessionStore`], and never calls the inner service for a
+//! session that has expired.
+//!
+//! # One request, step by step
+//!
+//! | request carries | session | answer |
+//! |---|---|---|
+//! | no session cookie | — | passed to the inner service untouched |
+//! | the session cookie | active | `last_seen` refreshed, [`SessionInfo`] and [`SessionHandle`] put in the extensions, inner service called |
+//! | the session cookie | expired (idle or absolute), ended, or never known | **440 Login Time-out**; the record becomes a short-lived tombstone; the inner service is not called |
+//! | the session cookie, on an [exempt route](Builder::exempt_path) | expired or unknown | the stale cookie is removed from the request, the inner service is called, and the response clears the cookie unless it sets a new one |
+//! | the session cookie | the store failed | `503 Service Unavailable` (fail-closed), or passed on when [`fail_open`](Builder::fail_open) |
+//!
+//! A session expires when `now - last_seen >= idle_timeout` or `now - created_at >=
+//! absolute_timeout`: exactly at a deadline it has expired. Deadlines are enforced on the
+//! server to the millisecond; the cookie's `Max-Age` is never relied on. Once expired or
+//! ended, an id is never active again, whatever requests race on it. A clock stepping
+//! backwards never makes a session younger.
+//!
+//! # How sessions begin and end
+//!
+//! - **Observed.** When a response sets the session cookie, the layer begins tracking that
+//!   id. Setting the id the request already carries changes nothing (so a cookie re-sent on
+//!   every response does not reset the absolute deadline). When a response clears the cookie
+//!   (`Max-Age=0`, an `Expires` in the past, or an empty value) the request's session ends. A
+//!   new id replacing the request's one (rotation at sign-in) begins the new id and ends the
+//!   old one.
+//! - **Explicit.** A [`SessionHandle`] in the request extensions lets a handler
+//!   [`begin`](SessionHandle::begin) a session, [`end`](SessionHandle::end) the current one,
+//!   and read its deadlines.
+//!
+//! # The 440 answer
+//!
+//! Status 440 with the reason phrase `Login Time-out` on the HTTP/1.1 status line (through
+//! hyper's `ReasonPhrase` extension), `Content-Type: text/html; charset=utf-8`, a correct
+//! `Content-Length`, `Cache-Control: no-store`, a `Set-Cookie` that clears the session cookie
+//! with the configured `Path` and `Domain`, and [`DEFAULT_BODY`], byte for byte the page IIS
+//! sends. A client whose `Accept` prefers JSON gets `application/problem+json` (RFC 9457)
+//! with `status: 440`, `title: "Login Time-out"` and `reason` (`idle`, `absolute`, `ended` or
+//! `unknown`). A [login URL](Builder::login_url) adds a "Log in again" link; the whole answer
+//! can be [replaced](Builder::expired_response). Nothing from the request is echoed.
+//!
+//! # Keeping a session alive
+//!
+//! - [`keep_alive_path`](Builder::keep_alive_path): refreshes the session and answers
+//!   `200 OK` with body `OK`, or 440 once it has expired.
+//! - [`status_path`](Builder::status_path): the deadlines and seconds left as JSON, without
+//!   refreshing.
+//! - [Passive routes](Builder::passive_path): checked for expiry, never refreshing, so a
+//!   forgotten tab that polls does not keep its session alive forever.
+//! - [`seconds_left_header`](Builder::seconds_left_header): the seconds left on every active
+//!   response.
+//!
+//! # Stores
+//!
+//! [`MemoryStore`] (the default) keeps sessions in the process, sharded so requests on
+//! different sessions never wait on one lock, with a timer wheel that purges expired records
+//! at a cost that grows with what expired. Every store keeps the SHA-256 of a session id
+//! ([`SessionKey`](store::SessionKey)), never the id, and writes nothing for an id the app
+//! never began, so random ids sent by a client cost nothing. Each store operation is atomic;
+//! see [`SessionStore`] to write one.
+//!
+//! # Bad input
+//!
+//! No request panics the service or grows the store:
+//!
+//! | session cookie in the request | answer |
+//! |---|---|
+//! | absent, or present with an empty value (`id=`) | passed on as a request without a session |
+//! | a value with bytes a cookie may not hold (non-UTF-8, controls, spaces, `;`, `,`, `\`) | `400 Bad Request`, cookie cleared |
+//! | the name repeated with different values (the app and the layer could read different ids) | `400 Bad Request`, cookie cleared |
+//! | the name repeated with one value | that value |
+//! | a quoted value (`id="abc"`) | the value with its quotes, as the browser echoes what the app set |
+//! | longer than [`max_id_len`](Builder::max_id_len) (default 1024 bytes) | 440 `unknown`, not looked up |
+//! | thousands of other cookies, or other cookies with non-UTF-8 bytes | ignored; only the session cookie counts |
+//!
+//! On an exempt route each of these is removed from the request and cleared in the response
+//! instead. The size of the whole header is bounded by the server (hyper's header limits).
+//!
+//! # Configuration errors
+//!
+//! [`Builder::build`] returns a [`ConfigError`], never panics, for settings that cannot work:
+//! zero timeouts, an absolute timeout shorter than the idle timeout, a touch interval not
+//! shorter than the idle timeout, an empty or invalid cookie name, and the others its variants
+//! list, each saying what to change.
+//!
+//! # Testing
+//!
+//! Give the builder a [`ManualClock`] and step it across deadlines instead of sleeping:
+//!
+//! ```
+//! use std::time::Duration;
+//! use http::{Request, Response, StatusCode};
+//! use tower::{service_fn, Layer, ServiceExt};
+//! use tower_session_timeout::{login_timeout_status, ManualClock, SessionTimeoutLayer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let clock = ManualClock::new();
+//! let layer = SessionTimeoutLayer::builder()
+//!     .idle_timeout(Duration::from_secs(60))
+//!     .clock(clock.clone())
+//!     .build()
+//!     .unwrap();
+//! let app = layer.layer(service_fn(|request: Request<String>| async move {
+//!     let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+//!     if request.uri().path() == "/login" {
+//!         response.headers_mut().insert("set-cookie", "id=abc; Path=/".parse().unwrap());
+//!     }
+//!     Ok::<_, std::convert::Infallible>(response)
+//! }));
+//! let get = |path: &str| Request::get(path).header("cookie", "id=abc").body(String::new()).unwrap();
+//!
+//! app.clone().oneshot(Request::get("/login").body(String::new()).unwrap()).await.unwrap();
+//! assert_eq!(app.clone().oneshot(get("/")).await.unwrap().status(), StatusCode::OK);
+//! clock.advance(Duration::from_secs(60));
+//! assert_eq!(app.clone().oneshot(get("/")).await.unwrap().status(), login_timeout_status());
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! None is on by default, and the default build pulls in no database client.
+//! `redis`, `postgres` and `sqlite` add the stores of those names.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod answer;
 mod body;

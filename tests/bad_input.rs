@@ -11,7 +11,9 @@ use tower_session_timeout::login_timeout_status;
 fn with_cookie_headers(values: &[&[u8]]) -> Request<Empty<Bytes>> {
     let mut request = Request::get("/").body(Empty::new()).unwrap();
     for value in values {
-        request.headers_mut().append("cookie", HeaderValue::from_bytes(value).unwrap());
+        request
+            .headers_mut()
+            .append("cookie", HeaderValue::from_bytes(value).unwrap());
     }
     request
 }
@@ -45,19 +47,28 @@ async fn empty_value_is_no_session() {
 #[tokio::test]
 async fn quoted_values_are_taken_verbatim() {
     let app = app(|builder| builder);
-    let login = Request::get("/login").header("x-new-id", "\"quoted\"").body(Empty::new()).unwrap();
+    let login = Request::get("/login")
+        .header("x-new-id", "\"quoted\"")
+        .body(Empty::new())
+        .unwrap();
     assert_eq!(app.send(login).await.status, StatusCode::OK);
     let answer = app.send(with_cookie_headers(&[b"id=\"quoted\""])).await;
     assert_eq!(answer.status, StatusCode::OK);
     let unquoted = app.send(with_cookie_headers(&[b"id=quoted"])).await;
-    assert_eq!(unquoted.status, login_timeout_status(), "a different value is a different id");
+    assert_eq!(
+        unquoted.status,
+        login_timeout_status(),
+        "a different value is a different id"
+    );
 }
 
 #[tokio::test]
 async fn the_same_id_repeated_counts_once() {
     let app = app(|builder| builder);
     app.login("s").await;
-    let answer = app.send(with_cookie_headers(&[b"id=s; id=s", b"id=s"])).await;
+    let answer = app
+        .send(with_cookie_headers(&[b"id=s; id=s", b"id=s"]))
+        .await;
     assert_eq!(answer.status, StatusCode::OK);
 }
 
@@ -74,7 +85,10 @@ async fn different_ids_under_one_name_are_400() {
 async fn thousands_of_cookies_are_read_through() {
     let app = app(|builder| builder);
     app.login("s").await;
-    let mut header = (0..5000).map(|i| format!("c{i}=v{i}")).collect::<Vec<_>>().join("; ");
+    let mut header = (0..5000)
+        .map(|i| format!("c{i}=v{i}"))
+        .collect::<Vec<_>>()
+        .join("; ");
     header.push_str("; id=s");
     let answer = app.send(with_cookie_headers(&[header.as_bytes()])).await;
     assert_eq!(answer.status, StatusCode::OK);
@@ -90,7 +104,10 @@ async fn ids_longer_than_the_limit_are_440_without_a_lookup() {
     app.login(&long).await;
     assert!(app.store.is_empty());
     let huge = "y".repeat(100_000);
-    assert_eq!(app.get("/", Some(&huge)).await.status, login_timeout_status());
+    assert_eq!(
+        app.get("/", Some(&huge)).await.status,
+        login_timeout_status()
+    );
 }
 
 #[tokio::test]
@@ -105,7 +122,12 @@ async fn malformed_or_long_cookies_on_exempt_routes_are_stripped() {
 
 #[tokio::test]
 async fn random_ids_add_nothing_to_the_store() {
-    let app = app(|builder| builder.exempt_path("/login").keep_alive_path("/keepalive").status_path("/status"));
+    let app = app(|builder| {
+        builder
+            .exempt_path("/login")
+            .keep_alive_path("/keepalive")
+            .status_path("/status")
+    });
     for i in 0..500 {
         let id = format!("{:032x}", rand::random::<u128>());
         let path = ["/", "/keepalive", "/status", "/login", "/logout"][i % 5];

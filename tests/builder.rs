@@ -17,13 +17,19 @@ fn defaults_build() {
 
 #[test]
 fn zero_idle_timeout() {
-    let error = SessionTimeoutLayer::builder().idle_timeout(Duration::ZERO).build().unwrap_err();
+    let error = SessionTimeoutLayer::builder()
+        .idle_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
     assert_eq!(error, ConfigError::ZeroIdleTimeout);
 }
 
 #[test]
 fn zero_absolute_timeout() {
-    let error = SessionTimeoutLayer::builder().absolute_timeout(Duration::ZERO).build().unwrap_err();
+    let error = SessionTimeoutLayer::builder()
+        .absolute_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
     assert_eq!(error, ConfigError::ZeroAbsoluteTimeout);
 }
 
@@ -34,13 +40,26 @@ fn absolute_shorter_than_idle() {
         .absolute_timeout(minutes(20))
         .build()
         .unwrap_err();
-    assert_eq!(error, ConfigError::AbsoluteShorterThanIdle { absolute: minutes(20), idle: minutes(30) });
-    assert!(error.to_string().contains("raise absolute_timeout"), "{error}");
+    assert_eq!(
+        error,
+        ConfigError::AbsoluteShorterThanIdle {
+            absolute: minutes(20),
+            idle: minutes(30)
+        }
+    );
+    assert!(
+        error.to_string().contains("raise absolute_timeout"),
+        "{error}"
+    );
 }
 
 #[test]
 fn absolute_equal_to_idle_is_allowed() {
-    SessionTimeoutLayer::builder().idle_timeout(minutes(20)).absolute_timeout(minutes(20)).build().unwrap();
+    SessionTimeoutLayer::builder()
+        .idle_timeout(minutes(20))
+        .absolute_timeout(minutes(20))
+        .build()
+        .unwrap();
 }
 
 #[test]
@@ -50,19 +69,31 @@ fn touch_interval_not_shorter_than_idle() {
         .touch_interval(minutes(5))
         .build()
         .unwrap_err();
-    assert_eq!(error, ConfigError::TouchIntervalNotShorter { touch: minutes(5), idle: minutes(5) });
+    assert_eq!(
+        error,
+        ConfigError::TouchIntervalNotShorter {
+            touch: minutes(5),
+            idle: minutes(5)
+        }
+    );
 }
 
 #[test]
 fn empty_cookie_name() {
-    let error = SessionTimeoutLayer::builder().cookie_name("").build().unwrap_err();
+    let error = SessionTimeoutLayer::builder()
+        .cookie_name("")
+        .build()
+        .unwrap_err();
     assert_eq!(error, ConfigError::EmptyCookieName);
 }
 
 #[test]
 fn invalid_cookie_name() {
     for name in ["a b", "a;b", "a=b", "séance", "a\"b"] {
-        let error = SessionTimeoutLayer::builder().cookie_name(name).build().unwrap_err();
+        let error = SessionTimeoutLayer::builder()
+            .cookie_name(name)
+            .build()
+            .unwrap_err();
         assert_eq!(error, ConfigError::InvalidCookieName(name.to_owned()));
     }
 }
@@ -70,14 +101,20 @@ fn invalid_cookie_name() {
 #[test]
 fn invalid_cookie_path() {
     for path in ["app", "/a;b", "/a b"] {
-        let error = SessionTimeoutLayer::builder().cookie_path(path).build().unwrap_err();
+        let error = SessionTimeoutLayer::builder()
+            .cookie_path(path)
+            .build()
+            .unwrap_err();
         assert_eq!(error, ConfigError::InvalidCookiePath(path.to_owned()));
     }
 }
 
 #[test]
 fn invalid_cookie_domain() {
-    let error = SessionTimeoutLayer::builder().cookie_domain("a;b").build().unwrap_err();
+    let error = SessionTimeoutLayer::builder()
+        .cookie_domain("a;b")
+        .build()
+        .unwrap_err();
     assert_eq!(error, ConfigError::InvalidCookieDomain("a;b".to_owned()));
 }
 
@@ -89,12 +126,18 @@ fn host_prefix_needs_root_path_and_no_domain() {
         .build()
         .unwrap_err();
     assert_eq!(error, ConfigError::HostPrefixRules("__Host-id".to_owned()));
-    SessionTimeoutLayer::builder().cookie_name("__Host-id").build().unwrap();
+    SessionTimeoutLayer::builder()
+        .cookie_name("__Host-id")
+        .build()
+        .unwrap();
 }
 
 #[test]
 fn route_paths_start_with_a_slash() {
-    let error = SessionTimeoutLayer::builder().exempt_path("login").build().unwrap_err();
+    let error = SessionTimeoutLayer::builder()
+        .exempt_path("login")
+        .build()
+        .unwrap_err();
     assert_eq!(error, ConfigError::InvalidRoutePath("login".to_owned()));
 }
 
@@ -110,18 +153,30 @@ fn keep_alive_and_status_need_their_own_paths() {
 
 #[test]
 fn invalid_login_url() {
-    let error = SessionTimeoutLayer::builder().login_url("/log in").build().unwrap_err();
+    let error = SessionTimeoutLayer::builder()
+        .login_url("/log in")
+        .build()
+        .unwrap_err();
     assert_eq!(error, ConfigError::InvalidLoginUrl("/log in".to_owned()));
 }
 
 #[test]
 fn invalid_seconds_left_header() {
-    let error = SessionTimeoutLayer::builder().seconds_left_header("bad header").build().unwrap_err();
-    assert_eq!(error, ConfigError::InvalidHeaderName("bad header".to_owned()));
+    let error = SessionTimeoutLayer::builder()
+        .seconds_left_header("bad header")
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        error,
+        ConfigError::InvalidHeaderName("bad header".to_owned())
+    );
 }
 
 #[test]
 fn zero_max_id_len() {
-    let error = SessionTimeoutLayer::builder().max_id_len(0).build().unwrap_err();
+    let error = SessionTimeoutLayer::builder()
+        .max_id_len(0)
+        .build()
+        .unwrap_err();
     assert_eq!(error, ConfigError::ZeroMaxIdLen);
 }

@@ -47,7 +47,9 @@ async fn race(app: Arc<TestApp>, steps: Vec<Duration>) {
                     tokio::task::yield_now().await;
                 }
             };
-            tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("workers answer");
+            tokio::time::timeout(Duration::from_secs(10), waiting)
+                .await
+                .expect("workers answer");
         }
     };
     for step in steps {
@@ -61,18 +63,34 @@ async fn race(app: Arc<TestApp>, steps: Vec<Duration>) {
     for worker in workers {
         answers.extend(worker.await.unwrap());
     }
-    assert!(answers.iter().any(|(_, status)| *status == StatusCode::OK), "some requests came before the deadline");
-    assert!(answers.iter().any(|(_, status)| *status == login_timeout_status()), "the deadline was crossed");
+    assert!(
+        answers.iter().any(|(_, status)| *status == StatusCode::OK),
+        "some requests came before the deadline"
+    );
+    assert!(
+        answers
+            .iter()
+            .any(|(_, status)| *status == login_timeout_status()),
+        "the deadline was crossed"
+    );
     for (started_after_expiry, status) in &answers {
         if *started_after_expiry {
-            assert_eq!(*status, login_timeout_status(), "a 200 after a 440 was seen");
+            assert_eq!(
+                *status,
+                login_timeout_status(),
+                "a 200 after a 440 was seen"
+            );
         } else {
             assert!(*status == StatusCode::OK || *status == login_timeout_status());
         }
     }
     // Stepping the clock back cannot revive it either.
-    app.clock.set(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600));
-    assert_eq!(app.get("/", Some("shared")).await.status, login_timeout_status());
+    app.clock
+        .set(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_767_225_600));
+    assert_eq!(
+        app.get("/", Some("shared")).await.status,
+        login_timeout_status()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -104,7 +122,9 @@ async fn requests_exactly_at_the_deadline_all_get_440() {
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let app = Arc::clone(&app);
-        tasks.push(tokio::spawn(async move { app.get("/", Some("shared")).await.status }));
+        tasks.push(tokio::spawn(async move {
+            app.get("/", Some("shared")).await.status
+        }));
     }
     for task in tasks {
         assert_eq!(task.await.unwrap(), login_timeout_status());

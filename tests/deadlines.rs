@@ -38,7 +38,11 @@ async fn idle_just_after_the_deadline_is_expired_with_reason_idle() {
     app.advance(IDLE + MS);
     let answer = json_get(&app, "s").await;
     assert_eq!(answer.status, login_timeout_status());
-    assert!(reason(&answer).await.contains("\"reason\":\"idle\""), "{}", answer.text());
+    assert!(
+        reason(&answer).await.contains("\"reason\":\"idle\""),
+        "{}",
+        answer.text()
+    );
 }
 
 #[tokio::test]
@@ -69,7 +73,11 @@ async fn stay_active(app: &common::app::TestApp, until: Duration) {
         let step = (until - elapsed).min(Duration::from_secs(50));
         app.advance(step);
         elapsed += step;
-        assert_eq!(app.get("/", Some("s")).await.status, StatusCode::OK, "at {elapsed:?}");
+        assert_eq!(
+            app.get("/", Some("s")).await.status,
+            StatusCode::OK,
+            "at {elapsed:?}"
+        );
     }
 }
 
@@ -88,7 +96,11 @@ async fn absolute_exactly_at_the_deadline_is_expired_whatever_the_activity() {
     app.advance(MS);
     let answer = json_get(&app, "s").await;
     assert_eq!(answer.status, login_timeout_status());
-    assert!(answer.text().contains("\"reason\":\"absolute\""), "{}", answer.text());
+    assert!(
+        answer.text().contains("\"reason\":\"absolute\""),
+        "{}",
+        answer.text()
+    );
 }
 
 #[tokio::test]
@@ -104,7 +116,8 @@ async fn absolute_just_after_the_deadline_is_expired() {
 async fn a_clock_stepping_back_does_not_make_a_session_younger() {
     let app = app(|builder| builder);
     app.login("s").await;
-    let start = std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(common::app::NowMillis::now_millis(&app.clock));
+    let start = std::time::SystemTime::UNIX_EPOCH
+        + Duration::from_millis(common::app::NowMillis::now_millis(&app.clock));
     app.advance(Duration::from_secs(50));
     assert_eq!(app.get("/", Some("s")).await.status, StatusCode::OK);
     // Back to sign-in time, then forward one idle timeout from the last refresh.

@@ -16,14 +16,23 @@ use tower::ServiceExt;
 use tower_session_timeout::{login_timeout_status, ManualClock, SessionTimeoutLayer};
 
 fn settings(vars: &[(&str, &str)]) -> Result<Settings, String> {
-    Settings::from_vars(|name| vars.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string()))
+    Settings::from_vars(|name| {
+        vars.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| value.to_string())
+    })
 }
 
 #[test]
 fn settings_defaults() {
     assert_eq!(
         settings(&[]).unwrap(),
-        Settings { port: 3000, idle_timeout: Duration::from_secs(60), absolute_timeout: None, store: StoreChoice::Memory }
+        Settings {
+            port: 3000,
+            idle_timeout: Duration::from_secs(60),
+            absolute_timeout: None,
+            store: StoreChoice::Memory
+        }
     );
 }
 
@@ -39,14 +48,21 @@ fn settings_from_the_environment() {
     assert_eq!(parsed.port, 8080);
     assert_eq!(parsed.idle_timeout, Duration::from_secs(5));
     assert_eq!(parsed.absolute_timeout, Some(Duration::from_secs(30)));
-    assert_eq!(parsed.store, StoreChoice::Sqlite("sqlite:///tmp/demo.db".into()));
+    assert_eq!(
+        parsed.store,
+        StoreChoice::Sqlite("sqlite:///tmp/demo.db".into())
+    );
 }
 
 #[test]
 fn bad_settings_are_clear_errors() {
     assert!(settings(&[("PORT", "99999")]).unwrap_err().contains("PORT"));
-    assert!(settings(&[("IDLE_TIMEOUT_SECS", "soon")]).unwrap_err().contains("IDLE_TIMEOUT_SECS"));
-    assert!(settings(&[("SESSION_STORE", "mongodb://x")]).unwrap_err().contains("SESSION_STORE"));
+    assert!(settings(&[("IDLE_TIMEOUT_SECS", "soon")])
+        .unwrap_err()
+        .contains("IDLE_TIMEOUT_SECS"));
+    assert!(settings(&[("SESSION_STORE", "mongodb://x")])
+        .unwrap_err()
+        .contains("SESSION_STORE"));
 }
 
 struct Demo {
@@ -61,7 +77,10 @@ impl Demo {
             .clock(clock.clone())
             .build()
             .unwrap();
-        Demo { router: demo::router(layer), clock }
+        Demo {
+            router: demo::router(layer),
+            clock,
+        }
     }
 
     async fn send(&self, request: Request<Body>) -> (http::response::Parts, String) {
@@ -114,7 +133,10 @@ async fn sign_in_wait_past_the_idle_timeout_and_see_440() {
     // The login page still opens with the stale cookie, and clears it.
     let (parts, _) = demo.get("/login", Some(&cookie)).await;
     assert_eq!(parts.status, StatusCode::OK);
-    assert!(parts.headers[SET_COOKIE].to_str().unwrap().starts_with("id=;"));
+    assert!(parts.headers[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .starts_with("id=;"));
 }
 
 #[tokio::test]
@@ -141,10 +163,16 @@ async fn empty_credentials_are_refused() {
 async fn sign_out_ends_the_session() {
     let demo = Demo::new();
     let cookie = demo.sign_in().await;
-    let request = Request::post("/logout").header(COOKIE, &cookie).body(Body::empty()).unwrap();
+    let request = Request::post("/logout")
+        .header(COOKIE, &cookie)
+        .body(Body::empty())
+        .unwrap();
     let (parts, _) = demo.send(request).await;
     assert_eq!(parts.status, StatusCode::SEE_OTHER);
-    assert!(parts.headers[SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    assert!(parts.headers[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
     let (parts, _) = demo.get("/dashboard", Some(&cookie)).await;
     assert_eq!(parts.status, login_timeout_status());
 }
@@ -164,7 +192,11 @@ async fn keep_alive_and_status_routes() {
 
 /// The built example binary, which `cargo test` compiles beside the tests.
 fn example_binary() -> std::path::PathBuf {
-    let deps = std::env::current_exe().unwrap().parent().unwrap().to_path_buf();
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     deps.parent().unwrap().join("examples").join("axum_login")
 }
 
@@ -187,10 +219,25 @@ async fn the_binary_serves_the_sign_in_flow_on_port() {
         .spawn()
         .expect("the example is built by cargo test");
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await.unwrap().unwrap().unwrap();
-    let address = first.split("http://").nth(1).unwrap().split(';').next().unwrap().to_owned();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let address = first
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
 
-    let form = raw_request(&address, "GET /login HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").await;
+    let form = raw_request(
+        &address,
+        "GET /login HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(form.starts_with("HTTP/1.1 200 OK"), "{form}");
     let body = "username=ada&password=secret";
     let login = raw_request(
@@ -202,11 +249,24 @@ async fn the_binary_serves_the_sign_in_flow_on_port() {
     )
     .await;
     assert!(login.starts_with("HTTP/1.1 303 See Other"), "{login}");
-    let cookie = login.lines().find_map(|line| line.strip_prefix("set-cookie: ")).unwrap().split(';').next().unwrap();
+    let cookie = login
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
     let dashboard = raw_request(&address, &format!("GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")).await;
     assert!(dashboard.starts_with("HTTP/1.1 200 OK"), "{dashboard}");
-    let stale = raw_request(&address, "GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: id=stale\r\nConnection: close\r\n\r\n").await;
-    assert!(stale.starts_with("HTTP/1.1 440 Login Time-out\r\n"), "{stale}");
+    let stale = raw_request(
+        &address,
+        "GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: id=stale\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        stale.starts_with("HTTP/1.1 440 Login Time-out\r\n"),
+        "{stale}"
+    );
     child.kill().await.unwrap();
 }
 

@@ -26,7 +26,10 @@ async fn json_get(app: &common::app::TestApp, id: &str) -> common::app::Answer {
 #[tokio::test]
 async fn a_set_cookie_begins_a_session() {
     let app = app(|builder| builder);
-    assert_eq!(app.get("/", Some("s1")).await.status, login_timeout_status());
+    assert_eq!(
+        app.get("/", Some("s1")).await.status,
+        login_timeout_status()
+    );
     app.login("s1").await;
     assert_eq!(app.get("/", Some("s1")).await.status, StatusCode::OK);
 }
@@ -38,9 +41,15 @@ async fn a_cookie_resent_on_every_response_does_not_reset_the_absolute_deadline(
     app.login("s1").await;
     app.advance(Duration::from_secs(50));
     // The app sets the same id again (as tower-sessions does when it saves).
-    assert_eq!(app.get("/login?id=s1", Some("s1")).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/login?id=s1", Some("s1")).await.status,
+        StatusCode::OK
+    );
     app.advance(Duration::from_secs(50));
-    assert_eq!(app.get("/login?id=s1", Some("s1")).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/login?id=s1", Some("s1")).await.status,
+        StatusCode::OK
+    );
     app.advance(Duration::from_secs(20));
     let answer = json_get(&app, "s1").await;
     assert_eq!(reason_of(&answer), "absolute");
@@ -51,7 +60,11 @@ async fn clearing_the_cookie_ends_the_session() {
     let app = app(|builder| builder);
     app.login("s1").await;
     let answer = app.get("/logout", Some("s1")).await;
-    assert_eq!(answer.set_cookies(), ["id=; Path=/; Max-Age=0"], "the app's own clearing only");
+    assert_eq!(
+        answer.set_cookies(),
+        ["id=; Path=/; Max-Age=0"],
+        "the app's own clearing only"
+    );
     let answer = json_get(&app, "s1").await;
     assert_eq!(answer.status, login_timeout_status());
     assert_eq!(reason_of(&answer), "ended");
@@ -61,7 +74,10 @@ async fn clearing_the_cookie_ends_the_session() {
 async fn rotation_begins_the_new_id_and_ends_the_old_one() {
     let app = app(|builder| builder);
     app.login("old").await;
-    assert_eq!(app.get("/login?id=new", Some("old")).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/login?id=new", Some("old")).await.status,
+        StatusCode::OK
+    );
     assert_eq!(app.get("/", Some("new")).await.status, StatusCode::OK);
     let answer = json_get(&app, "old").await;
     assert_eq!(reason_of(&answer), "ended");
@@ -82,10 +98,16 @@ async fn an_expired_id_set_again_by_the_app_is_not_revived() {
     let app = app(|builder| builder);
     app.login("s1").await;
     app.advance(IDLE);
-    assert_eq!(app.get("/", Some("s1")).await.status, login_timeout_status());
+    assert_eq!(
+        app.get("/", Some("s1")).await.status,
+        login_timeout_status()
+    );
     // A buggy app re-issues the expired id on a fresh request.
     app.login("s1").await;
-    assert_eq!(app.get("/", Some("s1")).await.status, login_timeout_status());
+    assert_eq!(
+        app.get("/", Some("s1")).await.status,
+        login_timeout_status()
+    );
 }
 
 #[tokio::test]

@@ -65,12 +65,18 @@ async fn json_clients_get_problem_details() {
         .unwrap();
     let answer = app.send(request).await;
     assert_eq!(answer.status, login_timeout_status());
-    assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json")
+    );
     assert_eq!(
         answer.text(),
         "{\"type\":\"about:blank\",\"title\":\"Login Time-out\",\"status\":440,\"detail\":\"The session has expired. Log in again.\",\"reason\":\"idle\",\"login_url\":\"/login\"}"
     );
-    assert_eq!(answer.header("content-length"), Some(answer.body.len().to_string().as_str()));
+    assert_eq!(
+        answer.header("content-length"),
+        Some(answer.body.len().to_string().as_str())
+    );
 }
 
 #[tokio::test]
@@ -79,7 +85,10 @@ async fn a_login_url_adds_a_link() {
     let answer = app.get("/", Some("gone")).await;
     let expected = IIS_BODY.replace("Log in again.", "<a href=\"/login\">Log in again.</a>");
     assert_eq!(answer.text(), expected);
-    assert_eq!(answer.header("content-length"), Some(expected.len().to_string().as_str()));
+    assert_eq!(
+        answer.header("content-length"),
+        Some(expected.len().to_string().as_str())
+    );
 }
 
 #[tokio::test]
@@ -111,7 +120,10 @@ async fn a_custom_response_replaces_the_answer() {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
     assert_eq!(answer.text(), "expired: unknown");
     assert_eq!(answer.header("content-length"), Some("16"));
-    assert!(answer.header("set-cookie").unwrap().starts_with("id=;"), "the stale cookie is still cleared");
+    assert!(
+        answer.header("set-cookie").unwrap().starts_with("id=;"),
+        "the stale cookie is still cleared"
+    );
     assert_eq!(app.calls(), 0);
 }
 
@@ -119,8 +131,11 @@ async fn a_custom_response_replaces_the_answer() {
 /// response bytes to `request`.
 async fn raw_exchange<S>(service: S, request: &[u8]) -> String
 where
-    S: tower::Service<http::Request<hyper::body::Incoming>, Response = Response<tower_session_timeout::ResponseBody<Full<Bytes>>>, Error = Infallible>
-        + Clone
+    S: tower::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = Response<tower_session_timeout::ResponseBody<Full<Bytes>>>,
+            Error = Infallible,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send,
@@ -158,6 +173,9 @@ async fn hyper_writes_the_iis_status_line() {
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     assert_eq!(head.lines().next(), Some("HTTP/1.1 440 Login Time-out"));
     assert!(head.contains("\r\ncontent-length: 142\r\n"), "{head}");
-    assert!(head.contains("\r\ncontent-type: text/html; charset=utf-8\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: text/html; charset=utf-8\r\n"),
+        "{head}"
+    );
     assert_eq!(body, IIS_BODY);
 }

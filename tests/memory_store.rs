@@ -41,11 +41,17 @@ async fn purge_removes_only_what_expired() {
     assert_eq!(removed, 100);
     assert_eq!(store.len(), 50);
     for key in &young {
-        let check = store.check(key, purge_at, &policy, Touch::Passive).await.unwrap();
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .unwrap();
         assert!(matches!(check, Check::Active(_)), "{check:?}");
     }
     for key in &old {
-        let check = store.check(key, purge_at, &policy, Touch::Passive).await.unwrap();
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .unwrap();
         assert_eq!(check, Check::Expired(ExpiryReason::Unknown));
     }
 }
@@ -58,11 +64,17 @@ async fn purge_keeps_sessions_whose_deadline_moved() {
     let key = fresh_key("moved");
     store.begin(&key, t0, &policy).await.unwrap();
     let t1 = t0.saturating_add(IDLE - Duration::from_secs(1));
-    store.check(&key, t1, &policy, Touch::Refresh).await.unwrap();
+    store
+        .check(&key, t1, &policy, Touch::Refresh)
+        .await
+        .unwrap();
     // Past the first deadline (the one the record was first listed at), not the second.
     let t2 = t0.saturating_add(IDLE + Duration::from_secs(5));
     assert_eq!(store.purge(t2).await.unwrap(), 0);
-    let check = store.check(&key, t2, &policy, Touch::Passive).await.unwrap();
+    let check = store
+        .check(&key, t2, &policy, Touch::Passive)
+        .await
+        .unwrap();
     assert!(matches!(check, Check::Active(_)), "{check:?}");
 }
 
@@ -76,7 +88,10 @@ async fn a_sweep_reports_the_same_reason_a_check_would() {
     let after = t0.saturating_add(IDLE + Duration::from_secs(1));
     // The purge retires the record before any request asks about it.
     assert_eq!(store.purge(after).await.unwrap(), 0);
-    let check = store.check(&key, after, &policy, Touch::Refresh).await.unwrap();
+    let check = store
+        .check(&key, after, &policy, Touch::Refresh)
+        .await
+        .unwrap();
     assert_eq!(check, Check::Expired(ExpiryReason::Idle));
 }
 
@@ -86,13 +101,19 @@ async fn requests_sweep_due_records_as_they_go() {
     let policy = policy();
     let t0 = start();
     for i in 0..20 {
-        store.begin(&fresh_key(&format!("swept{i}")), t0, &policy).await.unwrap();
+        store
+            .begin(&fresh_key(&format!("swept{i}")), t0, &policy)
+            .await
+            .unwrap();
     }
     let later = t0.saturating_add(IDLE + RETENTION + Duration::from_secs(1));
     let probe = fresh_key("probe");
     // Each call sweeps a few due records; a handful of calls clears the shard.
     for _ in 0..10 {
-        store.check(&probe, later, &policy, Touch::Refresh).await.unwrap();
+        store
+            .check(&probe, later, &policy, Touch::Refresh)
+            .await
+            .unwrap();
     }
     assert_eq!(store.len(), 0);
 }

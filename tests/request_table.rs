@@ -27,7 +27,11 @@ async fn active_session_is_refreshed_and_passed_on() {
     let answer = app.get("/info", Some("s1")).await;
     assert_eq!(answer.status, StatusCode::OK);
     let now = app.clock.now_millis();
-    assert_eq!(answer.text(), now.to_string(), "last_seen moved to now, seen through the extensions");
+    assert_eq!(
+        answer.text(),
+        now.to_string(),
+        "last_seen moved to now, seen through the extensions"
+    );
     // 40 s + 40 s is past the original deadline, but the refresh moved it.
     app.advance(Duration::from_secs(40));
     assert_eq!(app.get("/", Some("s1")).await.status, StatusCode::OK);
@@ -75,7 +79,11 @@ async fn exempt_route_with_a_stale_cookie_passes_without_it_and_clears_it() {
         .unwrap();
     let answer = app.send(request).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.text(), "theme=dark; lang=en", "the stale id was removed, the rest kept");
+    assert_eq!(
+        answer.text(),
+        "theme=dark; lang=en",
+        "the stale id was removed, the rest kept"
+    );
     assert_eq!(answer.set_cookies().len(), 1);
     assert!(answer.set_cookies()[0].starts_with("id=; Path=/; Max-Age=0"));
 }
@@ -85,8 +93,16 @@ async fn exempt_route_with_an_unknown_cookie_that_sets_a_new_one_is_not_cleared(
     let app = app(|builder| builder.exempt_path("/login"));
     let answer = app.get("/login?id=fresh", Some("stale")).await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(answer.set_cookies(), ["id=fresh; Path=/; HttpOnly"], "only the app's new cookie");
-    assert_eq!(app.get("/", Some("fresh")).await.status, StatusCode::OK, "the new id began");
+    assert_eq!(
+        answer.set_cookies(),
+        ["id=fresh; Path=/; HttpOnly"],
+        "only the app's new cookie"
+    );
+    assert_eq!(
+        app.get("/", Some("fresh")).await.status,
+        StatusCode::OK,
+        "the new id began"
+    );
 }
 
 #[tokio::test]
@@ -100,7 +116,11 @@ async fn exempt_route_with_an_active_session_is_an_ordinary_request() {
 
 #[tokio::test]
 async fn store_failure_answers_503_by_default() {
-    let app = common::app::app_with_store(common::failing::FailingStore, tower_session_timeout::ManualClock::new(), |builder| builder);
+    let app = common::app::app_with_store(
+        common::failing::FailingStore,
+        tower_session_timeout::ManualClock::new(),
+        |builder| builder,
+    );
     let answer = app.get("/dashboard", Some("s1")).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(app.calls(), 0);
@@ -108,7 +128,11 @@ async fn store_failure_answers_503_by_default() {
 
 #[tokio::test]
 async fn store_failure_passes_when_fail_open() {
-    let app = common::app::app_with_store(common::failing::FailingStore, tower_session_timeout::ManualClock::new(), |builder| builder.fail_open(true));
+    let app = common::app::app_with_store(
+        common::failing::FailingStore,
+        tower_session_timeout::ManualClock::new(),
+        |builder| builder.fail_open(true),
+    );
     let answer = app.get("/dashboard", Some("s1")).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.text(), "inner");

@@ -19,7 +19,11 @@ async fn keep_alive_refreshes_and_answers_ok() {
         assert_eq!(answer.text(), "OK");
         assert_eq!(answer.header("cache-control"), Some("no-store"));
     }
-    assert_eq!(app.calls(), 1, "the keep-alive never reaches the inner service");
+    assert_eq!(
+        app.calls(),
+        1,
+        "the keep-alive never reaches the inner service"
+    );
     assert_eq!(app.get("/", Some("s")).await.status, StatusCode::OK);
 }
 
@@ -28,8 +32,14 @@ async fn keep_alive_on_an_expired_or_missing_session_is_440() {
     let app = app(|builder| builder.keep_alive_path("/keepalive"));
     app.login("s").await;
     app.advance(IDLE);
-    assert_eq!(app.get("/keepalive", Some("s")).await.status, login_timeout_status());
-    assert_eq!(app.get("/keepalive", None).await.status, login_timeout_status());
+    assert_eq!(
+        app.get("/keepalive", Some("s")).await.status,
+        login_timeout_status()
+    );
+    assert_eq!(
+        app.get("/keepalive", None).await.status,
+        login_timeout_status()
+    );
 }
 
 #[tokio::test]
@@ -49,7 +59,10 @@ async fn status_reports_deadlines_without_refreshing() {
     app.advance(Duration::from_secs(15));
     let answer = app.get("/status", Some("s")).await;
     assert_eq!(answer.status, login_timeout_status());
-    assert_eq!(answer.header("content-type"), Some("application/problem+json"));
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/problem+json")
+    );
     assert!(answer.text().contains("\"reason\":\"idle\""));
 }
 
@@ -58,14 +71,21 @@ async fn passive_routes_are_checked_but_do_not_refresh() {
     let app = app(|builder| builder.passive_prefix("/poll/"));
     app.login("s").await;
     app.advance(IDLE - Duration::from_secs(1));
-    assert_eq!(app.get("/poll/messages", Some("s")).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/poll/messages", Some("s")).await.status,
+        StatusCode::OK
+    );
     app.advance(Duration::from_secs(1));
-    assert_eq!(app.get("/poll/messages", Some("s")).await.status, login_timeout_status());
+    assert_eq!(
+        app.get("/poll/messages", Some("s")).await.status,
+        login_timeout_status()
+    );
 }
 
 #[tokio::test]
 async fn passive_predicate_picks_requests_by_header() {
-    let app = app(|builder| builder.passive_when(|head| head.headers().contains_key("x-background")));
+    let app =
+        app(|builder| builder.passive_when(|head| head.headers().contains_key("x-background")));
     app.login("s").await;
     app.advance(IDLE - Duration::from_secs(1));
     let request = http::Request::get("/")
@@ -84,5 +104,9 @@ async fn seconds_left_header_on_active_responses() {
     app.login("s").await;
     app.advance(Duration::from_secs(10));
     let answer = app.get("/", Some("s")).await;
-    assert_eq!(answer.header("session-seconds-left"), Some("60"), "refreshed to a full idle timeout");
+    assert_eq!(
+        answer.header("session-seconds-left"),
+        Some("60"),
+        "refreshed to a full idle timeout"
+    );
 }

@@ -44,8 +44,13 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
     /// remembers the reason until [`Policy::tombstone_retention`] after its deadline; past
     /// that, judged by `now` and not by the store's own clock, the key answers
     /// [`ExpiryReason::Unknown`]. An unknown key writes nothing.
-    fn check(&self, key: &SessionKey, now: Timestamp, policy: &Policy, touch: Touch)
-        -> Self::CheckFuture;
+    fn check(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        touch: Touch,
+    ) -> Self::CheckFuture;
 
     /// Begins tracking a session created at `now`. Beginning a session that is already active
     /// changes nothing; one that expired or ended is refused while its tombstone is kept.
@@ -216,7 +221,9 @@ impl Policy {
     /// tombstone retention. From then on, asked or not before, the key answers
     /// [`ExpiryReason::Unknown`].
     pub fn tombstone_until(&self, record: &SessionRecord) -> Timestamp {
-        self.deadline(record).0.saturating_add(self.tombstone_retention)
+        self.deadline(record)
+            .0
+            .saturating_add(self.tombstone_retention)
     }
 
     /// `Some(reason)` when the session has expired at `now`. Exactly at a deadline it has.

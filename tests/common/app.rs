@@ -32,14 +32,21 @@ pub fn inner(calls: Arc<AtomicUsize>) -> Inner {
                 .headers()
                 .get("x-new-id")
                 .and_then(|value| value.to_str().ok())
-                .or_else(|| request.uri().query().and_then(|query| query.strip_prefix("id=")))
+                .or_else(|| {
+                    request
+                        .uri()
+                        .query()
+                        .and_then(|query| query.strip_prefix("id="))
+                })
                 .map(str::to_owned);
             let handle = request.extensions().get::<SessionHandle>().cloned();
             let mut response = Response::new(Full::new(Bytes::from_static(b"inner")));
             match request.uri().path() {
                 "/login" => {
                     let cookie = format!("id={}; Path=/; HttpOnly", query_id.unwrap_or_default());
-                    response.headers_mut().insert(SET_COOKIE, cookie.parse().unwrap());
+                    response
+                        .headers_mut()
+                        .insert(SET_COOKIE, cookie.parse().unwrap());
                 }
                 "/logout" => {
                     response
@@ -91,7 +98,10 @@ pub fn app_with_store<St: SessionStore>(
     let builder = tower_session_timeout::SessionTimeoutLayer::builder()
         .idle_timeout(IDLE)
         .clock(clock.clone());
-    let layer = configure(builder).store(store.clone()).build().expect("valid config");
+    let layer = configure(builder)
+        .store(store.clone())
+        .build()
+        .expect("valid config");
     let calls = Arc::new(AtomicUsize::new(0));
     TestApp {
         service: layer.layer(inner(calls.clone())),
@@ -114,7 +124,9 @@ impl Answer {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|value| value.to_str().expect("ascii header"))
+        self.headers
+            .get(name)
+            .map(|value| value.to_str().expect("ascii header"))
     }
 
     pub fn set_cookies(&self) -> Vec<&str> {
@@ -149,7 +161,12 @@ impl<St: SessionStore> TestApp<St> {
 
     /// Sends `request` through the layer.
     pub async fn send(&self, request: Request<Empty<Bytes>>) -> Answer {
-        let response = self.service.clone().oneshot(request).await.expect("infallible");
+        let response = self
+            .service
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
         let (parts, body) = response.into_parts();
         let body = body.collect().await.expect("body").to_bytes();
         Answer {

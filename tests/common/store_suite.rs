@@ -76,8 +76,16 @@ pub async fn run<St: SessionStore>(store: St) {
     concurrent_checks_at_the_deadline_agree(&store).await;
 }
 
-async fn check<St: SessionStore>(store: &St, key: &SessionKey, now: Timestamp, touch: Touch) -> Check {
-    store.check(key, now, &policy(), touch).await.expect("check")
+async fn check<St: SessionStore>(
+    store: &St,
+    key: &SessionKey,
+    now: Timestamp,
+    touch: Touch,
+) -> Check {
+    store
+        .check(key, now, &policy(), touch)
+        .await
+        .expect("check")
 }
 
 async fn begin<St: SessionStore>(store: &St, key: &SessionKey, now: Timestamp) -> Begin {
@@ -88,7 +96,10 @@ async fn unknown_ids_are_unknown_and_write_nothing<St: SessionStore>(store: &St)
     let key = fresh_key("unknown");
     let t0 = start();
     for touch in [Touch::Refresh, Touch::Passive] {
-        assert_eq!(check(store, &key, t0, touch).await, Check::Expired(ExpiryReason::Unknown));
+        assert_eq!(
+            check(store, &key, t0, touch).await,
+            Check::Expired(ExpiryReason::Unknown)
+        );
     }
     // Checking wrote no record, so the id can still begin as new.
     assert_eq!(begin(store, &key, t0).await, Begin::Began);
@@ -101,7 +112,10 @@ async fn begin_is_idempotent<St: SessionStore>(store: &St) {
     let later = at(t0, Duration::from_secs(5));
     assert_eq!(begin(store, &key, later).await, Begin::AlreadyActive);
     let record = active(check(store, &key, later, Touch::Passive).await);
-    assert_eq!(record.created_at, t0, "a second begin must not reset created_at");
+    assert_eq!(
+        record.created_at, t0,
+        "a second begin must not reset created_at"
+    );
     assert_eq!(record.last_seen, t0);
 }
 
@@ -110,11 +124,20 @@ async fn refresh_moves_last_seen_passive_does_not<St: SessionStore>(store: &St) 
     let t0 = start();
     begin(store, &key, t0).await;
     let t1 = at(t0, Duration::from_secs(20));
-    assert_eq!(active(check(store, &key, t1, Touch::Passive).await).last_seen, t0);
-    assert_eq!(active(check(store, &key, t1, Touch::Refresh).await).last_seen, t1);
+    assert_eq!(
+        active(check(store, &key, t1, Touch::Passive).await).last_seen,
+        t0
+    );
+    assert_eq!(
+        active(check(store, &key, t1, Touch::Refresh).await).last_seen,
+        t1
+    );
     // The refresh at t1 moved the idle deadline: t0 + IDLE is no longer the end.
     let after_first_deadline = at(t0, IDLE + Duration::from_secs(1));
-    assert_eq!(active(check(store, &key, after_first_deadline, Touch::Passive).await).created_at, t0);
+    assert_eq!(
+        active(check(store, &key, after_first_deadline, Touch::Passive).await).created_at,
+        t0
+    );
 }
 
 async fn idle_deadline<St: SessionStore>(store: &St) {
@@ -122,9 +145,18 @@ async fn idle_deadline<St: SessionStore>(store: &St) {
     let t0 = start();
     begin(store, &key, t0).await;
     active(check(store, &key, just_before(t0, IDLE), Touch::Passive).await);
-    assert_eq!(check(store, &key, at(t0, IDLE), Touch::Refresh).await, Check::Expired(ExpiryReason::Idle));
     assert_eq!(
-        check(store, &key, at(t0, IDLE + Duration::from_secs(1)), Touch::Refresh).await,
+        check(store, &key, at(t0, IDLE), Touch::Refresh).await,
+        Check::Expired(ExpiryReason::Idle)
+    );
+    assert_eq!(
+        check(
+            store,
+            &key,
+            at(t0, IDLE + Duration::from_secs(1)),
+            Touch::Refresh
+        )
+        .await,
         Check::Expired(ExpiryReason::Idle)
     );
 }
@@ -139,7 +171,10 @@ async fn absolute_deadline<St: SessionStore>(store: &St) {
         now = at(now, Duration::from_secs(50)).min(just_before(t0, ABSOLUTE));
         active(check(store, &key, now, Touch::Refresh).await);
     }
-    assert_eq!(check(store, &key, at(t0, ABSOLUTE), Touch::Refresh).await, Check::Expired(ExpiryReason::Absolute));
+    assert_eq!(
+        check(store, &key, at(t0, ABSOLUTE), Touch::Refresh).await,
+        Check::Expired(ExpiryReason::Absolute)
+    );
 }
 
 async fn end_leaves_a_tombstone<St: SessionStore>(store: &St) {
@@ -148,11 +183,20 @@ async fn end_leaves_a_tombstone<St: SessionStore>(store: &St) {
     begin(store, &key, t0).await;
     let t1 = at(t0, Duration::from_secs(1));
     assert!(store.end(&key, t1, &policy()).await.expect("end"));
-    assert_eq!(check(store, &key, t1, Touch::Refresh).await, Check::Expired(ExpiryReason::Ended));
-    assert!(!store.end(&key, t1, &policy()).await.expect("end"), "ending twice ends nothing");
+    assert_eq!(
+        check(store, &key, t1, Touch::Refresh).await,
+        Check::Expired(ExpiryReason::Ended)
+    );
+    assert!(
+        !store.end(&key, t1, &policy()).await.expect("end"),
+        "ending twice ends nothing"
+    );
     let unknown = fresh_key("end-unknown");
     assert!(!store.end(&unknown, t1, &policy()).await.expect("end"));
-    assert_eq!(check(store, &unknown, t1, Touch::Refresh).await, Check::Expired(ExpiryReason::Unknown));
+    assert_eq!(
+        check(store, &unknown, t1, Touch::Refresh).await,
+        Check::Expired(ExpiryReason::Unknown)
+    );
 }
 
 async fn expired_ids_are_never_revived<St: SessionStore>(store: &St) {
@@ -163,15 +207,24 @@ async fn expired_ids_are_never_revived<St: SessionStore>(store: &St) {
     begin(store, &idle, t0).await;
     store.end(&ended, t0, &policy()).await.expect("end");
     let within_retention = just_before(t0, RETENTION);
-    assert_eq!(begin(store, &ended, within_retention).await, Begin::Refused(ExpiryReason::Ended));
+    assert_eq!(
+        begin(store, &ended, within_retention).await,
+        Begin::Refused(ExpiryReason::Ended)
+    );
     assert_eq!(
         check(store, &ended, within_retention, Touch::Refresh).await,
         Check::Expired(ExpiryReason::Ended)
     );
     // Begin finds the idle session expired even before any check did.
     let t1 = at(t0, IDLE);
-    assert_eq!(begin(store, &idle, t1).await, Begin::Refused(ExpiryReason::Idle));
-    assert_eq!(check(store, &idle, t1, Touch::Refresh).await, Check::Expired(ExpiryReason::Idle));
+    assert_eq!(
+        begin(store, &idle, t1).await,
+        Begin::Refused(ExpiryReason::Idle)
+    );
+    assert_eq!(
+        check(store, &idle, t1, Touch::Refresh).await,
+        Check::Expired(ExpiryReason::Idle)
+    );
 }
 
 async fn tombstones_are_forgotten_after_retention<St: SessionStore>(store: &St) {
@@ -179,9 +232,18 @@ async fn tombstones_are_forgotten_after_retention<St: SessionStore>(store: &St) 
     let t0 = start();
     begin(store, &key, t0).await;
     let deadline = at(t0, IDLE);
-    assert_eq!(check(store, &key, deadline, Touch::Refresh).await, Check::Expired(ExpiryReason::Idle));
     assert_eq!(
-        check(store, &key, just_before(deadline, RETENTION), Touch::Refresh).await,
+        check(store, &key, deadline, Touch::Refresh).await,
+        Check::Expired(ExpiryReason::Idle)
+    );
+    assert_eq!(
+        check(
+            store,
+            &key,
+            just_before(deadline, RETENTION),
+            Touch::Refresh
+        )
+        .await,
         Check::Expired(ExpiryReason::Idle)
     );
     assert_eq!(
@@ -195,7 +257,11 @@ async fn tombstones_are_forgotten_after_retention<St: SessionStore>(store: &St) 
         check(store, &unasked, at(deadline, RETENTION), Touch::Refresh).await,
         Check::Expired(ExpiryReason::Unknown)
     );
-    assert_eq!(begin(store, &unasked, at(deadline, RETENTION)).await, Begin::Began, "forgotten ids are new again");
+    assert_eq!(
+        begin(store, &unasked, at(deadline, RETENTION)).await,
+        Begin::Began,
+        "forgotten ids are new again"
+    );
 }
 
 async fn clock_backwards_never_makes_a_session_younger<St: SessionStore>(store: &St) {
@@ -206,8 +272,14 @@ async fn clock_backwards_never_makes_a_session_younger<St: SessionStore>(store: 
     check(store, &key, t1, Touch::Refresh).await;
     // The clock steps back 20 s: last_seen must not move back with it.
     let back = at(t0, Duration::from_secs(10));
-    assert_eq!(active(check(store, &key, back, Touch::Refresh).await).last_seen, t1);
-    assert_eq!(check(store, &key, at(t1, IDLE), Touch::Refresh).await, Check::Expired(ExpiryReason::Idle));
+    assert_eq!(
+        active(check(store, &key, back, Touch::Refresh).await).last_seen,
+        t1
+    );
+    assert_eq!(
+        check(store, &key, at(t1, IDLE), Touch::Refresh).await,
+        Check::Expired(ExpiryReason::Idle)
+    );
 }
 
 async fn touch_interval_skips_young_writes<St: SessionStore>(store: &St) {
@@ -216,14 +288,30 @@ async fn touch_interval_skips_young_writes<St: SessionStore>(store: &St) {
     let t0 = start();
     store.begin(&key, t0, &policy).await.expect("begin");
     let young = just_before(t0, TOUCH);
-    let record = active(store.check(&key, young, &policy, Touch::Refresh).await.expect("check"));
-    assert_eq!(record.last_seen, t0, "a refresh younger than the touch interval may be skipped");
+    let record = active(
+        store
+            .check(&key, young, &policy, Touch::Refresh)
+            .await
+            .expect("check"),
+    );
+    assert_eq!(
+        record.last_seen, t0,
+        "a refresh younger than the touch interval may be skipped"
+    );
     let old_enough = at(t0, TOUCH);
-    let record = active(store.check(&key, old_enough, &policy, Touch::Refresh).await.expect("check"));
+    let record = active(
+        store
+            .check(&key, old_enough, &policy, Touch::Refresh)
+            .await
+            .expect("check"),
+    );
     assert_eq!(record.last_seen, old_enough);
     // Early by at most the touch interval, never late.
     assert_eq!(
-        store.check(&key, at(old_enough, IDLE), &policy, Touch::Refresh).await.expect("check"),
+        store
+            .check(&key, at(old_enough, IDLE), &policy, Touch::Refresh)
+            .await
+            .expect("check"),
         Check::Expired(ExpiryReason::Idle)
     );
 }
@@ -237,14 +325,26 @@ async fn concurrent_checks_at_the_deadline_agree<St: SessionStore>(store: &St) {
     for _ in 0..32 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            store.check(&key, deadline, &policy(), Touch::Refresh).await.expect("check")
+            store
+                .check(&key, deadline, &policy(), Touch::Refresh)
+                .await
+                .expect("check")
         }));
     }
     for task in tasks {
-        assert_eq!(task.await.expect("task"), Check::Expired(ExpiryReason::Idle));
+        assert_eq!(
+            task.await.expect("task"),
+            Check::Expired(ExpiryReason::Idle)
+        );
     }
     assert_eq!(
-        check(store, &key, just_before(deadline, Duration::ZERO), Touch::Refresh).await,
+        check(
+            store,
+            &key,
+            just_before(deadline, Duration::ZERO),
+            Touch::Refresh
+        )
+        .await,
         Check::Expired(ExpiryReason::Idle),
         "once expired, an earlier clock reading cannot revive it"
     );
