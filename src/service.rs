@@ -112,7 +112,10 @@ where
                 let after = After::new(None, None, false, &mut request);
                 return ResponseFuture::calling(self.inner.call(request), after, config);
             }
-            RequestCookie::TooLong => Some(ExpiryReason::Unknown),
+            RequestCookie::TooLong => {
+                tracing::debug!(?route, "session id longer than max_id_len; never looked up");
+                Some(ExpiryReason::Unknown)
+            }
             RequestCookie::Malformed => None,
         };
         match inactive(&config, route, reason, &mut request) {
@@ -144,7 +147,6 @@ pub(crate) fn inactive<St, B>(
     }
     let mut answer = match reason {
         Some(reason) => {
-            tracing::debug!(%reason, "session not active; answering 440");
             let prefers_json = route == Route::Status || expired::prefers_json(request.headers());
             let expiry = Expiry::new(reason, prefers_json, config.login_url.as_deref());
             match &config.responder {
