@@ -60,6 +60,9 @@ pub enum ConfigError {
     /// The seconds-left header name is not a valid header name.
     #[error("seconds_left_header {0:?} is not a valid header name: use lowercase letters, digits and '-'")]
     InvalidHeaderName(String),
+    /// The store timeout is zero.
+    #[error("store_timeout is zero: every store call would time out; give it a few seconds, or None to wait as long as the store takes")]
+    ZeroStoreTimeout,
     /// The maximum id length is zero.
     #[error("max_id_len is zero: no session id would ever be accepted; leave the default (1024) or set the length of your ids")]
     ZeroMaxIdLen,

@@ -11,12 +11,16 @@ use http::{HeaderValue, Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use crate::bounded::Bounded;
 use crate::cookie::{self, ResponseCookie};
 use crate::layer::Config;
 use crate::routes::Route;
 use crate::service::{annotate, inactive};
 use crate::store::{Begin, Check, SessionKey};
-use crate::{answer, expired, ResponseBody, SessionHandle, SessionInfo, SessionStore, Timestamp};
+use crate::{
+    answer, expired, ExpiryReason, ResponseBody, SessionHandle, SessionInfo, SessionStore,
+    Timestamp,
+};
 
 /// A request waiting for the store's answer.
 pub(crate) struct Pending<S, B> {
@@ -79,7 +83,7 @@ pin_project! {
     {
         Checking {
             #[pin]
-            check: St::CheckFuture,
+            check: Bounded<St::CheckFuture>,
             pending: Option<Pending<S, B>>,
         },
         Calling {
@@ -111,7 +115,7 @@ where
         config: Arc<Config<St>>,
     ) -> Self {
         let state = State::Checking {
-            check,
+            check: Bounded::new(check, config.store_timeout),
             pending: Some(pending),
         };
         ResponseFuture { state, config }
@@ -162,7 +166,7 @@ where
                     }
                 }
                 StateProj::Settling { settle, response } => {
-                    ready!(settle.poll(cx));
+                    ready!(settle.poll_settle(cx, config));
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
@@ -197,6 +201,9 @@ where
         Ok(Check::Active(record)) => {
             let info = SessionInfo::new(&record, &config.policy);
             tracing::trace!(session = %key, ?route, "session active");
+            if route == Route::Passive {
+                tracing::trace!(session = %key, "passive request; session not refreshed");
+            }
             match route {
                 Route::KeepAlive => {
                     let mut answer = answer::keep_alive();
@@ -212,7 +219,10 @@ where
                 _ => (Some(key), Some(info), false),
             }
         }
-        Ok(Check::Expired(reason)) => {
+        Ok(check @ (Check::Expired(reason) | Check::Retired(reason))) => {
+            if matches!(check, Check::Retired(_)) {
+                config.report_expiry(key, reason, now);
+            }
             tracing::debug!(session = %key, %reason, ?route, "session not active");
             match inactive(config, route, Some(reason), &mut request) {
                 Some(answer) => return answered(answer),
@@ -221,12 +231,14 @@ where
         }
         Err(error) => {
             if !config.fail_open {
-                tracing::error!(session = %key, %error, "session store failed; answering 503 (fail-closed)");
+                config.errors.record(&error, "answered 503 (fail-closed)");
                 let mut answer = answer::store_unavailable();
                 expired::finish(&mut answer);
                 return answered(answer);
             }
-            tracing::warn!(session = %key, %error, "session store failed; passing the request on (fail-open)");
+            config
+                .errors
+                .record(&error, "passed the request on (fail-open)");
             (None, None, false)
         }
     };
@@ -303,7 +315,7 @@ fn settle<St: SessionStore, T>(
     if begin.is_none() && end.is_none() {
         return None;
     }
-    Some(Settle::new(&config.store, begin, end, now, config))
+    Some(Settle::new(begin, end, now, config))
 }
 
 /// The key of an id a response begins, unless it is the request's own session (a cookie
@@ -332,61 +344,60 @@ pin_project! {
         St: SessionStore,
     {
         #[pin]
-        begin: Option<St::BeginFuture>,
+        begin: Option<Bounded<St::BeginFuture>>,
         #[pin]
-        end: Option<St::EndFuture>,
+        end: Option<Bounded<St::EndFuture>>,
         began: Option<SessionKey>,
         ended: Option<SessionKey>,
+        now: Timestamp,
     }
 }
 
 impl<St: SessionStore> Settle<St> {
     fn new(
-        store: &St,
         begin: Option<SessionKey>,
         end: Option<SessionKey>,
         now: Timestamp,
         config: &Config<St>,
     ) -> Self {
-        let policy = &config.policy;
+        let (store, policy, limit) = (&config.store, &config.policy, config.store_timeout);
         Settle {
-            begin: begin.map(|key| store.begin(&key, now, policy)),
-            end: end.map(|key| store.end(&key, now, policy)),
+            begin: begin.map(|key| Bounded::new(store.begin(&key, now, policy), limit)),
+            end: end.map(|key| Bounded::new(store.end(&key, now, policy), limit)),
             began: begin,
             ended: end,
+            now,
         }
     }
-}
 
-impl<St: SessionStore> Future for Settle<St> {
-    type Output = ();
-
-    /// A failure here is logged, not answered: the inner service has already acted, and the
-    /// next request on an untracked session gets 440, which fails safe.
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    /// Drives the calls to completion. A failure is logged, not answered: the inner service
+    /// has already acted, and the next request on an untracked session gets 440, which fails
+    /// safe.
+    fn poll_settle(self: Pin<&mut Self>, cx: &mut Context<'_>, config: &Config<St>) -> Poll<()> {
         let mut this = self.project();
         if let Some(begin) = this.begin.as_mut().as_pin_mut() {
             let outcome = ready!(begin.poll(cx));
-            let session = this.began.map(|key| key.short()).unwrap_or_default();
-            match outcome {
-                Ok(Begin::Began) => tracing::debug!(%session, "session began"),
-                Ok(Begin::AlreadyActive) => {}
-                Ok(Begin::Refused(reason)) => {
-                    tracing::warn!(%session, %reason, "the app set a session id that already expired; not revived")
-                }
-                Err(error) => {
-                    tracing::error!(%session, %error, "session store failed to begin a session; it will get 440")
+            if let Some(session) = *this.began {
+                match outcome {
+                    Ok(Begin::Began) => tracing::debug!(%session, "session began"),
+                    Ok(Begin::AlreadyActive) => {}
+                    Ok(Begin::Refused(reason)) => {
+                        tracing::warn!(%session, %reason, "the app set a session id that already expired; not revived")
+                    }
+                    Err(error) => config
+                        .errors
+                        .record(&error, "did not begin a session; its requests will get 440"),
                 }
             }
             this.begin.set(None);
         }
         if let Some(end) = this.end.as_mut().as_pin_mut() {
             let outcome = ready!(end.poll(cx));
-            let session = this.ended.map(|key| key.short()).unwrap_or_default();
-            match outcome {
-                Ok(_) => tracing::debug!(%session, "session ended"),
-                Err(error) => {
-                    tracing::error!(%session, %error, "session store failed to end a session")
+            if let Some(session) = *this.ended {
+                match outcome {
+                    Ok(true) => config.report_expiry(session, ExpiryReason::Ended, *this.now),
+                    Ok(false) => {}
+                    Err(error) => config.errors.record(&error, "did not end a session"),
                 }
             }
             this.end.set(None);

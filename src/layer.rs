@@ -9,9 +9,12 @@ use http::{HeaderName, Response, Uri};
 use tower_layer::Layer;
 
 use crate::cookie::{self, CookieSettings};
+use crate::error_log::ErrorLog;
 use crate::expired::{Expiry, Responder};
+use crate::expiry_hook::{ExpiryEvent, ExpiryHook};
 use crate::routes::{Matcher, RequestHead, Routes};
-use crate::store::Policy;
+use crate::store::{Policy, SessionKey};
+use crate::ExpiryReason;
 use crate::{
     Clock, ConfigError, MemoryStore, SessionStore, SessionTimeout, SystemClock, Timestamp,
 };
@@ -28,6 +31,9 @@ pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(5 * 60);
 /// The longest session id accepted when not set otherwise; browsers cap a whole cookie at
 /// 4096 bytes, and no session id scheme comes near this.
 pub const DEFAULT_MAX_ID_LEN: usize = 1024;
+
+/// How long a store call may take when not set otherwise.
+pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A tower [`Layer`] that enforces idle and absolute session timeouts, answering an expired
 /// session with `440 Login Time-out`.
@@ -103,11 +109,22 @@ pub(crate) struct Config<St> {
     pub(crate) fail_open: bool,
     pub(crate) max_id_len: usize,
     pub(crate) seconds_left_header: Option<HeaderName>,
+    pub(crate) store_timeout: Option<Duration>,
+    pub(crate) on_expiry: Option<ExpiryHook>,
+    pub(crate) errors: ErrorLog,
 }
 
 impl<St> Config<St> {
     pub(crate) fn now(&self) -> Timestamp {
         Timestamp::from_system_time(self.clock.now())
+    }
+
+    /// Logs a session that expired or ended, and tells the app's hook.
+    pub(crate) fn report_expiry(&self, session: SessionKey, reason: ExpiryReason, at: Timestamp) {
+        tracing::info!(%session, %reason, "session over");
+        if let Some(hook) = &self.on_expiry {
+            hook(&ExpiryEvent::new(session, reason, at));
+        }
     }
 }
 
@@ -145,6 +162,8 @@ pub struct Builder<St> {
     clock: Arc<dyn Clock>,
     max_id_len: usize,
     seconds_left_header: Option<String>,
+    store_timeout: Option<Duration>,
+    on_expiry: Option<ExpiryHook>,
 }
 
 impl<St> Builder<St> {
@@ -165,6 +184,8 @@ impl<St> Builder<St> {
             clock: Arc::new(SystemClock),
             max_id_len: DEFAULT_MAX_ID_LEN,
             seconds_left_header: None,
+            store_timeout: Some(DEFAULT_STORE_TIMEOUT),
+            on_expiry: None,
         }
     }
 
@@ -186,6 +207,8 @@ impl<St> Builder<St> {
             clock: self.clock,
             max_id_len: self.max_id_len,
             seconds_left_header: self.seconds_left_header,
+            store_timeout: self.store_timeout,
+            on_expiry: self.on_expiry,
         }
     }
 
@@ -360,6 +383,32 @@ impl<St> Builder<St> {
         self
     }
 
+    /// How long a store call may take before the layer treats it as failed (default 5 s):
+    /// the request is then answered per [`fail_open`](Builder::fail_open), so a hung store
+    /// never holds a request forever. `None` waits as long as the store takes.
+    pub fn store_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// Calls `hook` once for each session that expires or ends, with the reason, for audit
+    /// logs. It runs on the request path: keep it quick (send to a channel for slow work).
+    ///
+    /// ```
+    /// use tower_session_timeout::SessionTimeoutLayer;
+    ///
+    /// let layer = SessionTimeoutLayer::builder()
+    ///     .on_expiry(|event| {
+    ///         println!("session {} over: {}", event.session(), event.reason());
+    ///     })
+    ///     .build()?;
+    /// # Ok::<(), tower_session_timeout::ConfigError>(())
+    /// ```
+    pub fn on_expiry(mut self, hook: impl Fn(&ExpiryEvent) + Send + Sync + 'static) -> Self {
+        self.on_expiry = Some(Arc::new(hook));
+        self
+    }
+
     /// Checks that the settings work together and builds the layer.
     pub fn build(self) -> Result<SessionTimeoutLayer<St>, ConfigError> {
         let idle = self.idle_timeout;
@@ -381,6 +430,9 @@ impl<St> Builder<St> {
         }
         if self.max_id_len == 0 {
             return Err(ConfigError::ZeroMaxIdLen);
+        }
+        if self.store_timeout.is_some_and(|timeout| timeout.is_zero()) {
+            return Err(ConfigError::ZeroStoreTimeout);
         }
         self.validate_cookie()?;
         self.validate_routes()?;
@@ -416,6 +468,9 @@ impl<St> Builder<St> {
             fail_open: self.fail_open,
             max_id_len: self.max_id_len,
             seconds_left_header,
+            store_timeout: self.store_timeout,
+            on_expiry: self.on_expiry,
+            errors: ErrorLog::default(),
         };
         Ok(SessionTimeoutLayer {
             config: Arc::new(config),

@@ -159,10 +159,13 @@
 
 mod answer;
 mod body;
+mod bounded;
 mod clock;
 mod cookie;
 mod error;
+mod error_log;
 mod expired;
+mod expiry_hook;
 mod future;
 mod handle;
 mod layer;
@@ -174,11 +177,12 @@ pub use body::ResponseBody;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ConfigError, StoreError};
 pub use expired::{login_timeout_status, Expiry, DEFAULT_BODY, REASON_PHRASE};
+pub use expiry_hook::ExpiryEvent;
 pub use future::ResponseFuture;
 pub use handle::{SessionHandle, SessionInfo};
 pub use layer::{
     Builder, SessionTimeoutLayer, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ID_LEN,
-    DEFAULT_TOMBSTONE_RETENTION,
+    DEFAULT_STORE_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
 };
 pub use routes::RequestHead;
 pub use service::SessionTimeout;

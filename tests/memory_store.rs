@@ -92,7 +92,11 @@ async fn a_sweep_reports_the_same_reason_a_check_would() {
         .check(&key, after, &policy, Touch::Refresh)
         .await
         .unwrap();
-    assert_eq!(check, Check::Expired(ExpiryReason::Idle));
+    assert_eq!(
+        check,
+        Check::Expired(ExpiryReason::Idle),
+        "retired by the purge, not by this check"
+    );
 }
 
 #[tokio::test]

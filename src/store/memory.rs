@@ -210,7 +210,7 @@ impl Shard {
                         return Check::Expired(ExpiryReason::Unknown);
                     }
                     self.retire_expired(key, &record, reason, policy);
-                    return Check::Expired(reason);
+                    return Check::Retired(reason);
                 }
                 if touch == Touch::Refresh && policy.needs_touch(&record, now) {
                     record.last_seen = record.last_seen.max(now);

@@ -40,7 +40,8 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
     /// Checks the session and, if it is active and `touch` is [`Touch::Refresh`], moves its
     /// `last_seen` to `now` (unless [`Policy::touch_interval`] allows skipping the write).
     ///
-    /// A session found expired is, in the same atomic step, replaced by a tombstone that
+    /// A session found expired is, in the same atomic step, replaced by a tombstone (and
+    /// reported as [`Check::Retired`] by the call that does it) that
     /// remembers the reason until [`Policy::tombstone_retention`] after its deadline; past
     /// that, judged by `now` and not by the store's own clock, the key answers
     /// [`ExpiryReason::Unknown`]. An unknown key writes nothing.
@@ -82,6 +83,10 @@ pub enum Check {
     Active(SessionRecord),
     /// The session is not active, and why.
     Expired(ExpiryReason),
+    /// The session was active until this call, which found it past its deadline and
+    /// retired it. Reported once per session, so the layer can tell the
+    /// [expiry hook](crate::Builder::on_expiry) exactly once.
+    Retired(ExpiryReason),
 }
 
 /// What [`SessionStore::begin`] did.

@@ -1,0 +1,69 @@
+//! [`Bounded`]: a store call that gives up after the store timeout.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use crate::StoreError;
+
+pin_project! {
+    /// A store call bounded by a timeout, so a hung store never holds a request forever.
+    ///
+    /// The timer is armed only when the call does not finish on its first poll, so a store
+    /// that answers at once (the memory store) pays nothing for it. Outside a tokio runtime
+    /// there is no timer to arm, and the call is left unbounded.
+    pub(crate) struct Bounded<F> {
+        #[pin]
+        call: F,
+        #[pin]
+        timer: Option<Sleep>,
+        limit: Option<Duration>,
+    }
+}
+
+impl<F> Bounded<F> {
+    pub(crate) fn new(call: F, limit: Option<Duration>) -> Self {
+        Bounded {
+            call,
+            timer: None,
+            limit,
+        }
+    }
+}
+
+impl<F, T> Future for Bounded<F>
+where
+    F: Future<Output = Result<T, StoreError>>,
+{
+    type Output = Result<T, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(output) = this.call.poll(cx) {
+            return Poll::Ready(output);
+        }
+        let Some(limit) = *this.limit else {
+            return Poll::Pending;
+        };
+        if this.timer.is_none() {
+            if tokio::runtime::Handle::try_current().is_err() {
+                *this.limit = None;
+                return Poll::Pending;
+            }
+            this.timer.set(Some(tokio::time::sleep(limit)));
+        }
+        let expired = this
+            .timer
+            .as_pin_mut()
+            .is_some_and(|timer| timer.poll(cx).is_ready());
+        if expired {
+            Poll::Ready(Err(StoreError::Timeout(limit)))
+        } else {
+            Poll::Pending
+        }
+    }
+}
