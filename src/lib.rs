@@ -28,6 +28,6 @@ pub use layer::{
 };
 pub use routes::RequestHead;
 pub use service::SessionTimeout;
-pub use store::{ExpiryReason, MemoryStore, SessionStore};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
+pub use store::{ExpiryReason, MemoryStore, SessionStore};

@@ -304,9 +304,11 @@ impl RedisStore {
             for arg in args {
                 invocation.arg(arg);
             }
-            let outcome =
-                tokio::time::timeout(timeout, invocation.invoke_async::<Vec<String>>(&mut connection))
-                    .await;
+            let outcome = tokio::time::timeout(
+                timeout,
+                invocation.invoke_async::<Vec<String>>(&mut connection),
+            )
+            .await;
             let result = match outcome {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(error)) => Err(backend(error)),
