@@ -189,8 +189,9 @@ async fn malformed_records_are_store_errors() {
     let now = start();
 
     let string_key = fresh_key("corrupt-string");
+    // Short-lived, so a failing run leaves nothing behind in the shared Redis.
     let _: () = connection
-        .set(store.redis_key(&string_key), "x")
+        .set_ex(store.redis_key(&string_key), "x", 60)
         .await
         .expect("SET");
     let hash_key = fresh_key("corrupt-hash");
@@ -198,6 +199,10 @@ async fn malformed_records_are_store_errors() {
         .hset(store.redis_key(&hash_key), "c", "soon")
         .await
         .expect("HSET");
+    let _: () = connection
+        .expire(store.redis_key(&hash_key), 60)
+        .await
+        .expect("EXPIRE");
 
     for key in [string_key, hash_key] {
         let check = within(store.check(&key, now, &policy(), Touch::Refresh)).await;

@@ -173,7 +173,8 @@ type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>
 ///   No call waits longer than the store timeout ([`DEFAULT_TIMEOUT`](RedisStore::DEFAULT_TIMEOUT) unless set with
 ///   [`with_timeout`](RedisStore::with_timeout)).
 ///
-/// Clones share the connection.
+/// Clones share the connection. Like redis-rs itself, the store runs on Tokio and needs its
+/// time driver (`#[tokio::main]` enables it).
 ///
 /// ```no_run
 /// use std::time::Duration;
