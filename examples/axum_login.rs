@@ -268,6 +268,12 @@ async fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
     let builder = SessionTimeoutLayer::builder();
     match &settings.store {
         StoreChoice::Memory => serve(&settings, builder).await,
+        #[cfg(feature = "redis")]
+        StoreChoice::Redis(url) => {
+            let store = tower_session_timeout::RedisStore::connect(url.as_str()).await?;
+            serve(&settings, builder.store(store)).await
+        }
+        #[cfg(not(feature = "redis"))]
         StoreChoice::Redis(_) => Err(missing_feature("redis", "redis://")),
         StoreChoice::Postgres(_) => Err(missing_feature("postgres", "postgres://")),
         StoreChoice::Sqlite(_) => Err(missing_feature("sqlite", "sqlite://")),

@@ -186,4 +186,6 @@ pub use layer::{
 };
 pub use routes::RequestHead;
 pub use service::SessionTimeout;
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
 pub use store::{ExpiryReason, MemoryStore, SessionStore};

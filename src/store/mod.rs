@@ -7,12 +7,16 @@
 
 mod key;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 use std::future::Future;
 use std::time::Duration;
 
 pub use self::key::SessionKey;
 pub use self::memory::MemoryStore;
+#[cfg(feature = "redis")]
+pub use self::redis::RedisStore;
 use crate::{StoreError, Timestamp};
 
 /// A backend that tracks sessions for the layer.

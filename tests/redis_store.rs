@@ -1,0 +1,558 @@
+#![cfg(feature = "redis")]
+//! `RedisStore` against a real Redis: the shared store suite, two layer instances sharing one
+//! Redis, a race at the idle deadline, and a Redis that stops and comes back.
+//!
+//! Needs Redis on 127.0.0.1:6379 (each test keeps to a key prefix of its own) and, for the
+//! restart test, the `redis-server` binary, which it runs on a free port of its own.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::app::{app_with_store, TestApp, IDLE};
+use common::store_suite::{self, fresh_key, policy, start, RETENTION};
+use http::header::{ACCEPT, COOKIE};
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use redis::AsyncCommands;
+use tower::{Service, ServiceExt};
+use tower_session_timeout::store::{Begin, Check, SessionKey, SessionStore, Touch};
+use tower_session_timeout::{ExpiryReason, ManualClock, RedisStore, StoreError};
+
+const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
+
+/// Bounds every wait on the network, so a broken Redis fails a test instead of hanging it.
+const WAIT: Duration = Duration::from_secs(10);
+
+fn unique_prefix(test: &str) -> String {
+    let nonce: u64 = rand::random();
+    format!("tst-test:{test}:{nonce:016x}:")
+}
+
+async fn store(test: &str) -> RedisStore {
+    tokio::time::timeout(WAIT, RedisStore::connect(REDIS_URL))
+        .await
+        .expect("Redis on 127.0.0.1:6379 answers in time")
+        .expect("Redis on 127.0.0.1:6379 is reachable")
+        .with_prefix(unique_prefix(test))
+}
+
+/// A plain connection for looking at what the store wrote.
+async fn inspector() -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(REDIS_URL).expect("valid url");
+    tokio::time::timeout(WAIT, client.get_multiplexed_async_connection())
+        .await
+        .expect("in time")
+        .expect("connected")
+}
+
+async fn keys_under(prefix: &str) -> Vec<String> {
+    let mut connection = inspector().await;
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .expect("KEYS");
+    keys.sort();
+    keys
+}
+
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .expect("answered in time")
+}
+
+#[tokio::test]
+async fn passes_the_store_suite() {
+    store_suite::run(store("suite").await).await;
+}
+
+#[tokio::test]
+async fn passes_the_store_suite_after_the_script_cache_is_flushed() {
+    // What a Redis restart does to loaded scripts: the store loads it again and goes on.
+    let store = store("flushed").await;
+    let key = fresh_key("flushed");
+    let t0 = start();
+    assert_eq!(
+        within(store.begin(&key, t0, &policy())).await.unwrap(),
+        Begin::Began
+    );
+    let mut connection = inspector().await;
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut connection)
+        .await
+        .expect("SCRIPT FLUSH");
+    let check = within(store.check(&key, t0, &policy(), Touch::Refresh))
+        .await
+        .unwrap();
+    assert!(matches!(check, Check::Active(_)), "{check:?}");
+}
+
+#[tokio::test]
+async fn keys_are_prefixed_hashes_with_a_ttl_and_hold_no_raw_id() {
+    let store = store("keys").await;
+    let clock = ManualClock::new();
+    let app = app_with_store(store.clone(), clock, |builder| builder);
+    let id = format!("raw-session-id-{:032x}", rand::random::<u128>());
+    app.login(&id).await;
+    assert_eq!(app.get("/page", Some(&id)).await.status, StatusCode::OK);
+
+    let expected = format!("{}{}", store.prefix(), SessionKey::from_id(&id).to_hex());
+    assert_eq!(store.redis_key(&SessionKey::from_id(&id)), expected);
+    assert_eq!(keys_under(store.prefix()).await, vec![expected.clone()]);
+
+    let mut connection = inspector().await;
+    let fields: std::collections::HashMap<String, String> =
+        connection.hgetall(&expected).await.expect("HGETALL");
+    assert!(!fields.is_empty());
+    for (field, value) in &fields {
+        assert!(
+            !field.contains(&id) && !value.contains(&id),
+            "{field}={value}"
+        );
+    }
+    // Active: the deadline (the idle timeout from now, by the app's clock) plus the retention.
+    let ttl: i64 = connection.pttl(&expected).await.expect("PTTL");
+    let most = (IDLE + tower_session_timeout::DEFAULT_TOMBSTONE_RETENTION).as_millis() as i64;
+    assert!(
+        ttl > most - 5_000 && ttl <= most,
+        "ttl {ttl} ms, expected about {most} ms"
+    );
+
+    // Signed out: only the retention is left.
+    app.get("/logout", Some(&id)).await;
+    let ttl: i64 = connection.pttl(&expected).await.expect("PTTL");
+    let most = tower_session_timeout::DEFAULT_TOMBSTONE_RETENTION.as_millis() as i64;
+    assert!(
+        ttl > most - 5_000 && ttl <= most,
+        "ttl {ttl} ms, expected about {most} ms"
+    );
+}
+
+#[tokio::test]
+async fn unknown_ids_write_nothing_and_purge_is_left_to_ttls() {
+    let store = store("unknown").await;
+    let now = start();
+    for i in 0..20 {
+        let key = fresh_key(&format!("probe{i}"));
+        let check = within(store.check(&key, now, &policy(), Touch::Refresh))
+            .await
+            .unwrap();
+        assert_eq!(check, Check::Expired(ExpiryReason::Unknown));
+        assert!(!within(store.end(&key, now, &policy())).await.unwrap());
+    }
+    assert!(keys_under(store.prefix()).await.is_empty());
+    assert_eq!(within(store.purge(now)).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn tombstone_ttl_runs_from_the_deadline() {
+    let store = store("tombstone-ttl").await;
+    let key = fresh_key("tombstone-ttl");
+    let t0 = start();
+    within(store.begin(&key, t0, &policy())).await.unwrap();
+    // Found expired 10 s after its deadline: 20 of the 30 s retention are left.
+    let late = t0.saturating_add(IDLE + Duration::from_secs(10));
+    let check = within(store.check(&key, late, &policy(), Touch::Refresh))
+        .await
+        .unwrap();
+    assert_eq!(check, Check::Retired(ExpiryReason::Idle));
+    let mut connection = inspector().await;
+    let ttl: i64 = connection.pttl(store.redis_key(&key)).await.expect("PTTL");
+    assert!((15_000..=20_000).contains(&ttl), "ttl {ttl} ms");
+
+    // Found after its retention: nothing is kept at all.
+    let other = fresh_key("tombstone-gone");
+    within(store.begin(&other, t0, &policy())).await.unwrap();
+    let gone = t0.saturating_add(IDLE + RETENTION);
+    let check = within(store.check(&other, gone, &policy(), Touch::Refresh))
+        .await
+        .unwrap();
+    assert_eq!(check, Check::Expired(ExpiryReason::Unknown));
+    let exists: bool = connection
+        .exists(store.redis_key(&other))
+        .await
+        .expect("EXISTS");
+    assert!(!exists);
+}
+
+#[tokio::test]
+async fn malformed_records_are_store_errors() {
+    let store = store("corrupt").await;
+    let mut connection = inspector().await;
+    let now = start();
+
+    let string_key = fresh_key("corrupt-string");
+    // Short-lived, so a failing run leaves nothing behind in the shared Redis.
+    let _: () = connection
+        .set_ex(store.redis_key(&string_key), "x", 60)
+        .await
+        .expect("SET");
+    let hash_key = fresh_key("corrupt-hash");
+    let _: () = connection
+        .hset(store.redis_key(&hash_key), "c", "soon")
+        .await
+        .expect("HSET");
+    let _: () = connection
+        .expire(store.redis_key(&hash_key), 60)
+        .await
+        .expect("EXPIRE");
+
+    for key in [string_key, hash_key] {
+        let check = within(store.check(&key, now, &policy(), Touch::Refresh)).await;
+        assert!(
+            matches!(check, Err(StoreError::CorruptRecord(_))),
+            "{check:?}"
+        );
+        let begin = within(store.begin(&key, now, &policy())).await;
+        assert!(
+            matches!(begin, Err(StoreError::CorruptRecord(_))),
+            "{begin:?}"
+        );
+        let _: () = connection.del(store.redis_key(&key)).await.expect("DEL");
+    }
+}
+
+async fn get_json(app: &TestApp<RedisStore>, id: &str) -> (StatusCode, String) {
+    let request = Request::get("/page")
+        .header(COOKIE, format!("id={id}"))
+        .header(ACCEPT, "application/json")
+        .body(Empty::new())
+        .unwrap();
+    let answer = within(app.send(request)).await;
+    (answer.status, answer.text().to_owned())
+}
+
+#[tokio::test]
+async fn two_instances_share_activity_expiry_and_sign_out() {
+    let store = store("two-instances").await;
+    let clock = ManualClock::new();
+    let a = app_with_store(store.clone(), clock.clone(), |builder| builder);
+    let b = app_with_store(store.clone(), clock.clone(), |builder| builder);
+
+    // Begun on A, active on B.
+    let id = "shared-session";
+    within(a.login(id)).await;
+    assert_eq!(
+        within(b.get("/page", Some(id))).await.status,
+        StatusCode::OK
+    );
+
+    // Activity on A every 40 s keeps it alive on B well past one idle timeout.
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(40));
+        assert_eq!(
+            within(a.get("/page", Some(id))).await.status,
+            StatusCode::OK
+        );
+    }
+    clock.advance(Duration::from_secs(40));
+    assert_eq!(
+        within(b.get("/page", Some(id))).await.status,
+        StatusCode::OK
+    );
+
+    // Idle on both: expired on B is expired on A, with the reason.
+    clock.advance(IDLE);
+    let (status, body) = get_json(&b, id).await;
+    assert_eq!(status.as_u16(), 440);
+    assert!(body.contains("idle"), "{body}");
+    let (status, body) = get_json(&a, id).await;
+    assert_eq!(status.as_u16(), 440);
+    assert!(body.contains("idle"), "{body}");
+    let calls = a.calls() + b.calls();
+    // A login on either instance cannot revive it.
+    within(
+        a.send(
+            Request::get(format!("/login?id={id}"))
+                .body(Empty::new())
+                .unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(within(b.get("/page", Some(id))).await.status.as_u16(), 440);
+    assert_eq!(
+        a.calls() + b.calls(),
+        calls + 1,
+        "only the login reached an inner service"
+    );
+
+    // Sign-out on B is seen on A.
+    let other = "signed-out-session";
+    within(a.login(other)).await;
+    assert_eq!(
+        within(a.get("/page", Some(other))).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        within(b.get("/logout", Some(other))).await.status,
+        StatusCode::OK
+    );
+    let (status, body) = get_json(&a, other).await;
+    assert_eq!(status.as_u16(), 440);
+    assert!(body.contains("ended"), "{body}");
+}
+
+/// One request's life: when it left, when its answer came, and the answer.
+struct Sent {
+    instance: char,
+    sent: Instant,
+    received: Instant,
+    status: StatusCode,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_race_at_the_idle_deadline_never_answers_200_after_440() {
+    let store = store("race").await;
+    let mut saw_expiry = 0;
+    for round in 0..8 {
+        // Instance A's clock reads 1 ms before the idle deadline, B's reads the deadline: A's
+        // requests would refresh the session, B's find it expired. Redis orders them; whatever
+        // order it picks, once a 440 has been answered no later request may get 200.
+        let a_clock = ManualClock::new();
+        let a = app_with_store(store.clone(), a_clock.clone(), |builder| builder);
+        let b_clock = ManualClock::new();
+        let b = app_with_store(store.clone(), b_clock.clone(), |builder| builder);
+        let id = format!("race-{round}-{:016x}", rand::random::<u64>());
+        within(a.login(&id)).await;
+        a_clock.advance(IDLE - Duration::from_millis(1));
+        b_clock.advance(IDLE);
+
+        let go = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for worker in 0..16 {
+            let (instance, service) = if worker % 2 == 0 {
+                ('a', a.service.clone())
+            } else {
+                ('b', b.service.clone())
+            };
+            let id = id.clone();
+            let go = go.clone();
+            tasks.push(tokio::spawn(async move {
+                while !go.load(Ordering::Acquire) {
+                    tokio::task::yield_now().await;
+                }
+                let mut answers = Vec::new();
+                for _ in 0..8 {
+                    let request = Request::get("/page")
+                        .header(COOKIE, format!("id={id}"))
+                        .body(Empty::new())
+                        .unwrap();
+                    let mut service = service.clone();
+                    let sent = Instant::now();
+                    let ready = service.ready().await.expect("infallible");
+                    let response = ready.call(request).await.expect("infallible");
+                    answers.push(Sent {
+                        instance,
+                        sent,
+                        received: Instant::now(),
+                        status: response.status(),
+                    });
+                }
+                answers
+            }));
+        }
+        go.store(true, Ordering::Release);
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.extend(within(task).await.expect("task"));
+        }
+        answers.sort_by_key(|answer| answer.sent);
+
+        for answer in &answers {
+            assert!(
+                answer.status == StatusCode::OK || answer.status.as_u16() == 440,
+                "unexpected {} from {}",
+                answer.status,
+                answer.instance
+            );
+        }
+        // In send order, nothing but 440 after the first 440.
+        if let Some(first) = answers
+            .iter()
+            .position(|answer| answer.status.as_u16() == 440)
+        {
+            let revived = answers[first..]
+                .iter()
+                .find(|answer| answer.status == StatusCode::OK);
+            assert!(
+                revived.is_none(),
+                "round {round}: a 200 from {} was sent after a 440",
+                revived.map_or('?', |answer| answer.instance)
+            );
+        }
+        // Sharper, for this setup: whichever request Redis runs first decides for all. One of
+        // A's refreshes the session, and then every request is within the idle timeout of it;
+        // one of B's retires it, and then every request finds the tombstone.
+        let ok = answers
+            .iter()
+            .filter(|answer| answer.status == StatusCode::OK)
+            .count();
+        assert!(
+            ok == 0 || ok == answers.len(),
+            "round {round}: {ok} of {} answers were 200",
+            answers.len()
+        );
+        if let Some(first_440) = answers
+            .iter()
+            .filter(|answer| answer.status.as_u16() == 440)
+            .map(|answer| answer.received)
+            .min()
+        {
+            saw_expiry += 1;
+            for answer in answers.iter().filter(|answer| answer.sent > first_440) {
+                assert_eq!(
+                    answer.status.as_u16(),
+                    440,
+                    "round {round}: a request sent on {} after a 440 was answered got 200",
+                    answer.instance
+                );
+            }
+            // Expired for good, on both instances.
+            assert_eq!(within(a.get("/page", Some(&id))).await.status.as_u16(), 440);
+            assert_eq!(within(b.get("/page", Some(&id))).await.status.as_u16(), 440);
+        } else {
+            // A refreshed first, so the session lives on for both.
+            assert_eq!(
+                within(b.get("/page", Some(&id))).await.status,
+                StatusCode::OK
+            );
+        }
+    }
+    eprintln!("{saw_expiry} of 8 rounds expired at the deadline");
+}
+
+/// A `redis-server` of the test's own, killed when dropped.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = OwnRedis { port, child: None };
+        redis.restart();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts the server on its port and waits (at most 10 s) until it accepts connections.
+    fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_restart_is_answered_503_or_passed_then_survived() {
+    let mut redis = OwnRedis::start();
+    let store = within(RedisStore::connect(redis.url()))
+        .await
+        .expect("connected")
+        .with_prefix(unique_prefix("restart"));
+    let clock = ManualClock::new();
+    let closed = app_with_store(store.clone(), clock.clone(), |builder| builder);
+    let open = app_with_store(store.clone(), clock.clone(), |builder| {
+        builder.fail_open(true)
+    });
+
+    within(closed.login("before")).await;
+    assert_eq!(
+        within(closed.get("/page", Some("before"))).await.status,
+        StatusCode::OK
+    );
+
+    redis.stop();
+    for _ in 0..3 {
+        let calls = closed.calls();
+        let answer = within(closed.get("/page", Some("before"))).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            closed.calls(),
+            calls,
+            "fail-closed: the inner service is not called"
+        );
+
+        let calls = open.calls();
+        let answer = within(open.get("/page", Some("before"))).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::OK,
+            "fail-open passes the request on"
+        );
+        assert_eq!(open.calls(), calls + 1);
+    }
+    // Without a session cookie the store is not asked at all.
+    assert_eq!(
+        within(closed.get("/page", None)).await.status,
+        StatusCode::OK
+    );
+
+    redis.restart();
+    // The connection comes back by itself; a new sign-in then works on the same store.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        within(closed.login("after")).await;
+        if within(closed.get("/page", Some("after"))).await.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store did not recover after Redis restarted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        within(open.get("/page", Some("after"))).await.status,
+        StatusCode::OK
+    );
+    // The restarted Redis kept nothing (no persistence): the old session is unknown, not 503.
+    assert_eq!(
+        within(closed.get("/page", Some("before")))
+            .await
+            .status
+            .as_u16(),
+        440
+    );
+}
