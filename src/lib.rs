@@ -29,6 +29,7 @@ pub use layer::{
 pub use routes::RequestHead;
 pub use service::SessionTimeout;
 pub use store::{ExpiryReason, MemoryStore, SessionStore};
+
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;
 #[cfg(feature = "sqlite")]

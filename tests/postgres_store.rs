@@ -89,7 +89,10 @@ async fn migrate_is_idempotent_and_names_are_checked() {
     let db = TestDb::new().await;
     let store = db.store().await;
     store.migrate().await.expect("second migrate");
-    assert!(store.clone().with_table_name("bad name; DROP TABLE x").is_err());
+    assert!(store
+        .clone()
+        .with_table_name("bad name; DROP TABLE x")
+        .is_err());
     let other = store.with_table_name("other_sessions").expect("valid name");
     other.migrate().await.expect("migrate other table");
     assert_eq!(other.index_name(), "other_sessions_expires_at_idx");
@@ -146,6 +149,97 @@ async fn two_instances_share_activity_expiry_and_sign_out() {
     assert_eq!(a.calls(), calls_before, "the inner service is not called");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_racing_on_one_session_agree() {
+    let db = TestDb::new().await;
+    let stores = [db.store().await, db.store().await];
+    let policy = policy();
+    let t0 = start();
+
+    // Racing begins of one new id: exactly one begins it, the others find it active.
+    let key = fresh_key("race-begin");
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = stores[i % 2].clone();
+        tasks.push(tokio::spawn(
+            async move { store.begin(&key, t0, &policy).await },
+        ));
+    }
+    let mut began = 0;
+    for task in tasks {
+        match task.await.expect("task").expect("begin") {
+            tower_session_timeout::store::Begin::Began => began += 1,
+            tower_session_timeout::store::Begin::AlreadyActive => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(began, 1);
+
+    // Refreshes racing with checks at the deadline, and with an end: none revives it.
+    let deadline = t0.saturating_add(IDLE);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = stores[i % 2].clone();
+        let now = if i % 2 == 0 {
+            deadline
+        } else {
+            deadline.saturating_add(Duration::from_secs(1))
+        };
+        tasks.push(tokio::spawn(async move {
+            store.check(&key, now, &policy, Touch::Refresh).await
+        }));
+    }
+    for task in tasks {
+        let check = task.await.expect("task").expect("check");
+        assert_eq!(check, Check::Expired(ExpiryReason::Idle));
+    }
+    let early = t0.saturating_add(Duration::from_secs(1));
+    assert_eq!(
+        stores[1]
+            .check(&key, early, &policy, Touch::Refresh)
+            .await
+            .expect("check"),
+        Check::Expired(ExpiryReason::Idle),
+        "a lagging clock on the other instance cannot revive it"
+    );
+    assert_eq!(
+        stores[0].begin(&key, early, &policy).await.expect("begin"),
+        tower_session_timeout::store::Begin::Refused(ExpiryReason::Idle)
+    );
+
+    // An end racing with refreshes: afterwards the session is ended for everyone.
+    let key = fresh_key("race-end");
+    stores[0].begin(&key, t0, &policy).await.expect("begin");
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = stores[i % 2].clone();
+        let now = t0.saturating_add(Duration::from_millis(1000 + i as u64));
+        tasks.push(tokio::spawn(async move {
+            if i == 7 {
+                store.end(&key, now, &policy).await.map(|_| ())
+            } else {
+                store
+                    .check(&key, now, &policy, Touch::Refresh)
+                    .await
+                    .map(|_| ())
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("store call");
+    }
+    for store in &stores {
+        let later = t0.saturating_add(Duration::from_secs(2));
+        assert_eq!(
+            store
+                .check(&key, later, &policy, Touch::Refresh)
+                .await
+                .expect("check"),
+            Check::Expired(ExpiryReason::Ended)
+        );
+    }
+}
+
 #[tokio::test]
 async fn purge_removes_only_expired_rows() {
     let db = TestDb::new().await;
@@ -177,15 +271,24 @@ async fn purge_removes_only_expired_rows() {
     assert_eq!(store.purge(purge_at).await.expect("purge"), 100);
     assert_eq!(count(&store).await, 60);
     for key in &young {
-        let check = store.check(key, purge_at, &policy, Touch::Passive).await.expect("check");
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .expect("check");
         assert!(matches!(check, Check::Active(_)), "{check:?}");
     }
     for key in &ended {
-        let check = store.check(key, purge_at, &policy, Touch::Passive).await.expect("check");
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .expect("check");
         assert_eq!(check, Check::Expired(ExpiryReason::Ended));
     }
     for key in &old {
-        let check = store.check(key, purge_at, &policy, Touch::Passive).await.expect("check");
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .expect("check");
         assert_eq!(check, Check::Expired(ExpiryReason::Unknown));
     }
 }

@@ -124,6 +124,7 @@ pub(crate) struct Queries {
     pub table: String,
     pub index: String,
     /// `$1`: the row as it stands.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub select: String,
     /// `$1`..`$8`: retires an expired active row, or refreshes an active one that is due;
     /// returns the row it wrote, nothing when no write was needed.
@@ -260,6 +261,7 @@ impl Queries {
     /// `statement` (one that returns [`COLUMNS`] of the rows it wrote) followed by the row as
     /// it stands when it wrote none, in one statement, with a leading `written` flag. For
     /// PostgreSQL, whose CTEs may hold an `UPDATE` or `INSERT`.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub fn written_or_current(&self, statement: &str) -> String {
         format!(
             "WITH written AS ({statement}) \
@@ -339,7 +341,9 @@ pub(crate) fn read_check(row: Option<StoredRow>, p: &Params) -> Option<Check> {
         return Some(Check::Expired(ExpiryReason::Unknown));
     };
     match row.state {
-        RowState::Retired(_) if row.expires_at <= p.now => Some(Check::Expired(ExpiryReason::Unknown)),
+        RowState::Retired(_) if row.expires_at <= p.now => {
+            Some(Check::Expired(ExpiryReason::Unknown))
+        }
         RowState::Retired(reason) => Some(Check::Expired(reason)),
         RowState::Active => {
             let (deadline, _) = p.deadline(row.created_at, row.last_seen);
