@@ -15,13 +15,9 @@ use crate::{Clock, StoreError, Timestamp};
 ///
 /// Every operation is one statement, so two instances racing on one session cannot revive it:
 /// a check that finds the session expired retires it in the same `UPDATE` that would have
-/// refreshed it (a CTE then reads the row when no write was needed). Rows are keyed by the
-/// SHA-256 of the session id, never the id.
-///
-/// Time is the layer's [`Clock`], passed in as `now`, for the check and for the
-/// [`purge`](SessionStore::purge) alike, not the database's `now()`: one clock governs every
-/// store, and tests can step a [`ManualClock`](crate::ManualClock). Instances sharing the
-/// database must keep their clocks in sync (NTP).
+/// refreshed it (a CTE then reads the row when no write was needed; if that read comes from a
+/// snapshot older than another instance's write in the same instant, the statement runs
+/// again). Rows are keyed by the SHA-256 of the session id, never the id.
 ///
 /// Call [`migrate`](PostgresStore::migrate) once at start-up to create the table and its index
 /// on the expiry time, and [`spawn_purge`](PostgresStore::spawn_purge) (or call
@@ -38,6 +34,26 @@ use crate::{Clock, StoreError, Timestamp};
 /// let layer = SessionTimeoutLayer::builder().store(store).build()?;
 /// # let _ = layer; Ok(()) }
 /// ```
+///
+/// # The table
+///
+/// `tower_session_timeout` by default ([`with_table_name`](PostgresStore::with_table_name)): `key`
+/// (the 32-byte SHA-256 of the id, primary key), `created_at` and `last_seen` (Unix
+/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`) and
+/// `expires_at`, the time from which the row may be deleted: for an active session its deadline
+/// plus the tombstone retention (until then an expired session still answers its reason), for
+/// an ended or expired one the end of that retention. The purge is
+/// `DELETE ... WHERE expires_at <= now`, through the index on `expires_at`, so its cost grows
+/// with what expired, not with what is stored.
+///
+/// # Why the app's clock
+///
+/// The check and the purge both use the `now` the layer passes in, never the database's
+/// clock: one clock then governs every store, so swapping stores never changes when a session
+/// expires, and tests can step a [`ManualClock`](crate::ManualClock). Instances sharing the
+/// database must keep their clocks in sync (NTP). A clock that lags cannot revive a session: a
+/// retired row stays retired whatever `now` a later statement brings, and `last_seen` never
+/// moves backwards.
 ///
 /// Clones share the pool.
 #[derive(Debug, Clone)]

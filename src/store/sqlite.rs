@@ -18,13 +18,10 @@ use crate::{Clock, StoreError, Timestamp};
 /// RETURNING`; SQLite 3.35 or later, which the bundled library is), so requests racing on one
 /// session, from this process or another one on the same file, cannot revive it: a check
 /// that finds the session expired retires it in the same `UPDATE` that would have refreshed
-/// it. When that statement needs no write (a passive check, a tombstone), the row is read
-/// afterwards; if it changed in between so that it needs a write after all, the statement
-/// runs again. Rows are keyed by the SHA-256 of the session id, never the id.
-///
-/// Time is the layer's [`Clock`], passed in as `now`, for the check and for the
-/// [`purge`](SessionStore::purge) alike, not SQLite's `unixepoch()`: one clock governs every
-/// store, and tests can step a [`ManualClock`](crate::ManualClock).
+/// it. The row is read first, so what needs no write (a passive check, a tombstone, a refresh
+/// the touch interval skips) takes no write lock; the write re-checks its condition in the
+/// same statement, and when the row changed since the read, the read runs again. Rows are
+/// keyed by the SHA-256 of the session id, never the id.
 ///
 /// Call [`migrate`](SqliteStore::migrate) once at start-up to create the table and its index
 /// on the expiry time, and [`spawn_purge`](SqliteStore::spawn_purge) (or call
@@ -41,6 +38,26 @@ use crate::{Clock, StoreError, Timestamp};
 /// let layer = SessionTimeoutLayer::builder().store(store).build()?;
 /// # let _ = layer; Ok(()) }
 /// ```
+///
+/// # The table
+///
+/// `tower_session_timeout` by default ([`with_table_name`](SqliteStore::with_table_name)): `key`
+/// (the 32-byte SHA-256 of the id, primary key), `created_at` and `last_seen` (Unix
+/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`) and
+/// `expires_at`, the time from which the row may be deleted: for an active session its deadline
+/// plus the tombstone retention (until then an expired session still answers its reason), for
+/// an ended or expired one the end of that retention. The purge is
+/// `DELETE ... WHERE expires_at <= now`, through the index on `expires_at`, so its cost grows
+/// with what expired, not with what is stored.
+///
+/// # Why the app's clock
+///
+/// The check and the purge both use the `now` the layer passes in, never the database's
+/// clock: one clock then governs every store, so swapping stores never changes when a session
+/// expires, and tests can step a [`ManualClock`](crate::ManualClock). Instances sharing the
+/// database must keep their clocks in sync (NTP). A clock that lags cannot revive a session: a
+/// retired row stays retired whatever `now` a later statement brings, and `last_seen` never
+/// moves backwards.
 ///
 /// Clones share the pool.
 #[derive(Debug, Clone)]
@@ -201,18 +218,23 @@ impl SessionStore for SqliteStore {
         let store = self.clone();
         let p = Params::new(key, now, policy, touch);
         Box::pin(async move {
+            // Read first, so passive checks, tombstones and refreshes the touch interval skips
+            // take no write lock; the write itself re-checks its condition atomically, and
+            // when it finds the row changed since the read, the read runs again.
             sql::retrying(|| async {
+                if let Some(answer) = sql::read_check(store.current(&p).await?, &p) {
+                    return Ok(Some(answer));
+                }
                 let written = sql::bind_params!(sqlx::query(&store.queries.check), p)
                     .bind(p.touch)
                     .bind(p.refresh)
                     .fetch_optional(&store.pool)
                     .await
                     .map_err(sql::backend)?;
-                let row = match written {
-                    Some(row) => Some(sql::decode_row(&row)?),
-                    None => store.current(&p).await?,
-                };
-                Ok(sql::read_check(row, &p))
+                match written {
+                    Some(row) => Ok(sql::read_check(Some(sql::decode_row(&row)?), &p)),
+                    None => Ok(None),
+                }
             })
             .await
         })
@@ -223,15 +245,22 @@ impl SessionStore for SqliteStore {
         let p = Params::new(key, now, policy, Touch::Passive);
         Box::pin(async move {
             sql::retrying(|| async {
+                // An active session or a live tombstone needs no write (see `check`).
+                let current = store.current(&p).await?;
+                if current.is_some() {
+                    if let Some(answer) = sql::read_begin(current, false, &p) {
+                        return Ok(Some(answer));
+                    }
+                }
                 let written = sql::bind_params!(sqlx::query(&store.queries.begin), p)
                     .bind(p.new_row_expires_at())
                     .fetch_optional(&store.pool)
                     .await
                     .map_err(sql::backend)?;
-                Ok(match written {
-                    Some(row) => sql::read_begin(Some(sql::decode_row(&row)?), true, &p),
-                    None => sql::read_begin(store.current(&p).await?, false, &p),
-                })
+                match written {
+                    Some(row) => Ok(sql::read_begin(Some(sql::decode_row(&row)?), true, &p)),
+                    None => Ok(None),
+                }
             })
             .await
         })
