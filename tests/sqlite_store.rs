@@ -224,3 +224,31 @@ async fn malformed_rows_are_reported_not_trusted() {
         "{check:?}"
     );
 }
+
+#[tokio::test]
+async fn the_background_purge_uses_the_given_clock() {
+    let db = TempDb::new();
+    let store = db.store().await;
+    let clock = ManualClock::new();
+    let t0 = Timestamp::from_system_time(tower_session_timeout::Clock::now(&clock));
+    store
+        .begin(&fresh_key("bg-old"), t0, &policy())
+        .await
+        .expect("begin");
+    clock.advance(IDLE + RETENTION);
+    let now = Timestamp::from_system_time(tower_session_timeout::Clock::now(&clock));
+    store
+        .begin(&fresh_key("bg-young"), now, &policy())
+        .await
+        .expect("begin");
+    let task = store.spawn_purge(Duration::from_secs(3600), clock.clone());
+    // The first purge runs at once; wait for the task, not for any deadline.
+    for _ in 0..500 {
+        if count(&store).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.abort();
+    assert_eq!(count(&store).await, 1, "only the expired row is purged");
+}
