@@ -275,7 +275,24 @@ async fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         }
         #[cfg(not(feature = "redis"))]
         StoreChoice::Redis(_) => Err(missing_feature("redis", "redis://")),
+        #[cfg(feature = "postgres")]
+        StoreChoice::Postgres(url) => {
+            let store = tower_session_timeout::PostgresStore::connect(url).await?;
+            store.migrate().await?;
+            // Dropping the handle leaves the task running for the life of the demo.
+            store.spawn_purge(Duration::from_secs(60), tower_session_timeout::SystemClock);
+            serve(&settings, builder.store(store)).await
+        }
+        #[cfg(not(feature = "postgres"))]
         StoreChoice::Postgres(_) => Err(missing_feature("postgres", "postgres://")),
+        #[cfg(feature = "sqlite")]
+        StoreChoice::Sqlite(url) => {
+            let store = tower_session_timeout::SqliteStore::connect(url).await?;
+            store.migrate().await?;
+            store.spawn_purge(Duration::from_secs(60), tower_session_timeout::SystemClock);
+            serve(&settings, builder.store(store)).await
+        }
+        #[cfg(not(feature = "sqlite"))]
         StoreChoice::Sqlite(_) => Err(missing_feature("sqlite", "sqlite://")),
     }
 }

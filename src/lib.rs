@@ -189,3 +189,8 @@ pub use service::SessionTimeout;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 pub use store::{ExpiryReason, MemoryStore, SessionStore};
+
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;

@@ -1,0 +1,333 @@
+//! `PostgresStore` against the PostgreSQL on 127.0.0.1:5432 (or `DATABASE_URL`, a server URL
+//! without a database): each test makes a database of its own and drops it at the end.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::app::app_with_store;
+use common::store_suite::{self, fresh_key, policy, start, IDLE, RETENTION};
+use http::StatusCode;
+use sqlx::Connection;
+use tower_session_timeout::store::{Check, SessionStore, Touch};
+use tower_session_timeout::{ExpiryReason, ManualClock, PostgresStore};
+
+/// A database made for one test, dropped (best effort) when the value is.
+struct TestDb {
+    server: String,
+    name: String,
+}
+
+fn server_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+impl TestDb {
+    async fn new() -> Self {
+        let server = server_url();
+        let name = format!("tst_session_timeout_{:016x}", rand::random::<u64>());
+        let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .expect("connect to the postgres database");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        TestDb { server, name }
+    }
+
+    fn url(&self) -> String {
+        format!("{}/{}", self.server, self.name)
+    }
+
+    /// A store with a pool of its own, as one app instance would have.
+    async fn store(&self) -> PostgresStore {
+        let store = PostgresStore::connect(&self.url()).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin_url = format!("{}/postgres", self.server);
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop cannot await, and may run inside the test's runtime: use a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                sqlx::query(&drop).execute(&mut admin).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+async fn count(store: &PostgresStore) -> i64 {
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {}", store.table_name()))
+        .fetch_one(store.pool())
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn passes_the_store_suite() {
+    let db = TestDb::new().await;
+    store_suite::run(db.store().await).await;
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_names_are_checked() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    store.migrate().await.expect("second migrate");
+    assert!(store
+        .clone()
+        .with_table_name("bad name; DROP TABLE x")
+        .is_err());
+    let other = store.with_table_name("other_sessions").expect("valid name");
+    other.migrate().await.expect("migrate other table");
+    assert_eq!(other.index_name(), "other_sessions_expires_at_idx");
+    store_suite::run(other).await;
+}
+
+#[tokio::test]
+async fn keys_are_hashes_of_the_id() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let clock = ManualClock::new();
+    let app = app_with_store(store.clone(), clock, |b| b);
+    app.login("a-secret-session-id").await;
+    let keys: Vec<Vec<u8>> = sqlx::query_scalar("SELECT key FROM tower_session_timeout")
+        .fetch_all(store.pool())
+        .await
+        .expect("keys");
+    let expected = tower_session_timeout::store::SessionKey::from_id("a-secret-session-id");
+    assert_eq!(keys, vec![expected.as_bytes().to_vec()]);
+}
+
+#[tokio::test]
+async fn two_instances_share_activity_expiry_and_sign_out() {
+    let db = TestDb::new().await;
+    // One clock: instances sharing a database keep their clocks in sync.
+    let clock = ManualClock::new();
+    let a = app_with_store(db.store().await, clock.clone(), |b| b);
+    let b = app_with_store(db.store().await, clock.clone(), |b| b);
+    let timeout = StatusCode::from_u16(440).expect("440");
+
+    // Activity on either instance keeps the session alive on both.
+    a.login("shared").await;
+    assert_eq!(b.get("/", Some("shared")).await.status, StatusCode::OK);
+    clock.advance(Duration::from_secs(40));
+    assert_eq!(a.get("/", Some("shared")).await.status, StatusCode::OK);
+    clock.advance(Duration::from_secs(40));
+    // 80 s since sign-in, 40 s since the activity on A.
+    assert_eq!(b.get("/", Some("shared")).await.status, StatusCode::OK);
+
+    // Expiry seen by one is seen by the other, and signing in again cannot revive it.
+    clock.advance(IDLE);
+    assert_eq!(a.get("/", Some("shared")).await.status, timeout);
+    assert_eq!(b.get("/", Some("shared")).await.status, timeout);
+    a.login("shared").await;
+    assert_eq!(b.get("/", Some("shared")).await.status, timeout);
+
+    // Signing out on B ends the session on A.
+    b.login("second").await;
+    assert_eq!(a.get("/", Some("second")).await.status, StatusCode::OK);
+    let calls_before = a.calls();
+    b.get("/logout", Some("second")).await;
+    let answer = a.get("/", Some("second")).await;
+    assert_eq!(answer.status, timeout);
+    assert_eq!(a.calls(), calls_before, "the inner service is not called");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_racing_on_one_session_agree() {
+    let db = TestDb::new().await;
+    let stores = [db.store().await, db.store().await];
+    let policy = policy();
+    let t0 = start();
+
+    // Racing begins of one new id: exactly one begins it, the others find it active.
+    let key = fresh_key("race-begin");
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = stores[i % 2].clone();
+        tasks.push(tokio::spawn(
+            async move { store.begin(&key, t0, &policy).await },
+        ));
+    }
+    let mut began = 0;
+    for task in tasks {
+        match task.await.expect("task").expect("begin") {
+            tower_session_timeout::store::Begin::Began => began += 1,
+            tower_session_timeout::store::Begin::AlreadyActive => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(began, 1);
+
+    // Refreshes racing with checks at the deadline, and with an end: none revives it.
+    let deadline = t0.saturating_add(IDLE);
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = stores[i % 2].clone();
+        let now = if i % 2 == 0 {
+            deadline
+        } else {
+            deadline.saturating_add(Duration::from_secs(1))
+        };
+        tasks.push(tokio::spawn(async move {
+            store.check(&key, now, &policy, Touch::Refresh).await
+        }));
+    }
+    let mut retired = 0;
+    for task in tasks {
+        match task.await.expect("task").expect("check") {
+            Check::Retired(ExpiryReason::Idle) => retired += 1,
+            Check::Expired(ExpiryReason::Idle) => {}
+            other => panic!("expected the idle expiry, got {other:?}"),
+        }
+    }
+    assert_eq!(retired, 1, "exactly one statement retires the session");
+    let early = t0.saturating_add(Duration::from_secs(1));
+    assert_eq!(
+        stores[1]
+            .check(&key, early, &policy, Touch::Refresh)
+            .await
+            .expect("check"),
+        Check::Expired(ExpiryReason::Idle),
+        "a lagging clock on the other instance cannot revive it"
+    );
+    assert_eq!(
+        stores[0].begin(&key, early, &policy).await.expect("begin"),
+        tower_session_timeout::store::Begin::Refused(ExpiryReason::Idle)
+    );
+
+    // An end racing with refreshes: afterwards the session is ended for everyone.
+    let key = fresh_key("race-end");
+    stores[0].begin(&key, t0, &policy).await.expect("begin");
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = stores[i % 2].clone();
+        let now = t0.saturating_add(Duration::from_millis(1000 + i as u64));
+        tasks.push(tokio::spawn(async move {
+            if i == 7 {
+                store.end(&key, now, &policy).await.map(|_| ())
+            } else {
+                store
+                    .check(&key, now, &policy, Touch::Refresh)
+                    .await
+                    .map(|_| ())
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task").expect("store call");
+    }
+    for store in &stores {
+        let later = t0.saturating_add(Duration::from_secs(2));
+        assert_eq!(
+            store
+                .check(&key, later, &policy, Touch::Refresh)
+                .await
+                .expect("check"),
+            Check::Expired(ExpiryReason::Ended)
+        );
+    }
+}
+
+#[tokio::test]
+async fn purge_removes_only_expired_rows() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let policy = policy();
+    let t0 = start();
+    let old: Vec<_> = (0..100).map(|i| fresh_key(&format!("old{i}"))).collect();
+    for key in &old {
+        store.begin(key, t0, &policy).await.expect("begin");
+    }
+    let t1 = t0.saturating_add(IDLE);
+    let young: Vec<_> = (0..50).map(|i| fresh_key(&format!("young{i}"))).collect();
+    for key in &young {
+        store.begin(key, t1, &policy).await.expect("begin");
+    }
+    // Ended a second later than the old ones' deadline: their tombstones outlive the purge.
+    let ended: Vec<_> = (0..10).map(|i| fresh_key(&format!("ended{i}"))).collect();
+    let t2 = t1.saturating_add(Duration::from_secs(1));
+    for key in &ended {
+        store.begin(key, t2, &policy).await.expect("begin");
+        assert!(store.end(key, t2, &policy).await.expect("end"));
+    }
+    assert_eq!(count(&store).await, 160);
+
+    let purge_at = t0.saturating_add(IDLE + RETENTION);
+    // Just before, the old sessions still answer why they ended, so nothing may go.
+    let before = tower_session_timeout::Timestamp::from_unix_millis(purge_at.as_unix_millis() - 1);
+    assert_eq!(store.purge(before).await.expect("purge"), 0);
+    assert_eq!(store.purge(purge_at).await.expect("purge"), 100);
+    assert_eq!(count(&store).await, 60);
+    for key in &young {
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .expect("check");
+        assert!(matches!(check, Check::Active(_)), "{check:?}");
+    }
+    for key in &ended {
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .expect("check");
+        assert_eq!(check, Check::Expired(ExpiryReason::Ended));
+    }
+    for key in &old {
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .expect("check");
+        assert_eq!(check, Check::Expired(ExpiryReason::Unknown));
+    }
+}
+
+#[tokio::test]
+async fn the_purge_uses_the_index() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    // Enough rows, spread over expiry times, that a scan of the whole table costs more.
+    sqlx::query(
+        "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at) \
+         SELECT sha256(i::text::bytea), i, i, 'active', i * 1000 \
+         FROM generate_series(1, 20000) AS i",
+    )
+    .execute(store.pool())
+    .await
+    .expect("fill");
+    sqlx::query("ANALYZE tower_session_timeout")
+        .execute(store.pool())
+        .await
+        .expect("analyze");
+    // The purge's own statement, with what has expired being a small part of what is stored.
+    let plan: Vec<String> =
+        sqlx::query_scalar("EXPLAIN DELETE FROM tower_session_timeout WHERE expires_at <= 50000")
+            .fetch_all(store.pool())
+            .await
+            .expect("explain");
+    let plan = plan.join("\n");
+    assert!(plan.contains(store.index_name()), "{plan}");
+    assert_eq!(
+        store
+            .purge(tower_session_timeout::Timestamp::from_unix_millis(50_000))
+            .await
+            .expect("purge"),
+        50
+    );
+}
