@@ -2,5 +2,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod capture;
 pub mod failing;
+pub mod faulty;
 pub mod store_suite;
