@@ -14,10 +14,10 @@ use crate::expired::{Expiry, Responder};
 use crate::expiry_hook::{ExpiryEvent, ExpiryHook};
 use crate::routes::{Matcher, RequestHead, Routes};
 use crate::store::{Policy, SessionKey};
-use crate::ExpiryReason;
 use crate::{
     Clock, ConfigError, MemoryStore, SessionStore, SessionTimeout, SystemClock, Timestamp,
 };
+use crate::{ExpiryReason, Preset};
 
 /// The idle timeout when none is set: 20 minutes, IIS's `sessionState` default.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
@@ -210,6 +210,14 @@ impl<St> Builder<St> {
             store_timeout: self.store_timeout,
             on_expiry: self.on_expiry,
         }
+    }
+
+    /// Sets the idle and absolute timeouts a standard asks for; see [`Preset`] for the
+    /// numbers and their sources. Later calls override either.
+    pub fn preset(mut self, preset: Preset) -> Self {
+        self.idle_timeout = preset.idle_timeout();
+        self.absolute_timeout = preset.absolute_timeout();
+        self
     }
 
     /// A session expires when no request came for this long (default 20 minutes).

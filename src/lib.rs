@@ -169,6 +169,7 @@ mod expiry_hook;
 mod future;
 mod handle;
 mod layer;
+mod preset;
 mod routes;
 mod service;
 pub mod store;
@@ -184,6 +185,7 @@ pub use layer::{
     Builder, SessionTimeoutLayer, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ID_LEN,
     DEFAULT_STORE_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
 };
+pub use preset::Preset;
 pub use routes::RequestHead;
 pub use service::SessionTimeout;
 #[cfg(feature = "redis")]

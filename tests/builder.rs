@@ -180,3 +180,39 @@ fn zero_max_id_len() {
         .unwrap_err();
     assert_eq!(error, ConfigError::ZeroMaxIdLen);
 }
+
+#[test]
+fn presets_set_the_numbers_they_document() {
+    use tower_session_timeout::Preset;
+    let hours = |n: u64| minutes(60 * n);
+    let expected = [
+        (Preset::OwaspAsvs5, minutes(30), Some(hours(12))),
+        (Preset::NistAal2, hours(1), Some(hours(24))),
+        (Preset::NistAal3, minutes(15), Some(hours(12))),
+        (Preset::PciDss4, minutes(15), None),
+    ];
+    for (preset, idle, absolute) in expected {
+        let layer = SessionTimeoutLayer::builder().preset(preset).build().unwrap();
+        assert_eq!(layer.policy().idle_timeout(), idle, "{preset:?}");
+        assert_eq!(layer.policy().absolute_timeout(), absolute, "{preset:?}");
+        assert!(!preset.source().is_empty());
+    }
+}
+
+#[test]
+fn later_calls_override_a_preset() {
+    use tower_session_timeout::Preset;
+    let layer = SessionTimeoutLayer::builder()
+        .preset(Preset::PciDss4)
+        .absolute_timeout(minutes(8 * 60))
+        .build()
+        .unwrap();
+    assert_eq!(layer.policy().idle_timeout(), minutes(15));
+    assert_eq!(layer.policy().absolute_timeout(), Some(minutes(8 * 60)));
+}
+
+#[test]
+fn zero_store_timeout() {
+    let error = SessionTimeoutLayer::builder().store_timeout(Some(Duration::ZERO)).build().unwrap_err();
+    assert_eq!(error, ConfigError::ZeroStoreTimeout);
+}

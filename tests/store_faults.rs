@@ -13,7 +13,10 @@ use tower_session_timeout::{Builder, ManualClock, MemoryStore};
 
 const TIMEOUT: Duration = Duration::from_millis(300);
 
-fn faulty(fault: Fault, configure: impl FnOnce(Builder<MemoryStore>) -> Builder<MemoryStore>) -> TestApp<FaultyStore> {
+fn faulty(
+    fault: Fault,
+    configure: impl FnOnce(Builder<MemoryStore>) -> Builder<MemoryStore>,
+) -> TestApp<FaultyStore> {
     app_with_store(FaultyStore::new(fault), ManualClock::new(), |builder| {
         configure(builder.store_timeout(Some(TIMEOUT)))
     })
@@ -25,7 +28,11 @@ async fn a_hanging_store_is_answered_503_at_the_timeout() {
     let started = tokio::time::Instant::now();
     let answer = app.get("/", Some("s")).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(started.elapsed(), TIMEOUT, "answered exactly when the timeout fell due");
+    assert_eq!(
+        started.elapsed(),
+        TIMEOUT,
+        "answered exactly when the timeout fell due"
+    );
     assert_eq!(app.calls(), 0);
 }
 
@@ -46,7 +53,11 @@ async fn a_slow_store_within_the_timeout_is_waited_for() {
     assert_eq!(login.status, StatusCode::OK);
     let started = tokio::time::Instant::now();
     let answer = app.get("/", Some("s")).await;
-    assert_eq!(answer.status, StatusCode::OK, "the session began and is active");
+    assert_eq!(
+        answer.status,
+        StatusCode::OK,
+        "the session began and is active"
+    );
     assert_eq!(started.elapsed(), TIMEOUT / 2);
 }
 
@@ -54,7 +65,10 @@ async fn a_slow_store_within_the_timeout_is_waited_for() {
 async fn a_store_slower_than_the_timeout_fails_closed() {
     let app = faulty(Fault::Slow(TIMEOUT * 2), |builder| builder);
     let started = tokio::time::Instant::now();
-    assert_eq!(app.get("/", Some("s")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        app.get("/", Some("s")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     assert_eq!(started.elapsed(), TIMEOUT);
 }
 
@@ -72,11 +86,18 @@ async fn failures_are_logged_once_per_burst() {
     let (logs, _guard) = Logs::capture();
     let app = faulty(Fault::Fail, |builder| builder);
     for _ in 0..100 {
-        assert_eq!(app.get("/", Some("s")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            app.get("/", Some("s")).await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
     let errors = logs.lines_with("ERROR");
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(errors[0].contains("session store failed"), "{}", errors[0]);
-    assert!(errors[0].contains("answered 503 (fail-closed)"), "{}", errors[0]);
+    assert!(
+        errors[0].contains("answered 503 (fail-closed)"),
+        "{}",
+        errors[0]
+    );
     assert_eq!(logs.lines_with("session store failed again").len(), 99);
 }

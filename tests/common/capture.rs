@@ -27,7 +27,11 @@ impl Logs {
     }
 
     pub fn lines_with(&self, needle: &str) -> Vec<String> {
-        self.text().lines().filter(|line| line.contains(needle)).map(str::to_owned).collect()
+        self.text()
+            .lines()
+            .filter(|line| line.contains(needle))
+            .map(str::to_owned)
+            .collect()
     }
 }
 

@@ -26,7 +26,10 @@ pub struct FaultyStore {
 
 impl FaultyStore {
     pub fn new(fault: Fault) -> Self {
-        FaultyStore { fault, inner: MemoryStore::new() }
+        FaultyStore {
+            fault,
+            inner: MemoryStore::new(),
+        }
     }
 
     fn wrap<T: Send + 'static>(&self, answer: Result<T, StoreError>) -> StoreFuture<T> {
@@ -49,7 +52,13 @@ impl SessionStore for FaultyStore {
     type EndFuture = StoreFuture<bool>;
     type PurgeFuture = StoreFuture<u64>;
 
-    fn check(&self, key: &SessionKey, now: Timestamp, policy: &Policy, touch: Touch) -> Self::CheckFuture {
+    fn check(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        touch: Touch,
+    ) -> Self::CheckFuture {
         // The answer is decided when the call is made, as a server would on receipt.
         self.wrap(self.inner.check(key, now, policy, touch).into_inner())
     }

@@ -1,0 +1,90 @@
+//! What production sees: the expiry hook, called once per session, and a log event for
+//! every decision, with ids only as a short hash.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::app::{app, TestApp, IDLE};
+use common::capture::Logs;
+use tower_session_timeout::store::SessionKey;
+use tower_session_timeout::{ExpiryEvent, ExpiryReason};
+
+fn recording_app(
+    configure: impl FnOnce(tower_session_timeout::Builder<tower_session_timeout::MemoryStore>) -> tower_session_timeout::Builder<tower_session_timeout::MemoryStore>,
+) -> (TestApp, Arc<Mutex<Vec<ExpiryEvent>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&events);
+    let app = app(move |builder| configure(builder.on_expiry(move |event| recorded.lock().unwrap().push(*event))));
+    (app, events)
+}
+
+#[tokio::test]
+async fn the_hook_hears_an_idle_expiry_once() {
+    let (app, events) = recording_app(|builder| builder);
+    app.login("s1").await;
+    app.advance(IDLE);
+    for _ in 0..5 {
+        app.get("/", Some("s1")).await;
+    }
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].reason(), ExpiryReason::Idle);
+    assert_eq!(events[0].session(), SessionKey::from_id("s1"));
+}
+
+#[tokio::test]
+async fn the_hook_hears_an_absolute_expiry_and_a_sign_out() {
+    let (app, events) = recording_app(|builder| builder.absolute_timeout(IDLE));
+    app.login("a").await;
+    app.login("b").await;
+    app.get("/logout", Some("b")).await;
+    app.get("/logout", Some("b")).await;
+    app.advance(IDLE);
+    app.get("/", Some("a")).await;
+    let reasons: Vec<_> = events.lock().unwrap().iter().map(ExpiryEvent::reason).collect();
+    // Idle and absolute deadlines coincide here: the absolute one is reported.
+    assert_eq!(reasons, [ExpiryReason::Ended, ExpiryReason::Absolute]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_requests_at_the_deadline_call_the_hook_once() {
+    let (app, events) = recording_app(|builder| builder);
+    let app = Arc::new(app);
+    app.login("s1").await;
+    app.advance(IDLE + Duration::from_millis(1));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let app = Arc::clone(&app);
+        tasks.push(tokio::spawn(async move { app.get("/", Some("s1")).await.status }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(events.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn every_decision_is_logged_with_a_short_hash_only() {
+    let (logs, _guard) = Logs::capture();
+    let raw_id = "raw-session-id-0123456789";
+    let short = SessionKey::from_id(raw_id).short();
+    let app = app(|builder| builder.exempt_path("/login").passive_path("/poll"));
+    app.login(raw_id).await;
+    app.get("/", Some(raw_id)).await;
+    app.get("/poll", Some(raw_id)).await;
+    app.advance(IDLE);
+    app.get("/", Some(raw_id)).await;
+    app.get("/login", Some(raw_id)).await;
+
+    let text = logs.text();
+    assert!(!text.contains(raw_id), "a raw id was logged:\n{text}");
+    for decision in ["session began", "session active", "passive request", "session over", "session not active", "exempt route"] {
+        let lines = logs.lines_with(decision);
+        assert!(!lines.is_empty(), "no event for {decision:?}:\n{text}");
+    }
+    let over = logs.lines_with("session over");
+    assert!(over[0].contains(" INFO ") && over[0].contains(&short) && over[0].contains("reason=idle"), "{over:?}");
+    assert!(logs.lines_with("session active").iter().all(|line| line.contains("TRACE")), "per-request events stay below INFO");
+}
