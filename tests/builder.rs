@@ -192,7 +192,10 @@ fn presets_set_the_numbers_they_document() {
         (Preset::PciDss4, minutes(15), None),
     ];
     for (preset, idle, absolute) in expected {
-        let layer = SessionTimeoutLayer::builder().preset(preset).build().unwrap();
+        let layer = SessionTimeoutLayer::builder()
+            .preset(preset)
+            .build()
+            .unwrap();
         assert_eq!(layer.policy().idle_timeout(), idle, "{preset:?}");
         assert_eq!(layer.policy().absolute_timeout(), absolute, "{preset:?}");
         assert!(!preset.source().is_empty());
@@ -213,6 +216,9 @@ fn later_calls_override_a_preset() {
 
 #[test]
 fn zero_store_timeout() {
-    let error = SessionTimeoutLayer::builder().store_timeout(Some(Duration::ZERO)).build().unwrap_err();
+    let error = SessionTimeoutLayer::builder()
+        .store_timeout(Some(Duration::ZERO))
+        .build()
+        .unwrap_err();
     assert_eq!(error, ConfigError::ZeroStoreTimeout);
 }

@@ -12,11 +12,15 @@ use tower_session_timeout::store::SessionKey;
 use tower_session_timeout::{ExpiryEvent, ExpiryReason};
 
 fn recording_app(
-    configure: impl FnOnce(tower_session_timeout::Builder<tower_session_timeout::MemoryStore>) -> tower_session_timeout::Builder<tower_session_timeout::MemoryStore>,
+    configure: impl FnOnce(
+        tower_session_timeout::Builder<tower_session_timeout::MemoryStore>,
+    ) -> tower_session_timeout::Builder<tower_session_timeout::MemoryStore>,
 ) -> (TestApp, Arc<Mutex<Vec<ExpiryEvent>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&events);
-    let app = app(move |builder| configure(builder.on_expiry(move |event| recorded.lock().unwrap().push(*event))));
+    let app = app(move |builder| {
+        configure(builder.on_expiry(move |event| recorded.lock().unwrap().push(*event)))
+    });
     (app, events)
 }
 
@@ -43,7 +47,12 @@ async fn the_hook_hears_an_absolute_expiry_and_a_sign_out() {
     app.get("/logout", Some("b")).await;
     app.advance(IDLE);
     app.get("/", Some("a")).await;
-    let reasons: Vec<_> = events.lock().unwrap().iter().map(ExpiryEvent::reason).collect();
+    let reasons: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(ExpiryEvent::reason)
+        .collect();
     // Idle and absolute deadlines coincide here: the absolute one is reported.
     assert_eq!(reasons, [ExpiryReason::Ended, ExpiryReason::Absolute]);
 }
@@ -57,7 +66,9 @@ async fn racing_requests_at_the_deadline_call_the_hook_once() {
     let mut tasks = Vec::new();
     for _ in 0..64 {
         let app = Arc::clone(&app);
-        tasks.push(tokio::spawn(async move { app.get("/", Some("s1")).await.status }));
+        tasks.push(tokio::spawn(async move {
+            app.get("/", Some("s1")).await.status
+        }));
     }
     for task in tasks {
         task.await.unwrap();
@@ -80,11 +91,26 @@ async fn every_decision_is_logged_with_a_short_hash_only() {
 
     let text = logs.text();
     assert!(!text.contains(raw_id), "a raw id was logged:\n{text}");
-    for decision in ["session began", "session active", "passive request", "session over", "session not active", "exempt route"] {
+    for decision in [
+        "session began",
+        "session active",
+        "passive request",
+        "session over",
+        "session not active",
+        "exempt route",
+    ] {
         let lines = logs.lines_with(decision);
         assert!(!lines.is_empty(), "no event for {decision:?}:\n{text}");
     }
     let over = logs.lines_with("session over");
-    assert!(over[0].contains(" INFO ") && over[0].contains(&short) && over[0].contains("reason=idle"), "{over:?}");
-    assert!(logs.lines_with("session active").iter().all(|line| line.contains("TRACE")), "per-request events stay below INFO");
+    assert!(
+        over[0].contains(" INFO ") && over[0].contains(&short) && over[0].contains("reason=idle"),
+        "{over:?}"
+    );
+    assert!(
+        logs.lines_with("session active")
+            .iter()
+            .all(|line| line.contains("TRACE")),
+        "per-request events stay below INFO"
+    );
 }

@@ -4,6 +4,6 @@
 pub mod app;
 pub mod capture;
 pub mod failing;
-pub mod model;
 pub mod faulty;
+pub mod model;
 pub mod store_suite;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use tower_session_timeout::store::{Begin, Check, Policy, SessionKey, SessionRecord, SessionStore, Touch};
+use tower_session_timeout::store::{
+    Begin, Check, Policy, SessionKey, SessionRecord, SessionStore, Touch,
+};
 use tower_session_timeout::{ExpiryReason, SessionTimeoutLayer, Timestamp};
 
 #[derive(Debug, Clone, Copy)]
@@ -48,7 +50,9 @@ impl Model {
     /// The entry as it stands at `now`: past-deadline sessions are tombstones, past-retention
     /// tombstones are gone. Returns whether an active session just turned into a tombstone.
     fn settle(&mut self, id: u8, now: u64) -> bool {
-        let Some(entry) = self.entries.get(&id).copied() else { return false };
+        let Some(entry) = self.entries.get(&id).copied() else {
+            return false;
+        };
         match entry {
             Entry::Active { created, last_seen } => {
                 let (deadline, reason) = self.deadline(created, last_seen);
@@ -139,7 +143,13 @@ impl Model {
             Some(Entry::Active { .. }) => Begin::AlreadyActive,
             Some(Entry::Tombstone { reason, .. }) => Begin::Refused(*reason),
             None => {
-                self.entries.insert(id, Entry::Active { created: now, last_seen: now });
+                self.entries.insert(
+                    id,
+                    Entry::Active {
+                        created: now,
+                        last_seen: now,
+                    },
+                );
                 Begin::Began
             }
         }
@@ -150,7 +160,13 @@ impl Model {
         match self.entries.get(&id) {
             Some(Entry::Active { .. }) => {
                 let until = now + self.retention;
-                self.entries.insert(id, Entry::Tombstone { reason: ExpiryReason::Ended, until });
+                self.entries.insert(
+                    id,
+                    Entry::Tombstone {
+                        reason: ExpiryReason::Ended,
+                        until,
+                    },
+                );
                 true
             }
             _ => false,
@@ -213,7 +229,12 @@ fn same_answer(store: Check, model: Check) -> bool {
 
 /// Runs `ops` on `store` and on the model, failing at the first answer that differs.
 /// `namespace` keeps this run's ids apart from other runs on a shared server.
-pub async fn run<St: SessionStore>(store: &St, policy: &Policy, ops: &[Op], namespace: u128) -> Result<(), TestCaseError> {
+pub async fn run<St: SessionStore>(
+    store: &St,
+    policy: &Policy,
+    ops: &[Op],
+    namespace: u128,
+) -> Result<(), TestCaseError> {
     let mut model = Model::new(policy);
     let mut now = Timestamp::from_system_time(std::time::SystemTime::now()).as_unix_millis();
     let key = |id: u8| SessionKey::from_id(&format!("model-{namespace:032x}-{id}"));
@@ -227,7 +248,10 @@ pub async fn run<St: SessionStore>(store: &St, policy: &Policy, ops: &[Op], name
         match *op {
             Op::Begin(id) => {
                 let was_ambiguous = ambiguous(&model, id);
-                let got = store.begin(&key(id), at, policy).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let got = store
+                    .begin(&key(id), at, policy)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 match got {
                     Begin::Refused(_) if was_ambiguous => model.retire(id),
                     Begin::Began if was_ambiguous => model.forget(id),
@@ -241,26 +265,47 @@ pub async fn run<St: SessionStore>(store: &St, policy: &Policy, ops: &[Op], name
                 }
             }
             Op::Request(id) | Op::Passive(id) => {
-                let touch = if matches!(op, Op::Request(_)) { Touch::Refresh } else { Touch::Passive };
+                let touch = if matches!(op, Op::Request(_)) {
+                    Touch::Refresh
+                } else {
+                    Touch::Passive
+                };
                 let was_ambiguous = ambiguous(&model, id);
-                let got = store.check(&key(id), at, policy, touch).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let got = store
+                    .check(&key(id), at, policy, touch)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 match got {
                     Check::Expired(ExpiryReason::Unknown) if was_ambiguous => model.forget(id),
                     Check::Expired(_) | Check::Retired(_) if was_ambiguous => model.retire(id),
                     _ => {}
                 }
                 let want = model.check(id, now, touch);
-                prop_assert!(same_answer(got, want), "step {} {:?}: store {:?}, model {:?}", step, op, got, want);
+                prop_assert!(
+                    same_answer(got, want),
+                    "step {} {:?}: store {:?}, model {:?}",
+                    step,
+                    op,
+                    got,
+                    want
+                );
                 if let Check::Retired(_) = got {
                     let count = retired_reported.entry(id).or_default();
                     *count += 1;
                     prop_assert_eq!(*count, 1, "step {}: a session was retired twice", step);
-                    prop_assert!(!ended.get(&id).copied().unwrap_or(false), "step {}: an ended session was retired", step);
+                    prop_assert!(
+                        !ended.get(&id).copied().unwrap_or(false),
+                        "step {}: an ended session was retired",
+                        step
+                    );
                 }
             }
             Op::End(id) => {
                 let was_ambiguous = ambiguous(&model, id);
-                let got = store.end(&key(id), at, policy).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let got = store
+                    .end(&key(id), at, policy)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 if was_ambiguous && !got {
                     model.retire(id);
                 }
@@ -273,7 +318,10 @@ pub async fn run<St: SessionStore>(store: &St, policy: &Policy, ops: &[Op], name
             Op::Forward(ms) => now += ms,
             Op::Back(ms) => now -= ms,
             Op::Purge => {
-                store.purge(at).await.map_err(|e| TestCaseError::fail(e.to_string()))?;
+                store
+                    .purge(at)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
         }
     }
