@@ -1,0 +1,7 @@
+//! Cookie parsing: any `Cookie` header on an exempt route, checked by what reaches the app.
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::cookie_header(data));
