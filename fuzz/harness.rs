@@ -43,6 +43,8 @@ fn body_bytes<B: Body<Data = Bytes>>(body: B) -> Vec<u8> {
     bytes
 }
 
+type EchoResult = Result<Response<Full<Bytes>>, Infallible>;
+
 /// The inner service: echoes the `Cookie` header it got, and sets `set_cookie` if given.
 fn inner(
     set_cookie: Option<HeaderValue>,
@@ -50,7 +52,7 @@ fn inner(
     Request<Full<Bytes>>,
     Response = Response<Full<Bytes>>,
     Error = Infallible,
-    Future = std::future::Ready<Result<Response<Full<Bytes>>, Infallible>>,
+    Future = std::future::Ready<EchoResult>,
 > + Clone {
     tower::service_fn_ready(move |request: Request<Full<Bytes>>| {
         let echoed = request
