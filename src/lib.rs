@@ -159,6 +159,7 @@
 
 mod answer;
 mod body;
+mod client;
 mod clock;
 mod cookie;
 mod error;
@@ -171,6 +172,7 @@ mod service;
 pub mod store;
 
 pub use body::ResponseBody;
+pub use client::{DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ConfigError, StoreError};
 pub use expired::{login_timeout_status, Expiry, DEFAULT_BODY, REASON_PHRASE};
