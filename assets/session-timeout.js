@@ -377,6 +377,7 @@
 
     function stay() {
       state = withStay(state, Date.now());
+      if (dialog) dialog.close();
       tick();
     }
 
