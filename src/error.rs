@@ -47,7 +47,7 @@ pub enum ConfigError {
     /// A route path that does not start with `/`.
     #[error("route path {0:?} is invalid: it must start with '/'")]
     InvalidRoutePath(String),
-    /// Two special routes (keep-alive, status) share one path.
+    /// Two of the layer's own routes (keep-alive, status, client script) share one path.
     #[error(
         "the path {0:?} is given to two routes: keep-alive, status and the client script need paths of their own"
     )]
