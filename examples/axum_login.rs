@@ -24,7 +24,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use tower_session_timeout::{Builder, SessionInfo, SessionStore, SessionTimeoutLayer};
+use tower_session_timeout::{
+    Builder, SessionInfo, SessionStore, SessionTimeoutLayer, DEFAULT_KEEP_ALIVE_INTERVAL,
+    DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE,
+};
 
 /// What the demo reads from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +90,19 @@ impl Settings {
     }
 }
 
+/// Where the demo serves the browser client script.
+pub const CLIENT_SCRIPT_PATH: &str = "/session/timeout.js";
+
+/// The browser client's warning time and keep-alive interval for an idle timeout: the warning
+/// a third of the way before the deadline, within 20 s (WCAG 2.2.1's least) and 60 s, and
+/// keep-alives at most every half of the time before it. `None` when the idle timeout is too
+/// short to warn 20 s ahead.
+pub fn client_timing(idle: Duration) -> Option<(Duration, Duration)> {
+    let warn_before = (idle / 3).clamp(MIN_WARN_BEFORE, DEFAULT_WARN_BEFORE);
+    let interval = (idle.checked_sub(warn_before)? / 2).min(DEFAULT_KEEP_ALIVE_INTERVAL);
+    (interval >= Duration::from_secs(1)).then_some((warn_before, interval))
+}
+
 /// The demo's session settings on any store.
 pub fn configure<St>(builder: Builder<St>, settings: &Settings) -> Builder<St> {
     let builder = builder
@@ -96,6 +112,13 @@ pub fn configure<St>(builder: Builder<St>, settings: &Settings) -> Builder<St> {
         .keep_alive_path("/session/keepalive")
         .status_path("/session/status")
         .login_url("/login");
+    let builder = match client_timing(settings.idle_timeout) {
+        Some((warn_before, interval)) => builder
+            .client_script_path(CLIENT_SCRIPT_PATH)
+            .warn_before(warn_before)
+            .keep_alive_interval(interval),
+        None => builder,
+    };
     match settings.absolute_timeout {
         Some(absolute) => builder.absolute_timeout(absolute),
         None => builder,
@@ -228,8 +251,10 @@ async fn dashboard(
         &format!(
             "<p>Signed in as <strong>{}</strong>.</p>\
              <p>Idle deadline: <span id=\"idle-deadline\">{}</span> (Unix ms); absolute deadline: {absolute}.</p>\
-             <p>Leave this page alone past the idle timeout and reload it to see <code>440 Login Time-out</code>.</p>\
-             <form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form>",
+             <p>While you use this page, it keeps your session alive. Leave it alone and a warning \
+             offers to keep you signed in; ignore that too and the page shows <code>440 Login Time-out</code>.</p>\
+             <form method=\"post\" action=\"/logout\" data-session-signout><button type=\"submit\">Sign out</button></form>\
+             <script src=\"{CLIENT_SCRIPT_PATH}\" defer></script>",
             escape(&name),
             info.idle_deadline().as_unix_millis(),
         ),
@@ -258,6 +283,9 @@ async fn serve<St: SessionStore>(
         "Idle timeout {:?}, absolute timeout {:?}, store {:?}",
         settings.idle_timeout, settings.absolute_timeout, settings.store
     );
+    if client_timing(settings.idle_timeout).is_none() {
+        println!("Idle timeout under 22 s: the browser client (which warns 20 s ahead) is off");
+    }
     axum::serve(listener, router(layer)).await?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The answers the layer writes itself, besides the 440: the keep-alive `OK`, the status
-//! JSON, and the answers to a failed store or a malformed cookie.
+//! JSON, the browser client script, and the answers to a failed store or a malformed cookie.
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
@@ -46,6 +46,23 @@ pub(crate) fn status(info: &SessionInfo, now: Timestamp) -> Response<Bytes> {
 
 fn optional(value: Option<u64>) -> String {
     value.map_or_else(|| "null".to_owned(), |value| value.to_string())
+}
+
+/// The browser client script, rendered once when the layer was built. `no-cache` lets the
+/// browser keep it but ask again each time, so a changed configuration reaches it at once.
+pub(crate) fn client_script(script: &Bytes) -> Response<Bytes> {
+    let mut response = plain(
+        StatusCode::OK,
+        "text/javascript; charset=utf-8",
+        script.clone(),
+    );
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// The fail-closed answer when the store could not be asked.

@@ -47,9 +47,9 @@ pub enum ConfigError {
     /// A route path that does not start with `/`.
     #[error("route path {0:?} is invalid: it must start with '/'")]
     InvalidRoutePath(String),
-    /// Two special routes (keep-alive, status) share one path.
+    /// Two of the layer's own routes (keep-alive, status, client script) share one path.
     #[error(
-        "the path {0:?} is given to two routes: keep-alive and status need paths of their own"
+        "the path {0:?} is given to two routes: keep-alive, status and the client script need paths of their own"
     )]
     RouteConflict(String),
     /// The login URL cannot be used in a link.
@@ -66,6 +66,25 @@ pub enum ConfigError {
     /// The maximum id length is zero.
     #[error("max_id_len is zero: no session id would ever be accepted; leave the default (1024) or set the length of your ids")]
     ZeroMaxIdLen,
+    /// The browser client's warning would come less than 20 seconds before the deadline.
+    #[error("warn_before ({0:?}) is under 20 seconds: WCAG 2.2 success criterion 2.2.1 gives users at least 20 seconds to extend their session; set 20 s or more")]
+    WarnBeforeTooShort(Duration),
+    /// The browser client's keep-alive interval is zero.
+    #[error("keep_alive_interval is zero: the client would send a request on every mouse movement; set the shortest time between two keep-alive requests (default 60 s)")]
+    ZeroKeepAliveInterval,
+    /// The warning and the keep-alive interval together do not fit in the idle timeout.
+    #[error("warn_before ({warn_before:?}) plus keep_alive_interval ({keep_alive_interval:?}) is not shorter than idle_timeout ({idle:?}): an active user would see the warning; shorten them or raise idle_timeout")]
+    ClientTimingDoesNotFit {
+        /// The warning time set.
+        warn_before: Duration,
+        /// The keep-alive interval set.
+        keep_alive_interval: Duration,
+        /// The idle timeout set.
+        idle: Duration,
+    },
+    /// The client script is enabled without the routes it talks to.
+    #[error("client_script_path needs keep_alive_path and status_path: the script refreshes the session through the first and reads its deadline from the second; add both, e.g. .keep_alive_path(\"/session/keepalive\").status_path(\"/session/status\")")]
+    ClientScriptNeedsRoutes,
 }
 
 /// A store call that failed. The layer answers it per its fail-closed (503, the default) or

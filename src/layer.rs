@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderName, Response, Uri};
 use tower_layer::Layer;
 
+use crate::client::{ClientOptions, Prelude};
 use crate::cookie::{self, CookieSettings};
 use crate::error_log::ErrorLog;
 use crate::expired::{Expiry, Responder};
@@ -112,6 +113,8 @@ pub(crate) struct Config<St> {
     pub(crate) store_timeout: Option<Duration>,
     pub(crate) on_expiry: Option<ExpiryHook>,
     pub(crate) errors: ErrorLog,
+    /// The browser client script with its prelude, when served.
+    pub(crate) client_script: Option<Bytes>,
 }
 
 impl<St> Config<St> {
@@ -164,6 +167,7 @@ pub struct Builder<St> {
     seconds_left_header: Option<String>,
     store_timeout: Option<Duration>,
     on_expiry: Option<ExpiryHook>,
+    client: ClientOptions,
 }
 
 impl<St> Builder<St> {
@@ -186,6 +190,7 @@ impl<St> Builder<St> {
             seconds_left_header: None,
             store_timeout: Some(DEFAULT_STORE_TIMEOUT),
             on_expiry: None,
+            client: ClientOptions::default(),
         }
     }
 
@@ -209,6 +214,7 @@ impl<St> Builder<St> {
             seconds_left_header: self.seconds_left_header,
             store_timeout: self.store_timeout,
             on_expiry: self.on_expiry,
+            client: self.client,
         }
     }
 
@@ -417,6 +423,32 @@ impl<St> Builder<St> {
         self
     }
 
+    /// Serves the browser client script at `path`: it refreshes the session through the
+    /// [keep-alive route](Builder::keep_alive_path) while the user is active, warns
+    /// [`warn_before`](Builder::warn_before) the deadline it reads from the
+    /// [status route](Builder::status_path) with a "Stay signed in" dialog, and leaves the
+    /// page when the session expires. Both routes must be set. Include it in your pages with
+    /// `<script src="/session/timeout.js" defer></script>`; see the crate docs.
+    pub fn client_script_path(mut self, path: impl Into<String>) -> Self {
+        self.routes.client_script = Some(path.into());
+        self
+    }
+
+    /// How long before the deadline the browser client warns (default 60 seconds, at least
+    /// 20: WCAG 2.2 success criterion 2.2.1).
+    pub fn warn_before(mut self, warn_before: Duration) -> Self {
+        self.client.warn_before = warn_before;
+        self
+    }
+
+    /// The browser client sends at most one keep-alive request per `interval` while the user
+    /// is active (default 60 seconds). With [`warn_before`](Builder::warn_before) it must
+    /// fit in the idle timeout, so an active user never sees the warning.
+    pub fn keep_alive_interval(mut self, interval: Duration) -> Self {
+        self.client.keep_alive_interval = interval;
+        self
+    }
+
     /// Checks that the settings work together and builds the layer.
     pub fn build(self) -> Result<SessionTimeoutLayer<St>, ConfigError> {
         let idle = self.idle_timeout;
@@ -444,6 +476,7 @@ impl<St> Builder<St> {
         }
         self.validate_cookie()?;
         self.validate_routes()?;
+        self.client.validate()?;
         if let Some(url) = &self.login_url {
             if url.parse::<Uri>().is_err() {
                 return Err(ConfigError::InvalidLoginUrl(url.clone()));
@@ -454,6 +487,16 @@ impl<St> Builder<St> {
                 HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| ConfigError::InvalidHeaderName(name))?,
             ),
+            None => None,
+        };
+        let client_script = match &self.routes.client_script {
+            Some(_) => Some(self.client.render(&Prelude {
+                keep_alive_path: self.routes.keep_alive.as_deref(),
+                status_path: self.routes.status.as_deref(),
+                login_url: self.login_url.as_deref(),
+                cookie_name: &self.cookie_name,
+                idle_timeout: idle,
+            })?),
             None => None,
         };
         let config = Config {
@@ -479,6 +522,7 @@ impl<St> Builder<St> {
             store_timeout: self.store_timeout,
             on_expiry: self.on_expiry,
             errors: ErrorLog::default(),
+            client_script,
         };
         Ok(SessionTimeoutLayer {
             config: Arc::new(config),
@@ -510,7 +554,11 @@ impl<St> Builder<St> {
 
     fn validate_routes(&self) -> Result<(), ConfigError> {
         let routes = &self.routes;
-        let named = [routes.keep_alive.as_deref(), routes.status.as_deref()];
+        let named = [
+            routes.keep_alive.as_deref(),
+            routes.status.as_deref(),
+            routes.client_script.as_deref(),
+        ];
         let matched = routes
             .exempt
             .iter()
@@ -521,9 +569,11 @@ impl<St> Builder<St> {
                 return Err(ConfigError::InvalidRoutePath(path.to_owned()));
             }
         }
-        if let (Some(keep_alive), Some(status)) = (&routes.keep_alive, &routes.status) {
-            if keep_alive == status {
-                return Err(ConfigError::RouteConflict(keep_alive.clone()));
+        for (i, path) in named.iter().enumerate() {
+            if let Some(path) = path {
+                if named[i + 1..].contains(&Some(path)) {
+                    return Err(ConfigError::RouteConflict((*path).to_owned()));
+                }
             }
         }
         Ok(())

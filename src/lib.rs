@@ -81,6 +81,46 @@
 //!   forgotten tab that polls does not keep its session alive forever.
 //! - [`seconds_left_header`](Builder::seconds_left_header): the seconds left on every active
 //!   response.
+//! - [`client_script_path`](Builder::client_script_path): the browser client, below.
+//!
+//! # The browser client
+//!
+//! One builder call serves a small dependency-free script (shipped in the crate) that keeps
+//! a page's session alive while its user is active and warns before it expires:
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use tower_session_timeout::SessionTimeoutLayer;
+//! let layer = SessionTimeoutLayer::builder()
+//!     .keep_alive_path("/session/keepalive") // the script refreshes through it
+//!     .status_path("/session/status")        // and reads the deadline from it
+//!     .client_script_path("/session/timeout.js")
+//!     .warn_before(Duration::from_secs(60))        // default; at least 20 s (WCAG 2.2.1)
+//!     .keep_alive_interval(Duration::from_secs(60)) // default; at most one refresh per interval
+//!     .login_url("/login")
+//!     .build()?;
+//! # Ok::<(), tower_session_timeout::ConfigError>(())
+//! ```
+//!
+//! Pages include it with `<script src="/session/timeout.js" defer></script>`. The layer
+//! answers that path itself, whatever the session's state, with the script and a generated
+//! prelude holding these settings (`text/javascript; charset=utf-8`; nothing from the request
+//! goes in). In the page the script:
+//!
+//! - reads the deadline from the status route, and while the user is active (mouse, keys,
+//!   scroll, focus) refreshes the session through the keep-alive route at most once per
+//!   interval; an idle user sends nothing;
+//! - `warn_before` the deadline opens a modal `alertdialog` saying how long is left, with
+//!   focus on its one action, "Stay signed in" (Enter, Space, click or Escape), and a live
+//!   region that announces the time left at whole minutes, 30 and 10 seconds;
+//! - once the deadline has passed, reloads the page, which the layer answers with 440;
+//! - shares deadlines and sign-out between the app's tabs (BroadcastChannel, or `storage`
+//!   events where that is missing): activity in one tab keeps the others from warning, and a
+//!   sign-out form or link marked `data-session-signout` (or a call to
+//!   `SessionTimeout.signedOut()`) sends the other tabs to the login URL.
+//!
+//! The warning and one interval must fit in the idle timeout, so an active user never sees
+//! it; [`Builder::build`] says so otherwise.
 //!
 //! # Stores
 //!
@@ -160,6 +200,7 @@
 mod answer;
 mod body;
 mod bounded;
+mod client;
 mod clock;
 mod cookie;
 mod error;
@@ -175,6 +216,7 @@ mod service;
 pub mod store;
 
 pub use body::ResponseBody;
+pub use client::{DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ConfigError, StoreError};
 pub use expired::{login_timeout_status, Expiry, DEFAULT_BODY, REASON_PHRASE};

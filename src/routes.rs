@@ -89,6 +89,9 @@ pub(crate) enum Route {
     KeepAlive,
     /// Reports the deadlines as JSON without refreshing; never reaches the inner service.
     Status,
+    /// Serves the browser client script, whatever the session's state; never reaches the
+    /// inner service or the store.
+    ClientScript,
     /// Reachable with an expired or unknown session (login page, static assets).
     Exempt,
     /// Checked for expiry, but does not refresh the session.
@@ -102,6 +105,7 @@ pub(crate) enum Route {
 pub(crate) struct Routes {
     pub(crate) keep_alive: Option<String>,
     pub(crate) status: Option<String>,
+    pub(crate) client_script: Option<String>,
     pub(crate) exempt: Vec<Matcher>,
     pub(crate) passive: Vec<Matcher>,
 }
@@ -114,6 +118,9 @@ impl Routes {
         }
         if self.status.as_deref() == Some(path) {
             return Route::Status;
+        }
+        if self.client_script.as_deref() == Some(path) {
+            return Route::ClientScript;
         }
         if self.exempt.is_empty() && self.passive.is_empty() {
             return Route::Normal;

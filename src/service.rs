@@ -82,6 +82,12 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = Arc::clone(&self.config);
         let route = config.routes.classify(&request);
+        if let (Route::ClientScript, Some(script)) = (route, &config.client_script) {
+            // The script is the same for every visitor: no session lookup, no inner call.
+            let mut answer = answer::client_script(script);
+            expired::finish(&mut answer);
+            return ResponseFuture::answered(answer, config);
+        }
         let found = cookie::find(request.headers(), &config.cookie.name, config.max_id_len);
         let reason = match found {
             RequestCookie::Present(id) => {

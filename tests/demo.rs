@@ -190,6 +190,38 @@ async fn keep_alive_and_status_routes() {
     assert!(body.contains("\"seconds_left\":30"), "{body}");
 }
 
+#[tokio::test]
+async fn the_dashboard_runs_the_browser_client() {
+    let demo = Demo::new();
+    let cookie = demo.sign_in().await;
+    let (_, page) = demo.get("/dashboard", Some(&cookie)).await;
+    assert!(
+        page.contains("<script src=\"/session/timeout.js\" defer></script>"),
+        "{page}"
+    );
+    assert!(page.contains("data-session-signout"), "{page}");
+    let (parts, script) = demo.get("/session/timeout.js", None).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    // The demo's default 60 s idle timeout: warn 20 s ahead, keep-alive every 20 s.
+    assert!(
+        script.contains("\"warnBeforeMs\":20000,\"keepAliveIntervalMs\":20000"),
+        "{}",
+        &script[..300]
+    );
+}
+
+#[test]
+fn client_timing_follows_the_idle_timeout() {
+    let secs = Duration::from_secs;
+    let timing = |idle| demo::client_timing(secs(idle));
+    assert_eq!(timing(25), Some((secs(20), Duration::from_millis(2500))));
+    assert_eq!(timing(60), Some((secs(20), secs(20))));
+    assert_eq!(timing(20 * 60), Some((secs(60), secs(60))));
+    assert_eq!(timing(22), Some((secs(20), secs(1))));
+    assert_eq!(timing(21), None);
+    assert_eq!(timing(5), None);
+}
+
 /// The built example binary, which `cargo test` compiles beside the tests.
 fn example_binary() -> std::path::PathBuf {
     let deps = std::env::current_exe()

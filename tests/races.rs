@@ -44,8 +44,7 @@ async fn race<St: SessionStore>(store: St, absolute: bool) {
             (store.clone(), Arc::clone(&clock), Arc::clone(&expired_seen));
         tasks.push(tokio::spawn(async move {
             let started_after_expiry = expired_seen.load(Ordering::SeqCst);
-            let now =
-                Timestamp::from_unix_millis(clock.fetch_add(1, Ordering::SeqCst).min(u64::MAX));
+            let now = Timestamp::from_unix_millis(clock.fetch_add(1, Ordering::SeqCst));
             let touch = if now < deadline {
                 Touch::Passive
             } else {
