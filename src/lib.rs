@@ -129,7 +129,23 @@
 //! at a cost that grows with what expired. Every store keeps the SHA-256 of a session id
 //! ([`SessionKey`](store::SessionKey)), never the id, and writes nothing for an id the app
 //! never began, so random ids sent by a client cost nothing. Each store operation is atomic;
-//! see [`SessionStore`] to write one.
+//! see [`SessionStore`] to write one. With the features of those names, `RedisStore` shares
+//! sessions across instances through Redis, `PostgresStore` through PostgreSQL, and
+//! `SqliteStore` keeps them in a file across restarts.
+//!
+//! A store that fails answers `503` (or passes the request on with
+//! [`fail_open`](Builder::fail_open)); a store call slower than
+//! [`store_timeout`](Builder::store_timeout) counts as failed, so no request waits forever.
+//!
+//! # In production
+//!
+//! - Logs go through `tracing`: `session over` at INFO once per session, store failures at
+//!   ERROR once per burst, per-request decisions at DEBUG and TRACE. A session appears only as
+//!   the first 8 hex digits of the SHA-256 of its id.
+//! - [`on_expiry`](Builder::on_expiry) tells an audit log of each session's end, once, with
+//!   its reason ([`ExpiryEvent`]).
+//! - [`preset`](Builder::preset) sets the timeouts of OWASP ASVS 5.0, NIST SP 800-63B-4 AAL2
+//!   and AAL3, or PCI DSS 4.0 ([`Preset`]).
 //!
 //! # Bad input
 //!

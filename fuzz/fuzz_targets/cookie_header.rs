@@ -1,6 +1,7 @@
 //! Cookie parsing: any `Cookie` header on an exempt route, checked by what reaches the app.
 #![no_main]
 
+#[allow(dead_code)]
 #[path = "../harness.rs"]
 mod harness;
 

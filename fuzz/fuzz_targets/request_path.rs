@@ -1,6 +1,7 @@
 //! The request path: any `Cookie` header, any `Set-Cookie` from the app, any path.
 #![no_main]
 
+#[allow(dead_code)]
 #[path = "../harness.rs"]
 mod harness;
 
