@@ -202,9 +202,13 @@ pub fn cookie_header(data: &[u8]) {
             .trim_ascii()
             .to_vec()
     };
-    // A pair that carries a session id; `id=` and a bare `id` carry none.
-    let is_session =
-        |pair: &[u8]| name_of(pair) == b"id" && pair.contains(&b'=') && !pair.ends_with(b"=");
+    // A pair that carries a session id: named `id`, with a non-empty value (`id=` and a
+    // bare `id` carry none).
+    let is_session = |pair: &[u8]| {
+        let mut halves = pair.splitn(2, |&byte| byte == b'=');
+        let (name, value) = (halves.next().unwrap_or_default(), halves.next());
+        name.trim_ascii() == b"id" && value.is_some_and(|value| !value.trim_ascii().is_empty())
+    };
     let all = pairs(cookie.as_bytes());
     let stripped = all.iter().any(|pair| is_session(pair));
     let sent: Vec<_> = all
