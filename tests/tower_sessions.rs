@@ -23,6 +23,8 @@ use tower::ServiceExt;
 use tower_session_timeout::{login_timeout_status, ManualClock};
 
 const IDLE: Duration = plain::IDLE_TIMEOUT;
+/// Long enough not to matter except where a test says so.
+const ABSOLUTE: Duration = Duration::from_secs(24 * 60 * 60);
 
 struct App {
     router: Router,
@@ -63,17 +65,31 @@ impl Answer {
 
 impl App {
     fn plain() -> Self {
+        Self::plain_with(ABSOLUTE)
+    }
+
+    fn with_axum_login() -> Self {
+        Self::with_axum_login_with(ABSOLUTE)
+    }
+
+    /// The example's app, its timeouts plus an absolute timeout.
+    fn plain_with(absolute: Duration) -> Self {
         let clock = ManualClock::new();
-        let layer = plain::timeouts().clock(clock.clone()).build().unwrap();
+        let layer = plain::timeouts()
+            .absolute_timeout(absolute)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
         App {
             router: plain::app(layer),
             clock,
         }
     }
 
-    fn with_axum_login() -> Self {
+    fn with_axum_login_with(absolute: Duration) -> Self {
         let clock = ManualClock::new();
         let layer = with_axum_login::timeouts()
+            .absolute_timeout(absolute)
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -331,4 +347,22 @@ async fn the_cookies_tower_sessions_sends(app: App) {
     let page = app.get("/dashboard", Some(&cookie)).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.id_cookies().is_empty(), "{:?}", page.id_cookies());
+}
+
+/// tower-sessions sends the cookie again, same id, whenever the session's data changes (here
+/// a fresh CSRF token); that must not restart the session's absolute deadline.
+#[tokio::test]
+async fn a_cookie_sent_again_does_not_reset_the_absolute_deadline() {
+    for app in [
+        App::plain_with(IDLE + IDLE / 2),
+        App::with_axum_login_with(IDLE + IDLE / 2),
+    ] {
+        let (anonymous, _) = app.open_login_form(None).await;
+        app.clock.advance(IDLE * 5 / 6);
+        let form = app.get("/login", Some(&anonymous)).await;
+        assert_eq!(form.new_cookie().as_deref(), Some(anonymous.as_str()));
+        app.clock.advance(IDLE * 5 / 6);
+        // 50 s since the last request, 100 s since the session began: past 90 s absolute.
+        app.assert_440(&anonymous, "absolute").await;
+    }
 }
