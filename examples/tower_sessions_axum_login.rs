@@ -264,7 +264,10 @@ fn escape(text: &str) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     let port: u16 = match std::env::var("PORT") {
-        Ok(port) => port.trim().parse()?,
+        Ok(port) => port
+            .trim()
+            .parse()
+            .map_err(|_| format!("PORT={port:?} is not a port number"))?,
         Err(_) => 3000,
     };
     let app = app(timeouts().build()?);
