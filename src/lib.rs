@@ -60,6 +60,33 @@
 //!   [`begin`](SessionHandle::begin) a session, [`end`](SessionHandle::end) the current one,
 //!   and read its deadlines.
 //!
+//! # With tower-sessions and axum-login
+//!
+//! Add the layer outermost, around tower-sessions' `SessionManagerLayer` (or axum-login's
+//! `AuthManagerLayer`), and change nothing else: it tracks their `id` cookie. Sign-in through
+//! axum-login cycles the id, which begins the new id and ends the old one; sign-out clears the
+//! cookie, which ends the session. Keep tower-sessions' own expiry longer than the layer's
+//! timeouts, so the layer decides.
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use tower_session_timeout::SessionTimeoutLayer;
+//! use tower_sessions::{MemoryStore, SessionManagerLayer};
+//!
+//! # fn main() -> Result<(), tower_session_timeout::ConfigError> {
+//! let app: Router = Router::new()
+//!     .route("/dashboard", get(|| async { "signed in" }))
+//!     .layer(SessionManagerLayer::new(MemoryStore::default()))
+//!     .layer(SessionTimeoutLayer::builder().exempt_path("/login").build()?);
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! `examples/tower_sessions_axum_login.rs` is a whole app on axum-login 0.18 (which is built on
+//! tower-sessions 0.14), and `examples/tower_sessions.rs` the same app on tower-sessions 0.15
+//! alone.
+//!
 //! # The 440 answer
 //!
 //! Status 440 with the reason phrase `Login Time-out` on the HTTP/1.1 status line (through
