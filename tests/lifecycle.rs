@@ -8,21 +8,6 @@ use common::app::{app, IDLE};
 use http::StatusCode;
 use tower_session_timeout::login_timeout_status;
 
-fn reason_of(answer: &common::app::Answer) -> String {
-    let text = answer.text();
-    let start = text.find("\"reason\":\"").expect("a reason") + 10;
-    text[start..].split('"').next().unwrap().to_owned()
-}
-
-async fn json_get(app: &common::app::TestApp, id: &str) -> common::app::Answer {
-    let request = http::Request::get("/")
-        .header("cookie", format!("id={id}"))
-        .header("accept", "application/json")
-        .body(http_body_util::Empty::new())
-        .unwrap();
-    app.send(request).await
-}
-
 #[tokio::test]
 async fn a_set_cookie_begins_a_session() {
     let app = app(|builder| builder);
@@ -51,8 +36,8 @@ async fn a_cookie_resent_on_every_response_does_not_reset_the_absolute_deadline(
         StatusCode::OK
     );
     app.advance(Duration::from_secs(20));
-    let answer = json_get(&app, "s1").await;
-    assert_eq!(reason_of(&answer), "absolute");
+    let answer = app.get_json("s1").await;
+    assert_eq!(answer.reason(), "absolute");
 }
 
 #[tokio::test]
@@ -65,9 +50,9 @@ async fn clearing_the_cookie_ends_the_session() {
         ["id=; Path=/; Max-Age=0"],
         "the app's own clearing only"
     );
-    let answer = json_get(&app, "s1").await;
+    let answer = app.get_json("s1").await;
     assert_eq!(answer.status, login_timeout_status());
-    assert_eq!(reason_of(&answer), "ended");
+    assert_eq!(answer.reason(), "ended");
 }
 
 #[tokio::test]
@@ -79,8 +64,8 @@ async fn rotation_begins_the_new_id_and_ends_the_old_one() {
         StatusCode::OK
     );
     assert_eq!(app.get("/", Some("new")).await.status, StatusCode::OK);
-    let answer = json_get(&app, "old").await;
-    assert_eq!(reason_of(&answer), "ended");
+    let answer = app.get_json("old").await;
+    assert_eq!(answer.reason(), "ended");
 }
 
 #[tokio::test]
@@ -89,8 +74,8 @@ async fn the_handle_begins_and_ends_sessions() {
     assert_eq!(app.get("/begin?id=h1", None).await.status, StatusCode::OK);
     assert_eq!(app.get("/", Some("h1")).await.status, StatusCode::OK);
     assert_eq!(app.get("/end", Some("h1")).await.status, StatusCode::OK);
-    let answer = json_get(&app, "h1").await;
-    assert_eq!(reason_of(&answer), "ended");
+    let answer = app.get_json("h1").await;
+    assert_eq!(answer.reason(), "ended");
 }
 
 #[tokio::test]
@@ -116,7 +101,7 @@ async fn after_the_retention_an_expired_id_reads_unknown() {
     let app = app(|builder| builder.tombstone_retention(retention));
     app.login("s1").await;
     app.advance(IDLE + retention);
-    let answer = json_get(&app, "s1").await;
+    let answer = app.get_json("s1").await;
     assert_eq!(answer.status, login_timeout_status());
-    assert_eq!(reason_of(&answer), "unknown");
+    assert_eq!(answer.reason(), "unknown");
 }

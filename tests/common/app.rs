@@ -119,6 +119,13 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The `reason` of a problem+json 440.
+    pub fn reason(&self) -> &str {
+        let text = self.text();
+        let start = text.find("\"reason\":\"").expect("a reason") + 10;
+        text[start..].split('"').next().unwrap()
+    }
+
     pub fn text(&self) -> &str {
         std::str::from_utf8(&self.body).expect("utf-8 body")
     }
@@ -183,6 +190,16 @@ impl<St: SessionStore> TestApp<St> {
             request = request.header(COOKIE, format!("id={id}"));
         }
         self.send(request.body(Empty::new()).unwrap()).await
+    }
+
+    /// `GET /` with `Cookie: id=<id>`, asking for JSON, so a 440 says its reason.
+    pub async fn get_json(&self, id: &str) -> Answer {
+        let request = Request::get("/")
+            .header(COOKIE, format!("id={id}"))
+            .header("accept", "application/json")
+            .body(Empty::new())
+            .unwrap();
+        self.send(request).await
     }
 
     /// Signs in with session id `id` through the inner service's `/login`.
