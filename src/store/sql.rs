@@ -136,6 +136,9 @@ pub(crate) struct Queries {
     pub end: String,
     /// `$1`: deletes every row whose `expires_at` has passed.
     pub purge: String,
+    /// `$1`, `$2` (now): deletes one row whose `expires_at` has passed, when a check finds it
+    /// forgotten, so a clock stepping back later cannot find it again.
+    pub forget: String,
 }
 
 /// The deadline of a row whose columns are named `created` and `last_seen`.
@@ -238,6 +241,7 @@ impl Queries {
             begin,
             end,
             purge: format!("DELETE FROM {t} WHERE expires_at <= $1"),
+            forget: format!("DELETE FROM {t} WHERE key = $1 AND expires_at <= $2"),
         }
     }
 
@@ -397,6 +401,12 @@ where
     Err(StoreError::backend(format!(
         "a session row kept changing under {ATTEMPTS} attempts to read it"
     )))
+}
+
+/// Whether a check that read `row` and answered `check` found a forgotten row, which it must
+/// delete as a purge would have.
+pub(crate) fn found_forgotten(row: Option<&StoredRow>, check: &Check) -> bool {
+    row.is_some() && *check == Check::Expired(ExpiryReason::Unknown)
 }
 
 pub(crate) fn backend(error: sqlx::Error) -> StoreError {

@@ -200,6 +200,17 @@ impl SqliteStore {
             .map_err(sql::backend)?;
         row.as_ref().map(sql::decode_row).transpose()
     }
+
+    /// Deletes the key's row if it is past its `expires_at`.
+    async fn forget(&self, p: &Params) -> Result<(), StoreError> {
+        sqlx::query(&self.queries.forget)
+            .bind(p.key.to_vec())
+            .bind(p.now)
+            .execute(&self.pool)
+            .await
+            .map_err(sql::backend)?;
+        Ok(())
+    }
 }
 
 impl SessionStore for SqliteStore {
@@ -222,7 +233,11 @@ impl SessionStore for SqliteStore {
             // take no write lock; the write itself re-checks its condition atomically, and
             // when it finds the row changed since the read, the read runs again.
             sql::retrying(|| async {
-                if let Some(answer) = sql::read_check(store.current(&p).await?, false, &p) {
+                let current = store.current(&p).await?;
+                if let Some(answer) = sql::read_check(current, false, &p) {
+                    if sql::found_forgotten(current.as_ref(), &answer) {
+                        store.forget(&p).await?;
+                    }
                     return Ok(Some(answer));
                 }
                 let written = sql::bind_params!(sqlx::query(&store.queries.check), p)
