@@ -94,9 +94,8 @@ impl<'a> Expiry<'a> {
             self.reason.as_str()
         );
         if let Some(url) = self.login_url {
-            json.push_str(",\"login_url\":\"");
-            json.push_str(&escape_json(url));
-            json.push('"');
+            json.push_str(",\"login_url\":");
+            crate::json::push_string(&mut json, url);
         }
         json.push('}');
         json
@@ -167,20 +166,6 @@ fn escape_html(text: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             _ => out.push(ch),
-        }
-    }
-    out
-}
-
-pub(crate) fn escape_json(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for ch in text.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '<' => out.push_str("\\u003c"),
-            ch if u32::from(ch) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(ch))),
-            ch => out.push(ch),
         }
     }
     out

@@ -252,6 +252,7 @@ mod expired;
 mod expiry_hook;
 mod future;
 mod handle;
+mod json;
 mod layer;
 mod preset;
 mod routes;
