@@ -35,6 +35,20 @@ function sleep(ms) {
 }
 
 /** Starts the demo on any free port and reads its address from its first line. */
+
+/** A screenshot, tried again a few times: a busy renderer (a loaded CI machine) can refuse one. */
+async function screenshot(page, name) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      await page.screenshot({ path: path.join(ARTIFACTS, name) });
+      return;
+    } catch (error) {
+      if (attempt >= 5) throw error;
+      await page.waitForTimeout(500);
+    }
+  }
+}
+
 async function startDemo() {
   const child = spawn(DEMO, [], {
     env: { ...process.env, PORT: '0', IDLE_TIMEOUT_SECS: String(IDLE_SECS), SESSION_STORE: 'memory', RUST_LOG: 'warn' },
@@ -167,7 +181,7 @@ test('active: stays signed in; idle: warned; "Stay signed in": extended; idle ag
     assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Stay signed in', 'focus is not on the action');
     assert.equal(await page.locator('[data-session-timeout] [aria-live]').count(), 1);
     await dialogOf(other).waitFor({ state: 'visible', timeout: 5000 });
-    await page.screenshot({ path: path.join(ARTIFACTS, 'warning.png') });
+    await screenshot(page, 'warning.png');
 
     // "Stay signed in", by keyboard: the session is extended and both warnings close.
     await page.keyboard.press('Enter');
@@ -186,7 +200,7 @@ test('active: stays signed in; idle: warned; "Stay signed in": extended; idle ag
       timeout: (WARN_SECS + 10) * 1000,
     });
     await page.waitForLoadState('load');
-    await page.screenshot({ path: path.join(ARTIFACTS, 'expired.png') });
+    await screenshot(page, 'expired.png');
     assert.equal(left.status(), 440, `the page left to ${left.url()} (${left.status()})`);
     assert.equal(await page.title(), 'Login Time-out');
     assert.equal(keepAlives.count, beforeIdle + 1, 'a keep-alive went out while idle');
