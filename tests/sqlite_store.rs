@@ -139,51 +139,11 @@ async fn a_restarted_app_keeps_its_sessions_and_their_deadlines() {
 async fn purge_removes_only_expired_rows() {
     let db = TempDb::new();
     let store = db.store().await;
-    let policy = policy();
-    let t0 = start();
-    let old: Vec<_> = (0..100).map(|i| fresh_key(&format!("old{i}"))).collect();
-    for key in &old {
-        store.begin(key, t0, &policy).await.expect("begin");
-    }
-    let t1 = t0.saturating_add(IDLE);
-    let young: Vec<_> = (0..50).map(|i| fresh_key(&format!("young{i}"))).collect();
-    for key in &young {
-        store.begin(key, t1, &policy).await.expect("begin");
-    }
-    let ended: Vec<_> = (0..10).map(|i| fresh_key(&format!("ended{i}"))).collect();
-    let t2 = t1.saturating_add(Duration::from_secs(1));
-    for key in &ended {
-        store.begin(key, t2, &policy).await.expect("begin");
-        assert!(store.end(key, t2, &policy).await.expect("end"));
-    }
-    assert_eq!(count(&store).await, 160);
-
-    let purge_at = t0.saturating_add(IDLE + RETENTION);
-    let before = Timestamp::from_unix_millis(purge_at.as_unix_millis() - 1);
-    assert_eq!(store.purge(before).await.expect("purge"), 0);
-    assert_eq!(store.purge(purge_at).await.expect("purge"), 100);
-    assert_eq!(count(&store).await, 60);
-    for key in &young {
-        let check = store
-            .check(key, purge_at, &policy, Touch::Passive)
-            .await
-            .expect("check");
-        assert!(matches!(check, Check::Active(_)), "{check:?}");
-    }
-    for key in &ended {
-        let check = store
-            .check(key, purge_at, &policy, Touch::Passive)
-            .await
-            .expect("check");
-        assert_eq!(check, Check::Expired(ExpiryReason::Ended));
-    }
-    for key in &old {
-        let check = store
-            .check(key, purge_at, &policy, Touch::Passive)
-            .await
-            .expect("check");
-        assert_eq!(check, Check::Expired(ExpiryReason::Unknown));
-    }
+    let rows = || {
+        let store = store.clone();
+        async move { count(&store).await }
+    };
+    store_suite::purge_removes_only_expired_rows(&store, rows).await;
 }
 
 #[tokio::test]

@@ -353,3 +353,61 @@ async fn concurrent_checks_at_the_deadline_agree<St: SessionStore>(store: &St) {
         "once expired, an earlier clock reading cannot revive it"
     );
 }
+
+/// The SQL stores' purge: it removes exactly the rows past their retention (100 old sessions),
+/// keeps young sessions and the tombstones still within theirs, and the kept rows answer as
+/// before. `count` reads how many rows the store holds.
+pub async fn purge_removes_only_expired_rows<St, F, Fut>(store: &St, count: F)
+where
+    St: SessionStore,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let policy = policy();
+    let t0 = start();
+    let old: Vec<_> = (0..100).map(|i| fresh_key(&format!("old{i}"))).collect();
+    for key in &old {
+        store.begin(key, t0, &policy).await.expect("begin");
+    }
+    let t1 = t0.saturating_add(IDLE);
+    let young: Vec<_> = (0..50).map(|i| fresh_key(&format!("young{i}"))).collect();
+    for key in &young {
+        store.begin(key, t1, &policy).await.expect("begin");
+    }
+    // Ended a second later than the old ones' deadline: their tombstones outlive the purge.
+    let ended: Vec<_> = (0..10).map(|i| fresh_key(&format!("ended{i}"))).collect();
+    let t2 = t1.saturating_add(Duration::from_secs(1));
+    for key in &ended {
+        store.begin(key, t2, &policy).await.expect("begin");
+        assert!(store.end(key, t2, &policy).await.expect("end"));
+    }
+    assert_eq!(count().await, 160);
+
+    let purge_at = t0.saturating_add(IDLE + RETENTION);
+    // Just before, the old sessions still answer why they ended, so nothing may go.
+    let before = Timestamp::from_unix_millis(purge_at.as_unix_millis() - 1);
+    assert_eq!(store.purge(before).await.expect("purge"), 0);
+    assert_eq!(store.purge(purge_at).await.expect("purge"), 100);
+    assert_eq!(count().await, 60);
+    for key in &young {
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .expect("check");
+        assert!(matches!(check, Check::Active(_)), "{check:?}");
+    }
+    for key in &ended {
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .expect("check");
+        assert_eq!(check, Check::Expired(ExpiryReason::Ended));
+    }
+    for key in &old {
+        let check = store
+            .check(key, purge_at, &policy, Touch::Passive)
+            .await
+            .expect("check");
+        assert_eq!(check, Check::Expired(ExpiryReason::Unknown));
+    }
+}
