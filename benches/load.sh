@@ -19,6 +19,14 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 WORKERS=${WORKERS:-1}
 PORT=${PORT:-3100}
+# PIN=1: the server on CPU 0 and wrk on CPU 1 (taskset), so they do not trade cores.
+PIN=${PIN:-0}
+server_cpu=()
+wrk_cpu=()
+if [ "$PIN" = 1 ]; then
+  server_cpu=(taskset -c 0)
+  wrk_cpu=(taskset -c 1)
+fi
 configs=("$@")
 [ ${#configs[@]} -eq 0 ] && configs=(memory tower-sessions)
 
@@ -48,7 +56,7 @@ trap stop_server EXIT
 # measure, stop it.
 measure() {
   local config=$1
-  BENCH_CONFIG=$config PORT=$PORT WORKERS=$WORKERS "$server_bin" 2>"target/bench_server-$config.log" &
+  BENCH_CONFIG=$config PORT=$PORT WORKERS=$WORKERS "${server_cpu[@]}" "$server_bin" 2>"target/bench_server-$config.log" &
   server_pid=$!
   for _ in $(seq 1 100); do
     curl -fsS -o /dev/null "$url/" 2>/dev/null && break
@@ -58,9 +66,9 @@ measure() {
   cookie=$(curl -fsS -D - -o /dev/null "$url/login" | tr -d '\r' \
     | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p' | head -n 1)
   [ -n "$cookie" ] || { echo "no session cookie from $config" >&2; exit 1; }
-  wrk -t "$THREADS" -c "$CONNECTIONS" -d "$WARMUP" -H "Cookie: $cookie" "$url/" >/dev/null
+  "${wrk_cpu[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$WARMUP" -H "Cookie: $cookie" "$url/" >/dev/null
   local out
-  out=$(wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -H "Cookie: $cookie" "$url/")
+  out=$("${wrk_cpu[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -H "Cookie: $cookie" "$url/")
   stop_server
   if grep -q "Non-2xx" <<<"$out"; then
     echo "$config answered non-2xx responses:" >&2
@@ -75,6 +83,7 @@ echo
 echo "| configuration | round | bare req/s | configuration req/s | ratio |"
 echo "|---|---|---|---|---|"
 summary=()
+ratios_of=()
 for config in "${configs[@]}"; do
   bare_sum=0
   config_sum=0
@@ -85,10 +94,13 @@ for config in "${configs[@]}"; do
     config_sum=$(awk -v a="$config_sum" -v b="$rate" 'BEGIN { print a + b }')
     ratio=$(awk -v a="$rate" -v b="$bare" 'BEGIN { printf "%.3f", a / b }')
     echo "| $config | $round | $bare | $rate | $ratio |"
+    ratios_of+=("$ratio")
   done
-  summary+=("| $config | $(awk -v a="$bare_sum" -v n="$ROUNDS" 'BEGIN { printf "%.0f", a / n }') | $(awk -v a="$config_sum" -v n="$ROUNDS" 'BEGIN { printf "%.0f", a / n }') | $(awk -v a="$config_sum" -v b="$bare_sum" 'BEGIN { printf "%.3f", a / b }') |")
+  median=$(printf '%s\n' "${ratios_of[@]}" | sort -n | awk '{ r[NR] = $1 } END { print (NR % 2) ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }')
+  ratios_of=()
+  summary+=("| $config | $(awk -v a="$bare_sum" -v n="$ROUNDS" 'BEGIN { printf "%.0f", a / n }') | $(awk -v a="$config_sum" -v n="$ROUNDS" 'BEGIN { printf "%.0f", a / n }') | $(awk -v a="$config_sum" -v b="$bare_sum" 'BEGIN { printf "%.3f", a / b }') | $median |")
 done
 echo
-echo "| configuration | mean bare req/s | mean req/s | ratio to bare |"
-echo "|---|---|---|---|"
+echo "| configuration | mean bare req/s | mean req/s | ratio of means | median of round ratios |"
+echo "|---|---|---|---|---|"
 printf '%s\n' "${summary[@]}"
