@@ -6,6 +6,7 @@
 #   bash benches/load.sh                              # memory and tower-sessions
 #   bash benches/load.sh memory tower-sessions redis postgres sqlite
 #   ROUNDS=5 DURATION=5s CONNECTIONS=32 bash benches/load.sh memory
+#   TOUCH_INTERVAL_SECS=60 bash benches/load.sh postgres sqlite   # the servers read it
 #
 # Every request carries `Cookie: <a session begun by GET /login on that server>`; a run that
 # answered anything but 2xx is reported as failed (a 440 would be a fake speed-up).

@@ -13,6 +13,7 @@
 //! | `REDIS_URL` | for `redis` | `redis://127.0.0.1:6379/0` |
 //! | `DATABASE_URL` | for `postgres` | `postgres://postgres@127.0.0.1:5432/postgres` |
 //! | `SQLITE_PATH` | for `sqlite` | `target/bench-sessions.sqlite3` |
+//! | `TOUCH_INTERVAL_SECS` | ours: skip refresh writes younger than this | none |
 //!
 //! `GET /` answers "Hello, World!". `GET /login` begins a session and answers its cookie in
 //! `Set-Cookie`: for ours a random `id` the layer observes, for tower-sessions a session with
@@ -63,10 +64,13 @@ async fn serve(app: Router, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
 }
 
 async fn ours<St: SessionStore>(store: St, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
-    let layer = SessionTimeoutLayer::builder()
+    let mut builder = SessionTimeoutLayer::builder()
         .store(store)
-        .idle_timeout(IDLE)
-        .build()?;
+        .idle_timeout(IDLE);
+    if let Ok(secs) = std::env::var("TOUCH_INTERVAL_SECS") {
+        builder = builder.touch_interval(Duration::from_secs(secs.parse()?));
+    }
+    let layer = builder.build()?;
     // As an app adds it: `Router::layer`, the same way tower-sessions is added below.
     serve(app().layer(layer), addr).await
 }
