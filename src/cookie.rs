@@ -45,19 +45,36 @@ pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &'a str, max_len: usize) ->
 }
 
 /// The values of every `name=value` pair in one `Cookie` header.
+///
+/// A pair is trimmed of ASCII whitespace, and so are its name and value. A cookie name holds
+/// no `=` (the builder checks it), so a pair is the session cookie exactly when it starts with
+/// the name, then optional whitespace, then `=`: that test rejects every other cookie on its
+/// first bytes, which keeps this off the profile of a request.
 fn values_named<'a>(header: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
     header.split(|&byte| byte == b';').filter_map(move |pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|&byte| byte == b'=')?;
-        (pair[..eq].trim_ascii() == name).then(|| pair[eq + 1..].trim_ascii())
+        let rest = pair.trim_ascii_start().strip_prefix(name)?;
+        let value = rest.trim_ascii_start().strip_prefix(b"=")?;
+        Some(value.trim_ascii())
     })
 }
 
 /// RFC 6265 `cookie-octet`, plus the double quotes of a quoted value, which is kept verbatim
 /// because the browser sends back exactly what the app set.
 fn is_cookie_octet(byte: u8) -> bool {
-    matches!(byte, 0x21 | 0x22 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E)
+    COOKIE_OCTETS[usize::from(byte)]
 }
+
+/// [`is_cookie_octet`] as a table, one lookup per byte of the session id.
+const COOKIE_OCTETS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] =
+            matches!(byte, 0x21 | 0x22 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        byte += 1;
+    }
+    table
+};
 
 /// Removes every session cookie from the request's `Cookie` headers, keeping the others.
 pub(crate) fn remove(headers: &mut HeaderMap, name: &str) {

@@ -1,11 +1,12 @@
 //! [`MemoryStore`]: sessions in this process, sharded so requests on different sessions do
 //! not wait on each other.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::{ready, Ready};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use hashbrown::HashTable;
 
 use super::{Begin, Check, ExpiryReason, Policy, SessionKey, SessionRecord, SessionStore, Touch};
 use crate::{StoreError, Timestamp};
@@ -13,6 +14,10 @@ use crate::{StoreError, Timestamp};
 /// How many due records a request sweeps from its shard, so purging is spread over requests
 /// and no request pays for a whole purge.
 const SWEEP_PER_CALL: usize = 8;
+
+/// How many due records [`purge`](SessionStore::purge) sweeps under one shard lock before it
+/// lets requests on that shard in.
+const PURGE_CHUNK: usize = 256;
 
 /// Keeps sessions in this process's memory. The default store.
 ///
@@ -50,10 +55,7 @@ impl MemoryStore {
     /// How many records are kept: active sessions plus the tombstones of sessions that
     /// expired or ended within the retention.
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|shard| lock(shard).records.len())
-            .sum()
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
     }
 
     /// Whether no record is kept.
@@ -128,37 +130,126 @@ impl SessionStore for MemoryStore {
     }
 
     fn purge(&self, now: Timestamp) -> Self::PurgeFuture {
-        let removed = self
-            .shards
-            .iter()
-            .map(|shard| lock(shard).sweep(now, usize::MAX))
-            .sum::<usize>();
+        let mut removed = 0;
+        for shard in self.shards.iter() {
+            // A chunk per lock, so a request on this shard waits for one chunk at most.
+            loop {
+                let (chunk_removed, seen) = lock(shard).sweep(now, PURGE_CHUNK);
+                removed += chunk_removed;
+                if seen < PURGE_CHUNK {
+                    break;
+                }
+            }
+        }
         ready(Ok(removed as u64))
     }
 }
 
+/// One shard: the records in a dense slab, a hash index into it, and the timer wheel.
+///
+/// Laid out for memory: a record is one 64-byte [`Slot`] (the 32-byte key and 32 bytes of
+/// times and state) in a `Vec`, the index holds 4-byte slot numbers, and the wheel lists
+/// slot numbers rather than keys. A `HashMap<SessionKey, _>` at its usual half-empty load
+/// after a doubling, plus a 32-byte key per wheel listing, took about twice as much; see
+/// BENCHMARKS.md.
 #[derive(Default)]
 struct Shard {
-    records: HashMap<SessionKey, Entry, BuildHasherDefault<KeyHasher>>,
-    /// Second-granular buckets of keys to look at once that second has passed. Each record
-    /// is listed in the bucket `Entry::bucket` names; a listing elsewhere is stale and skipped.
-    wheel: BTreeMap<u64, Vec<SessionKey>>,
+    slots: Vec<Slot>,
+    /// Slots freed by removals, reused before the slab grows.
+    free: Vec<u32>,
+    /// Slot numbers, found by the key's hash and compared on the slot's key.
+    index: HashTable<u32>,
+    /// Second-granular buckets of slots to look at once that second has passed. Each record
+    /// is listed in the bucket `Slot::bucket` names; a listing elsewhere, or of a freed slot,
+    /// is stale and skipped.
+    wheel: BTreeMap<u32, Vec<u32>>,
     /// The tombstone retention of the latest call, for tombstones a sweep makes.
     retention: Duration,
 }
 
-struct Entry {
-    state: State,
+/// One record: 64 bytes.
+struct Slot {
+    key: SessionKey,
+    /// Active: when the session began. Tombstone: unused.
+    created_at: Timestamp,
+    /// Active: when it was last refreshed. Tombstone: unused.
+    last_seen: Timestamp,
+    /// Active: the deadline under the policy of the last write, so a sweep can retire the
+    /// record without knowing the policy. Tombstone: until when it is kept.
+    due: Timestamp,
     /// The bucket (second) in which this record is listed in the wheel.
-    bucket: u64,
+    bucket: u32,
+    kind: Kind,
+    /// Active: which deadline `due` is. Tombstone: why the session is not active.
+    reason: ExpiryReason,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Free,
+    Active,
+    Tombstone,
+}
+
+impl Slot {
+    fn new(key: SessionKey, state: State, bucket: u32) -> Self {
+        let mut slot = Slot {
+            key,
+            created_at: Timestamp::UNIX_EPOCH,
+            last_seen: Timestamp::UNIX_EPOCH,
+            due: Timestamp::UNIX_EPOCH,
+            bucket,
+            kind: Kind::Free,
+            reason: ExpiryReason::Unknown,
+        };
+        slot.set(state);
+        slot
+    }
+
+    /// The record's state; only called on a slot in use.
+    fn state(&self) -> State {
+        match self.kind {
+            Kind::Active => State::Active {
+                record: SessionRecord {
+                    created_at: self.created_at,
+                    last_seen: self.last_seen,
+                },
+                deadline: self.due,
+                reason: self.reason,
+            },
+            Kind::Tombstone | Kind::Free => State::Tombstone {
+                reason: self.reason,
+                until: self.due,
+            },
+        }
+    }
+
+    fn set(&mut self, state: State) {
+        match state {
+            State::Active {
+                record,
+                deadline,
+                reason,
+            } => {
+                self.kind = Kind::Active;
+                self.created_at = record.created_at;
+                self.last_seen = record.last_seen;
+                self.due = deadline;
+                self.reason = reason;
+            }
+            State::Tombstone { reason, until } => {
+                self.kind = Kind::Tombstone;
+                self.due = until;
+                self.reason = reason;
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
 enum State {
     Active {
         record: SessionRecord,
-        /// The deadline and its reason under the policy of the last write, so a sweep can
-        /// retire the record without knowing the policy.
         deadline: Timestamp,
         reason: ExpiryReason,
     },
@@ -187,34 +278,92 @@ impl State {
     }
 }
 
-/// The wheel bucket a due time falls in: the first whole second at or after it.
-fn bucket_of(due: Timestamp) -> u64 {
-    due.as_unix_millis().div_ceil(1000)
+/// The wheel bucket a due time falls in: the first whole second at or after it (seconds
+/// since 1970 fit in 32 bits until 2106; later ones wait in the last bucket).
+fn bucket_of(due: Timestamp) -> u32 {
+    u32::try_from(due.as_unix_millis().div_ceil(1000)).unwrap_or(u32::MAX)
+}
+
+/// The index's hash of a key: it is already a SHA-256, so eight of its bytes are uniform
+/// (the shard is chosen by two others).
+fn hash_of(key: &SessionKey) -> u64 {
+    let bytes = key.as_bytes();
+    u64::from_le_bytes([
+        bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+    ])
 }
 
 impl Shard {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn find(&self, key: &SessionKey) -> Option<usize> {
+        let slots = &self.slots;
+        self.index
+            .find(hash_of(key), |&slot| slots[slot as usize].key == *key)
+            .map(|&slot| slot as usize)
+    }
+
+    /// Stores a new record, listed in no bucket yet, and returns its slot.
+    fn insert(&mut self, key: &SessionKey, state: State, bucket: u32) -> u32 {
+        let record = Slot::new(*key, state, bucket);
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = record;
+                slot
+            }
+            None => {
+                // 2^32 records of 64 bytes would be 256 GiB in one shard.
+                let slot =
+                    u32::try_from(self.slots.len()).expect("fewer than 2^32 records per shard");
+                self.slots.push(record);
+                slot
+            }
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(hash_of(key), slot, |&other| {
+            hash_of(&slots[other as usize].key)
+        });
+        slot
+    }
+
+    /// Forgets the record in `slot`; its wheel listings become stale.
+    fn remove(&mut self, slot: usize) {
+        let hash = hash_of(&self.slots[slot].key);
+        if let Ok(entry) = self.index.find_entry(hash, |&other| other as usize == slot) {
+            entry.remove();
+        }
+        self.slots[slot].kind = Kind::Free;
+        self.free.push(slot as u32);
+    }
+
+    fn list(&mut self, slot: usize, bucket: u32) {
+        self.wheel.entry(bucket).or_default().push(slot as u32);
+    }
+
     fn check(&mut self, key: &SessionKey, now: Timestamp, policy: &Policy, touch: Touch) -> Check {
-        let Some(entry) = self.records.get_mut(key) else {
+        let Some(slot) = self.find(key) else {
             return Check::Expired(ExpiryReason::Unknown);
         };
-        match entry.state {
+        match self.slots[slot].state() {
             State::Tombstone { until, .. } if until <= now => {
-                self.records.remove(key);
+                self.remove(slot);
                 Check::Expired(ExpiryReason::Unknown)
             }
             State::Tombstone { reason, .. } => Check::Expired(reason),
             State::Active { mut record, .. } => {
                 if let Some(reason) = policy.expiry(&record, now) {
                     if policy.tombstone_until(&record) <= now {
-                        self.records.remove(key);
+                        self.remove(slot);
                         return Check::Expired(ExpiryReason::Unknown);
                     }
-                    self.retire_expired(key, &record, reason, policy);
+                    self.retire_expired(slot, &record, reason, policy);
                     return Check::Retired(reason);
                 }
                 if touch == Touch::Refresh && policy.needs_touch(&record, now) {
                     record.last_seen = record.last_seen.max(now);
-                    entry.state = State::active(record, policy);
+                    self.slots[slot].set(State::active(record, policy));
                     // No reschedule: the deadline only moved later, and the sweep that finds
                     // the record early lists it again at its new deadline.
                 }
@@ -224,21 +373,21 @@ impl Shard {
     }
 
     fn begin(&mut self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Begin {
-        if let Some(entry) = self.records.get(key) {
-            return match entry.state {
+        if let Some(slot) = self.find(key) {
+            return match self.slots[slot].state() {
                 // Forgotten: the listing in the wheel is stale once the record is replaced.
                 State::Tombstone { until, .. } if until <= now => {
-                    self.records.remove(key);
+                    self.remove(slot);
                     self.begin(key, now, policy)
                 }
                 State::Active { record, .. } => match policy.expiry(&record, now) {
                     None => Begin::AlreadyActive,
                     Some(_) if policy.tombstone_until(&record) <= now => {
-                        self.records.remove(key);
+                        self.remove(slot);
                         self.begin(key, now, policy)
                     }
                     Some(reason) => {
-                        self.retire_expired(key, &record, reason, policy);
+                        self.retire_expired(slot, &record, reason, policy);
                         Begin::Refused(reason)
                     }
                 },
@@ -253,30 +402,30 @@ impl Shard {
             policy,
         );
         let bucket = bucket_of(state.due());
-        self.records.insert(*key, Entry { state, bucket });
-        self.wheel.entry(bucket).or_default().push(*key);
+        let slot = self.insert(key, state, bucket);
+        self.list(slot as usize, bucket);
         Begin::Began
     }
 
     fn end(&mut self, key: &SessionKey, now: Timestamp, policy: &Policy) -> bool {
-        let Some(entry) = self.records.get(key) else {
+        let Some(slot) = self.find(key) else {
             return false;
         };
-        let State::Active { record, .. } = entry.state else {
+        let State::Active { record, .. } = self.slots[slot].state() else {
             return false;
         };
         match policy.expiry(&record, now) {
             None => {
                 let until = now.saturating_add(policy.tombstone_retention());
-                self.retire(key, ExpiryReason::Ended, until);
+                self.retire(slot, ExpiryReason::Ended, until);
                 true
             }
             Some(_) if policy.tombstone_until(&record) <= now => {
-                self.records.remove(key);
+                self.remove(slot);
                 false
             }
             Some(reason) => {
-                self.retire_expired(key, &record, reason, policy);
+                self.retire_expired(slot, &record, reason, policy);
                 false
             }
         }
@@ -286,34 +435,33 @@ impl Shard {
     /// counted from the deadline, so the answer does not depend on when it was found.
     fn retire_expired(
         &mut self,
-        key: &SessionKey,
+        slot: usize,
         record: &SessionRecord,
         reason: ExpiryReason,
         policy: &Policy,
     ) {
-        self.retire(key, reason, policy.tombstone_until(record));
+        self.retire(slot, reason, policy.tombstone_until(record));
     }
 
     /// Replaces a record with a tombstone kept until `until`.
-    fn retire(&mut self, key: &SessionKey, reason: ExpiryReason, until: Timestamp) {
-        let Some(entry) = self.records.get_mut(key) else {
-            return;
-        };
-        entry.state = State::Tombstone { reason, until };
+    fn retire(&mut self, slot: usize, reason: ExpiryReason, until: Timestamp) {
+        let record = &mut self.slots[slot];
+        record.set(State::Tombstone { reason, until });
         let bucket = bucket_of(until);
         // A tombstone can fall due before the deadline the record is listed at; list it
         // earlier so it does not linger. The old listing becomes stale.
-        if bucket < entry.bucket {
-            entry.bucket = bucket;
-            self.wheel.entry(bucket).or_default().push(*key);
+        if bucket < record.bucket {
+            record.bucket = bucket;
+            self.list(slot, bucket);
         }
     }
 
     /// Looks at up to `budget` records listed in buckets that are due at `now`: retires
     /// active records past their deadline, removes tombstones past their retention, and lists
-    /// again records whose deadline moved. Returns how many records it removed.
-    fn sweep(&mut self, now: Timestamp, budget: usize) -> usize {
-        let now_bucket = now.as_unix_millis() / 1000;
+    /// again records whose deadline moved. Returns how many records it removed and how many
+    /// listings it looked at (fewer than `budget` when nothing more is due).
+    fn sweep(&mut self, now: Timestamp, budget: usize) -> (usize, usize) {
+        let now_bucket = u32::try_from(now.as_unix_millis() / 1000).unwrap_or(u32::MAX);
         let mut removed = 0;
         let mut seen = 0;
         while seen < budget {
@@ -324,7 +472,7 @@ impl Shard {
             if bucket > now_bucket {
                 break;
             }
-            let Some(key) = due.get_mut().pop() else {
+            let Some(slot) = due.get_mut().pop() else {
                 due.remove();
                 continue;
             };
@@ -332,55 +480,41 @@ impl Shard {
                 due.remove();
             }
             seen += 1;
-            let Some(entry) = self.records.get_mut(&key) else {
-                continue;
-            };
-            if entry.bucket != bucket {
+            let slot = slot as usize;
+            let record = &mut self.slots[slot];
+            if record.kind == Kind::Free || record.bucket != bucket {
                 continue;
             }
-            match entry.state {
+            match record.state() {
                 State::Tombstone { until, .. } if until <= now => {
-                    self.records.remove(&key);
+                    self.remove(slot);
                     removed += 1;
                 }
                 State::Active {
                     deadline, reason, ..
                 } if deadline <= now => {
-                    // Retired here, removed when its own retention ends.
                     let until = deadline.saturating_add(self.retention);
-                    entry.state = State::Tombstone { reason, until };
-                    self.relist(&key, until);
+                    if until <= now {
+                        // Past its retention as well: a tombstone would only be removed on
+                        // its next visit, and every call answers a missing key as it would
+                        // that tombstone (unknown).
+                        self.remove(slot);
+                        removed += 1;
+                    } else {
+                        // Retired here, removed when its own retention ends.
+                        record.set(State::Tombstone { reason, until });
+                        self.relist(slot, until);
+                    }
                 }
-                state => self.relist(&key, state.due()),
+                state => self.relist(slot, state.due()),
             }
         }
-        removed
+        (removed, seen)
     }
 
-    fn relist(&mut self, key: &SessionKey, due: Timestamp) {
+    fn relist(&mut self, slot: usize, due: Timestamp) {
         let bucket = bucket_of(due);
-        if let Some(entry) = self.records.get_mut(key) {
-            entry.bucket = bucket;
-            self.wheel.entry(bucket).or_default().push(*key);
-        }
-    }
-}
-
-/// Hashes a [`SessionKey`] by taking eight of its bytes: it is already a SHA-256, so running
-/// SipHash over it again would buy nothing.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
-        }
+        self.slots[slot].bucket = bucket;
+        self.list(slot, bucket);
     }
 }

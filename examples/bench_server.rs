@@ -1,0 +1,146 @@
+//! The server `benches/load.sh` drives with wrk: an axum hello world on 127.0.0.1, bare or
+//! behind a session layer.
+//!
+//! ```text
+//! BENCH_CONFIG=memory PORT=3100 cargo run --release --all-features --example bench_server
+//! ```
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `BENCH_CONFIG` | `bare`, `memory`, `redis`, `postgres`, `sqlite`, `tower-sessions` | `bare` |
+//! | `PORT` | port on 127.0.0.1 | `3100` |
+//! | `WORKERS` | Tokio worker threads | `1` |
+//! | `REDIS_URL` | for `redis` | `redis://127.0.0.1:6379/0` |
+//! | `DATABASE_URL` | for `postgres` | `postgres://postgres@127.0.0.1:5432/postgres` |
+//! | `SQLITE_PATH` | for `sqlite` | `target/bench-sessions.sqlite3` |
+//! | `TOUCH_INTERVAL_SECS` | ours: skip refresh writes younger than this | none |
+//!
+//! `GET /` answers "Hello, World!". `GET /login` begins a session and answers its cookie in
+//! `Set-Cookie`: for ours a random `id` the layer observes, for tower-sessions a session with
+//! one value inserted (so it is saved). The bare server sets an `id` cookie too, which nothing
+//! reads. Sessions use a 20-minute sliding idle timeout in every configuration
+//! (tower-sessions: `Expiry::OnInactivity` with `with_always_save(true)`).
+
+use std::error::Error;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::header::SET_COOKIE;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use tower_session_timeout::{SessionStore, SessionTimeoutLayer};
+
+const IDLE: Duration = Duration::from_secs(20 * 60);
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+async fn hello() -> &'static str {
+    "Hello, World!"
+}
+
+/// Sets a fresh random `id` cookie.
+async fn login_cookie() -> impl IntoResponse {
+    let id = format!("{:032x}", rand::random::<u128>());
+    (
+        [(SET_COOKIE, format!("id={id}; Path=/; HttpOnly"))],
+        "signed in",
+    )
+}
+
+fn app() -> Router {
+    Router::new()
+        .route("/", get(hello))
+        .route("/login", get(login_cookie))
+}
+
+async fn serve(app: Router, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("bench_server listening on http://{addr}");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn ours<St: SessionStore>(store: St, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
+    let mut builder = SessionTimeoutLayer::builder()
+        .store(store)
+        .idle_timeout(IDLE);
+    if let Ok(secs) = std::env::var("TOUCH_INTERVAL_SECS") {
+        builder = builder.touch_interval(Duration::from_secs(secs.parse()?));
+    }
+    let layer = builder.build()?;
+    // As an app adds it: `Router::layer`, the same way tower-sessions is added below.
+    serve(app().layer(layer), addr).await
+}
+
+async fn run() -> Result<(), Box<dyn Error>> {
+    let port: u16 = env("PORT", "3100").parse()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match env("BENCH_CONFIG", "bare").as_str() {
+        "bare" => serve(app(), addr).await,
+        "memory" => ours(tower_session_timeout::MemoryStore::new(), addr).await,
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let url = env("REDIS_URL", "redis://127.0.0.1:6379/0");
+            let store = tower_session_timeout::RedisStore::connect(url.as_str())
+                .await?
+                .with_prefix("bench-session:");
+            ours(store, addr).await
+        }
+        #[cfg(feature = "postgres")]
+        "postgres" => {
+            let url = env(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            );
+            let store = tower_session_timeout::PostgresStore::connect(&url)
+                .await?
+                .with_table_name("bench_session_timeouts")?;
+            store.migrate().await?;
+            ours(store, addr).await
+        }
+        #[cfg(feature = "sqlite")]
+        "sqlite" => {
+            let path = env("SQLITE_PATH", "target/bench-sessions.sqlite3");
+            let store = tower_session_timeout::SqliteStore::open(&path).await?;
+            store.migrate().await?;
+            ours(store, addr).await
+        }
+        "tower-sessions" => {
+            use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer};
+            let login = |session: Session| async move {
+                session.insert("user", 1_u32).await.expect("insert");
+                "signed in"
+            };
+            let inner = Router::new()
+                .route("/", get(hello))
+                .route("/login", get(login));
+            let layer = SessionManagerLayer::new(MemoryStore::default())
+                .with_expiry(Expiry::OnInactivity(
+                    tower_sessions::cookie::time::Duration::minutes(20),
+                ))
+                .with_always_save(true);
+            serve(inner.layer(layer), addr).await
+        }
+        other => Err(format!(
+            "BENCH_CONFIG={other:?}: use bare, memory, redis, postgres, sqlite or tower-sessions \
+             (redis, postgres and sqlite need their features)"
+        )
+        .into()),
+    }
+}
+
+fn main() {
+    let workers: usize = env("WORKERS", "1").parse().expect("WORKERS is a number");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    if let Err(error) = runtime.block_on(run()) {
+        eprintln!("bench_server: {error}");
+        std::process::exit(1);
+    }
+}
