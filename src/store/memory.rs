@@ -22,7 +22,7 @@ const PURGE_CHUNK: usize = 256;
 /// Keeps sessions in this process's memory. The default store.
 ///
 /// Sessions live as long as the process: a restart forgets them (every cookie then gets
-/// 440 with reason `unknown`). Use [`SqliteStore`](crate) or another persistent store to keep
+/// 440 with reason `unknown`). Use `SqliteStore` (feature `sqlite`) or another persistent store to keep
 /// them across restarts, and a shared store for several instances.
 ///
 /// Records are spread over shards, each behind its own lock held for a few hash-map
