@@ -33,8 +33,11 @@ pub(crate) struct Pending<S, B> {
 
 /// What the layer needs, once the inner service answers, to begin or end sessions.
 pub(crate) struct After {
-    /// The request's active session.
-    session: Option<SessionKey>,
+    /// The session id the request carried, active or not. A response that sets this id
+    /// again begins nothing (so an expired id is never revived, even when the store could
+    /// not be asked), and one that clears the cookie or rotates the id ends it.
+    carried: Option<SessionKey>,
+    /// The carried session's times, when it is active.
     info: Option<SessionInfo>,
     /// The request carried a stale cookie, removed on an exempt route.
     stale: bool,
@@ -44,13 +47,13 @@ pub(crate) struct After {
 impl After {
     /// Puts the session info and a [`SessionHandle`] in the request and remembers them.
     pub(crate) fn new<B>(
-        session: Option<SessionKey>,
+        carried: Option<SessionKey>,
         info: Option<SessionInfo>,
         stale: bool,
         request: &mut Request<B>,
     ) -> Self {
         After {
-            session,
+            carried,
             info,
             stale,
             handle: annotate(request, info),
@@ -197,7 +200,7 @@ where
         key,
         now,
     } = pending;
-    let (session, info, stale) = match checked {
+    let (carried, info, stale) = match checked {
         Ok(Check::Active(record)) => {
             let info = SessionInfo::new(&record, &config.policy);
             tracing::trace!(session = %key, ?route, "session active");
@@ -226,7 +229,7 @@ where
             tracing::debug!(session = %key, %reason, ?route, "session not active");
             match inactive(config, route, Some(reason), &mut request) {
                 Some(answer) => return answered(answer),
-                None => (None, None, true),
+                None => (Some(key), None, true),
             }
         }
         Err(error) => {
@@ -239,10 +242,10 @@ where
             config
                 .errors
                 .record(&error, "passed the request on (fail-open)");
-            (None, None, false)
+            (Some(key), None, false)
         }
     };
-    let after = After::new(session, info, stale, &mut request);
+    let after = After::new(carried, info, stale, &mut request);
     State::Calling {
         call: inner.call(request),
         after: Some(after),
@@ -287,13 +290,13 @@ fn settle<St: SessionStore, T>(
     let mut end = None;
     match cookie::observe(response.headers(), name, now) {
         ResponseCookie::Set(id) => {
-            if let Some(key) = key_to_begin(&id, after.session, config) {
+            if let Some(key) = key_to_begin(&id, after.carried, config) {
                 begin = Some(key);
                 // A new id replacing the request's one is a rotation: the old id ends.
-                end = after.session;
+                end = after.carried;
             }
         }
-        ResponseCookie::Cleared => end = after.session,
+        ResponseCookie::Cleared => end = after.carried,
         ResponseCookie::Untouched => {
             if after.stale {
                 response
@@ -304,10 +307,10 @@ fn settle<St: SessionStore, T>(
     }
     let (asked_begin, asked_end) = after.handle.take_requests();
     if let Some(id) = asked_begin {
-        begin = key_to_begin(&id, after.session, config).or(begin);
+        begin = key_to_begin(&id, after.carried, config).or(begin);
     }
     if asked_end {
-        end = after.session;
+        end = after.carried;
     }
     if let (Some(info), None) = (&after.info, end) {
         set_seconds_left(response, info, now, config);

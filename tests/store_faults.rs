@@ -9,7 +9,8 @@ use common::app::{app_with_store, TestApp};
 use common::capture::Logs;
 use common::faulty::{Fault, FaultyStore};
 use http::StatusCode;
-use tower_session_timeout::{Builder, ManualClock, MemoryStore};
+use tower_session_timeout::store::{Check, SessionKey, SessionStore, Touch};
+use tower_session_timeout::{Builder, ExpiryReason, ManualClock, MemoryStore};
 
 const TIMEOUT: Duration = Duration::from_millis(300);
 
@@ -100,4 +101,63 @@ async fn failures_are_logged_once_per_burst() {
         errors[0]
     );
     assert_eq!(logs.lines_with("session store failed again").len(), 99);
+}
+
+#[tokio::test]
+async fn fail_open_never_revives_an_expired_id_the_app_sets_again() {
+    let app = faulty(Fault::FailChecks, |builder| {
+        builder
+            .fail_open(true)
+            .tombstone_retention(Duration::from_secs(1))
+    });
+    let policy = *tower_session_timeout::SessionTimeoutLayer::builder()
+        .idle_timeout(common::app::IDLE)
+        .tombstone_retention(Duration::from_secs(1))
+        .build()
+        .unwrap()
+        .policy();
+    app.login("s").await;
+    // Past the deadline and the retention: the store has forgotten the id.
+    app.advance(common::app::IDLE + Duration::from_secs(2));
+    // The store cannot be asked; the app (tower-sessions does this) sets the same id again.
+    assert_eq!(
+        app.get("/login?id=s", Some("s")).await.status,
+        StatusCode::OK
+    );
+    let now = tower_session_timeout::Timestamp::from_system_time(
+        tower_session_timeout::Clock::now(&app.clock),
+    );
+    let check = app
+        .store
+        .inner
+        .check(&SessionKey::from_id("s"), now, &policy, Touch::Passive)
+        .into_inner()
+        .unwrap();
+    assert_eq!(
+        check,
+        Check::Expired(ExpiryReason::Unknown),
+        "the expired id began again"
+    );
+}
+
+#[tokio::test]
+async fn fail_open_still_ends_the_session_a_sign_out_clears() {
+    let app = faulty(Fault::FailChecks, |builder| builder.fail_open(true));
+    let policy = *tower_session_timeout::SessionTimeoutLayer::builder()
+        .idle_timeout(common::app::IDLE)
+        .build()
+        .unwrap()
+        .policy();
+    app.login("s").await;
+    assert_eq!(app.get("/logout", Some("s")).await.status, StatusCode::OK);
+    let now = tower_session_timeout::Timestamp::from_system_time(
+        tower_session_timeout::Clock::now(&app.clock),
+    );
+    let check = app
+        .store
+        .inner
+        .check(&SessionKey::from_id("s"), now, &policy, Touch::Passive)
+        .into_inner()
+        .unwrap();
+    assert_eq!(check, Check::Expired(ExpiryReason::Ended));
 }

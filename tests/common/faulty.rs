@@ -11,6 +11,8 @@ use tower_session_timeout::{MemoryStore, StoreError, Timestamp};
 pub enum Fault {
     /// Every call fails at once.
     Fail,
+    /// Checks fail at once; begin and end work.
+    FailChecks,
     /// No call ever finishes.
     Hang,
     /// Every call answers correctly after this long (tokio time, so tests pause it).
@@ -35,6 +37,7 @@ impl FaultyStore {
     fn wrap<T: Send + 'static>(&self, answer: Result<T, StoreError>) -> StoreFuture<T> {
         match self.fault {
             Fault::Fail => Box::pin(ready(Err(StoreError::backend("connection refused")))),
+            Fault::FailChecks => Box::pin(ready(answer)),
             Fault::Hang => Box::pin(std::future::pending()),
             Fault::Slow(delay) => Box::pin(async move {
                 tokio::time::sleep(delay).await;
@@ -60,7 +63,11 @@ impl SessionStore for FaultyStore {
         touch: Touch,
     ) -> Self::CheckFuture {
         // The answer is decided when the call is made, as a server would on receipt.
-        self.wrap(self.inner.check(key, now, policy, touch).into_inner())
+        let answer = match self.fault {
+            Fault::FailChecks => Err(StoreError::backend("connection refused")),
+            _ => self.inner.check(key, now, policy, touch).into_inner(),
+        };
+        self.wrap(answer)
     }
 
     fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
