@@ -165,27 +165,37 @@ pub(crate) struct CookieSettings {
     pub(crate) name: String,
     /// The precomputed `Set-Cookie` value that clears the cookie.
     pub(crate) clear: HeaderValue,
+    /// Also clears a cookie of the same name at `Path=/` with no `Domain`, when that is not
+    /// where the configured one lives: a stray one there (another path, an old host-only
+    /// cookie) is what makes a browser send the name twice.
+    pub(crate) clear_elsewhere: Option<HeaderValue>,
 }
 
 impl CookieSettings {
     pub(crate) fn new(name: String, path: &str, domain: Option<&str>) -> Self {
-        let mut clear = format!("{name}=; Path={path}");
-        if let Some(domain) = domain {
-            clear.push_str("; Domain=");
-            clear.push_str(domain);
-        }
-        clear
-            .push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax");
-        // Browsers drop a prefixed cookie's Set-Cookie without Secure, clearing included.
-        if name.starts_with("__Secure-") || name.starts_with("__Host-") {
-            clear.push_str("; Secure");
-        }
+        let elsewhere = path != "/" || domain.is_some();
         CookieSettings {
-            // The builder validated every part, so the value is a valid header.
-            clear: HeaderValue::try_from(clear).unwrap_or_else(|_| HeaderValue::from_static("")),
+            clear: clearing(&name, path, domain),
+            clear_elsewhere: elsewhere.then(|| clearing(&name, "/", None)),
             name,
         }
     }
+}
+
+/// The `Set-Cookie` value that clears cookie `name` at `path` and `domain`.
+fn clearing(name: &str, path: &str, domain: Option<&str>) -> HeaderValue {
+    let mut clear = format!("{name}=; Path={path}");
+    if let Some(domain) = domain {
+        clear.push_str("; Domain=");
+        clear.push_str(domain);
+    }
+    clear.push_str("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT; HttpOnly; SameSite=Lax");
+    // Browsers drop a prefixed cookie's Set-Cookie without Secure, clearing included.
+    if name.starts_with("__Secure-") || name.starts_with("__Host-") {
+        clear.push_str("; Secure");
+    }
+    // The builder validated every part, so the value is a valid header.
+    HeaderValue::try_from(clear).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Whether `name` is an RFC 6265 cookie name (an RFC 9110 token).

@@ -399,14 +399,19 @@ impl<St> Builder<St> {
 
     /// How long a store call may take before the layer treats it as failed (default 5 s):
     /// the request is then answered per [`fail_open`](Builder::fail_open), so a hung store
-    /// never holds a request forever. `None` waits as long as the store takes.
+    /// never holds a request forever. `None` waits as long as the store takes. The timer
+    /// needs a Tokio runtime with its time driver (`enable_time`, on by default in
+    /// `#[tokio::main]`), as networked stores do anyway; a store that answers at once, like
+    /// [`MemoryStore`], never arms it.
     pub fn store_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.store_timeout = timeout;
         self
     }
 
-    /// Calls `hook` once for each session that expires or ends, with the reason, for audit
-    /// logs. It runs on the request path: keep it quick (send to a channel for slow work).
+    /// Calls `hook` once per session when a request finds it expired (reason `idle` or
+    /// `absolute`) or a response ends it (`ended`), for audit logs. A session nobody asks
+    /// about after its deadline (a closed tab) is purged without a call. The hook runs on the
+    /// request path: keep it quick (send to a channel for slow work).
     ///
     /// ```
     /// use tower_session_timeout::SessionTimeoutLayer;

@@ -39,6 +39,12 @@
 //! | no session cookie | — | passed to the inner service untouched |
 //! | the session cookie | active | `last_seen` refreshed, [`SessionInfo`] and [`SessionHandle`] put in the extensions, inner service called |
 //! | the session cookie | expired (idle or absolute), ended, or never known | **440 Login Time-out**; the record becomes a short-lived tombstone; the inner service is not called |
+//!
+//! Where SPEC says the record of an expired session is deleted, the stores keep a tombstone
+//! instead (its reason and when to forget it, no times of the session) for
+//! [`tombstone_retention`](Builder::tombstone_retention) past the deadline (5 minutes by
+//! default), then delete it. That is what lets a late request learn *why* (`idle`, `ended`)
+//! and lets the store refuse an expired id a buggy app sets again.
 //! | the session cookie, on an [exempt route](Builder::exempt_path) | expired or unknown | the stale cookie is removed from the request, the inner service is called, and the response clears the cookie unless it sets a new one |
 //! | the session cookie | the store failed | `503 Service Unavailable` (fail-closed), or passed on when [`fail_open`](Builder::fail_open) |
 //!
@@ -166,7 +172,7 @@
 //!
 //! # In production
 //!
-//! - Logs go through `tracing`: `session over` at INFO once per session, store failures at
+//! - Logs go through `tracing`: `session over` at INFO once per session the layer sees end, store failures at
 //!   ERROR once per burst, per-request decisions at DEBUG and TRACE. A session appears only as
 //!   the first 8 hex digits of the SHA-256 of its id.
 //! - [`on_expiry`](Builder::on_expiry) tells an audit log of each session's end, once, with
@@ -182,7 +188,7 @@
 //! |---|---|
 //! | absent, or present with an empty value (`id=`) | passed on as a request without a session |
 //! | a value with bytes a cookie may not hold (non-UTF-8, controls, spaces, `;`, `,`, `\`) | `400 Bad Request`, cookie cleared |
-//! | the name repeated with different values (the app and the layer could read different ids) | `400 Bad Request`, cookie cleared |
+//! | the name repeated with different values (the app and the layer could read different ids) | `400 Bad Request`, cookie cleared at the configured path and domain and at `Path=/`, where a stray second one usually lives |
 //! | the name repeated with one value | that value |
 //! | a quoted value (`id="abc"`) | the value with its quotes, as the browser echoes what the app set |
 //! | longer than [`max_id_len`](Builder::max_id_len) (default 1024 bytes) | 440 `unknown`, not looked up |

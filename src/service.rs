@@ -171,6 +171,11 @@ pub(crate) fn inactive<St, B>(
             .headers_mut()
             .append(SET_COOKIE, config.cookie.clear.clone());
     }
+    // Two different ids under one name usually means a second cookie at another path or
+    // domain; clearing only the configured one would leave the browser stuck on 400.
+    if let (None, Some(elsewhere)) = (reason, &config.cookie.clear_elsewhere) {
+        answer.headers_mut().append(SET_COOKIE, elsewhere.clone());
+    }
     expired::finish(&mut answer);
     Some(answer)
 }

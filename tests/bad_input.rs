@@ -136,3 +136,16 @@ async fn random_ids_add_nothing_to_the_store() {
     }
     assert!(app.store.is_empty(), "{} records", app.store.len());
 }
+
+#[tokio::test]
+async fn a_400_for_two_ids_also_clears_the_stray_cookie_at_the_root() {
+    let app = app(|builder| builder.cookie_path("/app"));
+    let answer = app.send(with_cookie_headers(&[b"id=a; id=b"])).await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    let cleared: Vec<_> = answer
+        .set_cookies()
+        .iter()
+        .map(|cookie| cookie.split("; Max-Age").next().unwrap().to_owned())
+        .collect();
+    assert_eq!(cleared, ["id=; Path=/app", "id=; Path=/"]);
+}
