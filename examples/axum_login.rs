@@ -24,6 +24,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
+use tower_session_timeout::store::SessionKey;
 use tower_session_timeout::{
     Builder, SessionInfo, SessionStore, SessionTimeoutLayer, DEFAULT_KEEP_ALIVE_INTERVAL,
     DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE,
@@ -104,8 +105,11 @@ pub fn client_timing(idle: Duration) -> Option<(Duration, Duration)> {
 }
 
 /// The demo's session settings on any store.
-pub fn configure<St>(builder: Builder<St>, settings: &Settings) -> Builder<St> {
+pub fn configure<St>(builder: Builder<St>, settings: &Settings, users: &Users) -> Builder<St> {
+    let signed_in = users.clone();
     let builder = builder
+        // Expired or signed out: forget who it was, so the map holds only live sessions.
+        .on_expiry(move |event| signed_in.forget(&event.session()))
         .idle_timeout(settings.idle_timeout)
         .exempt_path("/login")
         .exempt_path("/favicon.ico")
@@ -125,43 +129,48 @@ pub fn configure<St>(builder: Builder<St>, settings: &Settings) -> Builder<St> {
     }
 }
 
-/// Who is signed in under which session id. The layer only tracks time; what a session
-/// means is the app's business.
+/// Who is signed in under which session. The layer only tracks time; what a session means is
+/// the app's business. Keyed by the hash of the id, so the layer's expiry hook can forget a
+/// session's user the moment the session is over.
 #[derive(Clone, Default)]
-pub struct Users(Arc<Mutex<HashMap<String, String>>>);
+pub struct Users(Arc<Mutex<HashMap<SessionKey, String>>>);
 
 impl Users {
-    fn insert(&self, id: String, name: String) {
-        self.0
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .insert(id, name);
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, String>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
-    fn remove(&self, id: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .remove(id);
+    fn insert(&self, id: &str, name: String) {
+        self.map().insert(SessionKey::from_id(id), name);
+    }
+
+    fn forget(&self, session: &SessionKey) {
+        self.map().remove(session);
     }
 
     fn name(&self, id: &str) -> Option<String> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner())
-            .get(id)
-            .cloned()
+        self.map().get(&SessionKey::from_id(id)).cloned()
+    }
+
+    /// How many users are signed in.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether nobody is signed in.
+    pub fn is_empty(&self) -> bool {
+        self.map().is_empty()
     }
 }
 
 /// The demo's routes behind `layer`.
-pub fn router<St: SessionStore>(layer: SessionTimeoutLayer<St>) -> Router {
+pub fn router<St: SessionStore>(layer: SessionTimeoutLayer<St>, users: Users) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .route("/login", get(login_form).post(login))
         .route("/dashboard", get(dashboard))
         .route("/logout", post(logout))
-        .with_state(Users::default())
+        .with_state(users)
         .layer(layer)
 }
 
@@ -208,7 +217,7 @@ async fn login(State(users): State<Users>, Form(credentials): Form<Credentials>)
             .into_response();
     }
     let id = format!("{:032x}", rand::random::<u128>());
-    users.insert(id.clone(), credentials.username);
+    users.insert(&id, credentials.username);
     // Setting the cookie is all it takes: the layer sees it and begins the session.
     let cookie = format!("id={id}; Path=/; HttpOnly; SameSite=Lax");
     ([(SET_COOKIE, cookie)], Redirect::to("/dashboard")).into_response()
@@ -264,7 +273,7 @@ async fn dashboard(
 
 async fn logout(State(users): State<Users>, headers: HeaderMap) -> Response {
     if let Some(id) = session_id(&headers) {
-        users.remove(&id);
+        users.forget(&SessionKey::from_id(&id));
     }
     // Clearing the cookie ends the session in the layer too.
     let clear = "id=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax";
@@ -275,7 +284,8 @@ async fn serve<St: SessionStore>(
     settings: &Settings,
     builder: Builder<St>,
 ) -> Result<(), Box<dyn Error>> {
-    let layer = configure(builder, settings).build()?;
+    let users = Users::default();
+    let layer = configure(builder, settings, &users).build()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
     let address = listener.local_addr()?;
     println!("Demo listening on http://{address}; sign in at http://{address}/login");
@@ -286,7 +296,7 @@ async fn serve<St: SessionStore>(
     if client_timing(settings.idle_timeout).is_none() {
         println!("Idle timeout under 22 s: the browser client (which warns 20 s ahead) is off");
     }
-    axum::serve(listener, router(layer)).await?;
+    axum::serve(listener, router(layer, users)).await?;
     Ok(())
 }
 

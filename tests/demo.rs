@@ -68,17 +68,24 @@ fn bad_settings_are_clear_errors() {
 struct Demo {
     router: axum::Router,
     clock: ManualClock,
+    users: demo::Users,
 }
 
 impl Demo {
     fn new() -> Self {
         let clock = ManualClock::new();
-        let layer = demo::configure(SessionTimeoutLayer::builder(), &settings(&[]).unwrap())
-            .clock(clock.clone())
-            .build()
-            .unwrap();
+        let users = demo::Users::default();
+        let layer = demo::configure(
+            SessionTimeoutLayer::builder(),
+            &settings(&[]).unwrap(),
+            &users,
+        )
+        .clock(clock.clone())
+        .build()
+        .unwrap();
         Demo {
-            router: demo::router(layer),
+            router: demo::router(layer, users.clone()),
+            users,
             clock,
         }
     }
@@ -124,9 +131,11 @@ async fn sign_in_wait_past_the_idle_timeout_and_see_440() {
     assert_eq!(parts.status, StatusCode::OK);
     assert!(page.contains("Signed in as <strong>ada</strong>"), "{page}");
 
+    assert_eq!(demo.users.len(), 1);
     demo.clock.advance(Duration::from_secs(60));
     let (parts, page) = demo.get("/dashboard", Some(&cookie)).await;
     assert_eq!(parts.status, login_timeout_status());
+    assert_eq!(demo.users.len(), 0, "the expiry hook forgot the user");
     assert!(page.contains("<title>Login Time-out</title>"));
     assert!(page.contains("<a href=\"/login\">Log in again.</a>"));
 
@@ -305,11 +314,16 @@ async fn the_binary_serves_the_sign_in_flow_on_port() {
 #[cfg(not(feature = "redis"))]
 #[tokio::test]
 async fn a_store_whose_feature_is_missing_is_a_clear_error() {
-    let output = tokio::process::Command::new(example_binary())
+    // Bounded: an example binary built with the feature (by an earlier `--all-features`
+    // build) would start serving instead of failing.
+    let run = tokio::process::Command::new(example_binary())
         .env("PORT", "0")
         .env("SESSION_STORE", "redis://127.0.0.1:6379/0")
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
         .await
+        .expect("the demo exits at once when the store's feature is missing")
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8(output.stderr).unwrap();
