@@ -15,39 +15,15 @@
 //! current-thread runtime, round robin over `SESSIONS` (default 1000) sessions begun first.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use axum::body::Body;
-use axum::routing::get;
-use axum::Router;
-use http::header::{COOKIE, SET_COOKIE};
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use tower::{Layer, Service, ServiceExt};
-use tower_session_timeout::SessionTimeoutLayer;
 
-async fn hello() -> &'static str {
-    "Hello, World!"
-}
+#[path = "../benches/common/mod.rs"]
+mod common;
 
-async fn sign_in<S, B>(service: &S, count: usize) -> Vec<HeaderValue>
-where
-    S: Service<Request<Body>, Response = Response<B>> + Clone,
-    S::Error: std::fmt::Debug,
-{
-    let mut cookies = Vec::with_capacity(count);
-    for i in 0..count {
-        let request = Request::get(format!("/login?id=profile-session-{i:08}-0123456789abcdef"))
-            .body(Body::empty())
-            .unwrap();
-        let response = service.clone().oneshot(request).await.expect("login");
-        let cookie = match response.headers().get(SET_COOKIE) {
-            Some(set) => set.to_str().unwrap().split(';').next().unwrap().to_owned(),
-            None => format!("id=profile-session-{i:08}-0123456789abcdef"),
-        };
-        cookies.push(HeaderValue::from_str(&cookie).unwrap());
-    }
-    cookies
-}
+use common::{bare, ours, request, sign_in, tower_sessions};
 
 async fn run<S, B>(service: S, sessions: usize, requests: usize)
 where
@@ -56,11 +32,11 @@ where
 {
     let cookies = sign_in(&service, sessions).await;
     for i in 0..requests {
-        let mut request = Request::get("/").body(Body::empty()).unwrap();
-        request
-            .headers_mut()
-            .insert(COOKIE, cookies[i % cookies.len()].clone());
-        let response = service.clone().oneshot(request).await.expect("request");
+        let response = service
+            .clone()
+            .oneshot(request(&cookies[i % cookies.len()]))
+            .await
+            .expect("request");
         assert!(response.status().is_success());
         black_box(response);
     }
@@ -75,46 +51,13 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let app = Router::new().route("/", get(hello));
     rt.block_on(async {
         match config.as_str() {
-            "bare" => run(app, sessions, requests).await,
-            "ours" => {
-                let login = Router::new().route(
-                    "/login",
-                    get(|request: Request<Body>| async move {
-                        let id = request
-                            .uri()
-                            .query()
-                            .unwrap_or_default()
-                            .trim_start_matches("id=");
-                        Response::builder()
-                            .header(SET_COOKIE, format!("id={id}; Path=/; HttpOnly"))
-                            .body(Body::empty())
-                            .unwrap()
-                    }),
-                );
-                let layer = SessionTimeoutLayer::builder()
-                    .idle_timeout(Duration::from_secs(20 * 60))
-                    .build()
-                    .unwrap();
-                run(layer.layer(app.merge(login)), sessions, requests).await
-            }
+            "bare" => run(bare(), sessions, requests).await,
+            "ours" => run(ours(), sessions, requests).await,
             "tower-sessions" => {
-                use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer};
-                let login = Router::new().route(
-                    "/login",
-                    get(|session: Session| async move {
-                        session.insert("user", 1_u32).await.expect("insert");
-                        "signed in"
-                    }),
-                );
-                let layer = SessionManagerLayer::new(MemoryStore::default())
-                    .with_expiry(Expiry::OnInactivity(
-                        tower_sessions::cookie::time::Duration::minutes(20),
-                    ))
-                    .with_always_save(true);
-                run(layer.layer(app.merge(login)), sessions, requests).await
+                let (layer, app) = tower_sessions();
+                run(layer.layer(app), sessions, requests).await
             }
             other => panic!("unknown configuration {other:?}: bare, ours or tower-sessions"),
         }
