@@ -43,18 +43,13 @@ fn body_bytes<B: Body<Data = Bytes>>(body: B) -> Vec<u8> {
     bytes
 }
 
-type EchoResult = Result<Response<Full<Bytes>>, Infallible>;
-
-/// The inner service: echoes the `Cookie` header it got, and sets `set_cookie` if given.
+/// The inner service: echoes the `Cookie` header it got, and sets `set_cookie` if given. Its
+/// future is ready at once, so the harness needs no runtime.
 fn inner(
     set_cookie: Option<HeaderValue>,
-) -> impl Service<
-    Request<Full<Bytes>>,
-    Response = Response<Full<Bytes>>,
-    Error = Infallible,
-    Future = std::future::Ready<EchoResult>,
-> + Clone {
-    tower::service_fn_ready(move |request: Request<Full<Bytes>>| {
+) -> impl Service<Request<Full<Bytes>>, Response = Response<Full<Bytes>>, Error = Infallible> + Clone
+{
+    tower::service_fn(move |request: Request<Full<Bytes>>| {
         let echoed = request
             .headers()
             .get_all(COOKIE)
@@ -66,38 +61,8 @@ fn inner(
         if let Some(value) = &set_cookie {
             response.headers_mut().insert(SET_COOKIE, value.clone());
         }
-        Ok(response)
+        std::future::ready(Ok(response))
     })
-}
-
-mod tower {
-    //! `service_fn` with a ready future, so the harness needs no runtime.
-    use std::future::{ready, Ready};
-    use std::task::{Context, Poll};
-
-    #[derive(Clone)]
-    pub struct ServiceFnReady<F>(F);
-
-    pub fn service_fn_ready<F>(f: F) -> ServiceFnReady<F> {
-        ServiceFnReady(f)
-    }
-
-    impl<F, Req, Res, E> tower_service::Service<Req> for ServiceFnReady<F>
-    where
-        F: FnMut(Req) -> Result<Res, E>,
-    {
-        type Response = Res;
-        type Error = E;
-        type Future = Ready<Result<Res, E>>;
-
-        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), E>> {
-            Poll::Ready(Ok(()))
-        }
-
-        fn call(&mut self, request: Req) -> Self::Future {
-            ready((self.0)(request))
-        }
-    }
 }
 
 /// Splits fuzz input into up to three fields at 0xFF bytes (never valid in a header).

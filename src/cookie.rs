@@ -124,7 +124,13 @@ pub(crate) enum ResponseCookie {
 
 /// Reads what the response's `Set-Cookie` headers do to the cookie named `name`; the last
 /// one wins, as in a browser.
-pub(crate) fn observe(headers: &HeaderMap, name: &str, now: Timestamp) -> ResponseCookie {
+/// `now` is asked only for a session cookie with an `Expires`, so most responses never read
+/// the clock.
+pub(crate) fn observe(
+    headers: &HeaderMap,
+    name: &str,
+    now: impl Fn() -> Timestamp,
+) -> ResponseCookie {
     let mut outcome = ResponseCookie::Untouched;
     for header in headers.get_all(SET_COOKIE) {
         let Ok(text) = header.to_str() else { continue };
@@ -134,7 +140,7 @@ pub(crate) fn observe(headers: &HeaderMap, name: &str, now: Timestamp) -> Respon
         if cookie.name() != name {
             continue;
         }
-        outcome = if clears(&cookie, now) {
+        outcome = if clears(&cookie, &now) {
             ResponseCookie::Cleared
         } else {
             ResponseCookie::Set(cookie.value().to_owned())
@@ -143,7 +149,7 @@ pub(crate) fn observe(headers: &HeaderMap, name: &str, now: Timestamp) -> Respon
     outcome
 }
 
-fn clears(cookie: &cookie::Cookie<'_>, now: Timestamp) -> bool {
+fn clears(cookie: &cookie::Cookie<'_>, now: impl Fn() -> Timestamp) -> bool {
     if cookie.value().is_empty() {
         return true;
     }
@@ -152,7 +158,7 @@ fn clears(cookie: &cookie::Cookie<'_>, now: Timestamp) -> bool {
     }
     match cookie.expires_datetime() {
         Some(expires) => {
-            let now_millis = i128::from(now.as_unix_millis());
+            let now_millis = i128::from(now().as_unix_millis());
             expires.unix_timestamp_nanos() / 1_000_000 <= now_millis
         }
         None => false,
@@ -280,7 +286,7 @@ mod tests {
         let observe_one = |value: &'static str| {
             let mut map = HeaderMap::new();
             map.append(SET_COOKIE, HeaderValue::from_static(value));
-            observe(&map, "id", now)
+            observe(&map, "id", || now)
         };
         assert_eq!(
             observe_one("id=new; Path=/; HttpOnly"),

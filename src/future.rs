@@ -203,10 +203,8 @@ where
     let (carried, info, stale) = match checked {
         Ok(Check::Active(record)) => {
             let info = SessionInfo::new(&record, &config.policy);
+            // `route=Passive` says the session was checked but not refreshed.
             tracing::trace!(session = %key, ?route, "session active");
-            if route == Route::Passive {
-                tracing::trace!(session = %key, "passive request; session not refreshed");
-            }
             match route {
                 Route::KeepAlive => {
                     let mut answer = answer::keep_alive();
@@ -284,7 +282,9 @@ fn settle<St: SessionStore, T>(
     after: &After,
     config: &Config<St>,
 ) -> Option<Settle<St>> {
-    let now = config.now();
+    // Read once, and only if needed: most responses set no cookie and ask for nothing.
+    let clock = std::cell::OnceCell::new();
+    let now = || *clock.get_or_init(|| config.now());
     let name = &config.cookie.name;
     let mut begin = None;
     let mut end = None;
@@ -312,13 +312,13 @@ fn settle<St: SessionStore, T>(
     if asked_end {
         end = after.carried;
     }
-    if let (Some(info), None) = (&after.info, end) {
-        set_seconds_left(response, info, now, config);
+    if let (Some(info), None, Some(_)) = (&after.info, end, &config.seconds_left_header) {
+        set_seconds_left(response, info, now(), config);
     }
     if begin.is_none() && end.is_none() {
         return None;
     }
-    Some(Settle::new(begin, end, now, config))
+    Some(Settle::new(begin, end, now(), config))
 }
 
 /// The key of an id a response begins, unless it is the request's own session (a cookie

@@ -165,7 +165,7 @@ pub(crate) fn inactive<St, B>(
             answer::malformed_cookie()
         }
     };
-    let now = config.now();
+    let now = || config.now();
     if cookie::observe(answer.headers(), &config.cookie.name, now) == ResponseCookie::Untouched {
         answer
             .headers_mut()

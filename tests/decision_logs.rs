@@ -25,7 +25,7 @@ async fn every_decision_is_logged_with_a_short_hash_only() {
     for decision in [
         "session began",
         "session active",
-        "passive request",
+        "route=Passive",
         "session over",
         "session not active",
         "exempt route",
