@@ -129,9 +129,9 @@ pub fn request_path(data: &[u8]) {
     }
 }
 
-/// Any `Cookie` header on an exempt route that echoes what it receives: the session cookie
-/// never reaches the app unless it is active (and here no session is), and every other
-/// cookie pair does, unchanged.
+/// Any `Cookie` header on an exempt route that echoes what it receives, with no session
+/// active: the app always gets the request, no reader finds a session cookie in it, and
+/// every pair it gets was sent (the layer only takes pairs away).
 pub fn cookie_header(data: &[u8]) {
     let Ok(cookie) = HeaderValue::from_bytes(data) else {
         return;
@@ -160,30 +160,239 @@ pub fn cookie_header(data: &[u8]) {
             .filter(|pair| !pair.is_empty())
             .collect()
     };
-    let name_of = |pair: &[u8]| {
-        pair.split(|&byte| byte == b'=')
-            .next()
-            .unwrap_or_default()
-            .trim_ascii()
-            .to_vec()
-    };
-    // A pair that carries a session id: named `id`, with a non-empty value (`id=` and a
-    // bare `id` carry none).
-    let is_session = |pair: &[u8]| {
-        let mut halves = pair.splitn(2, |&byte| byte == b'=');
-        let (name, value) = (halves.next().unwrap_or_default(), halves.next());
-        name.trim_ascii() == b"id" && value.is_some_and(|value| !value.trim_ascii().is_empty())
-    };
-    let all = pairs(cookie.as_bytes());
-    let stripped = all.iter().any(|pair| is_session(pair));
-    let sent: Vec<_> = all
-        .into_iter()
-        .filter(|pair| !stripped || name_of(pair) != b"id")
-        .collect();
     let received = pairs(&echoed);
-    assert!(
-        !received.iter().any(|pair| is_session(pair)),
-        "a stale session cookie reached the app"
-    );
-    assert_eq!(received, sent, "other cookies must pass unchanged");
+    if let Ok(received) = HeaderValue::from_bytes(&echoed) {
+        let readings = Readings::of(&[received]);
+        assert!(
+            readings
+                .all()
+                .iter()
+                .all(|(_, value)| value.is_none_or(str::is_empty)),
+            "a stale session cookie reached the app: {readings:?}"
+        );
+    }
+    let sent = pairs(cookie.as_bytes());
+    for pair in &received {
+        assert!(
+            sent.contains(pair),
+            "the app got a pair nobody sent: {pair:?}"
+        );
+    }
+    // A plain pair of another name always gets through.
+    for pair in &sent {
+        let plain = pair
+            .iter()
+            .all(|&byte| byte.is_ascii_graphic() || byte == b' ')
+            && !pair.contains(&b'%')
+            && !pair.contains(&b',');
+        let name = pair.split(|&byte| byte == b'=').next().unwrap_or_default();
+        if plain && pair.contains(&b'=') && name.trim_ascii() != b"id" {
+            assert!(
+                received.contains(pair),
+                "another cookie was dropped: {pair:?}"
+            );
+        }
+    }
+}
+
+/// The active session of [`cookie_readers`]: begun, not expired.
+pub const ACTIVE_ID: &str = "active-session-0001";
+/// The expired session of [`cookie_readers`]: begun, then idle past its timeout.
+pub const EXPIRED_ID: &str = "expired-session-002";
+
+/// The session cookie as each reader an app may use finds it in one request.
+#[derive(Debug, Clone, Default)]
+pub struct Readings {
+    /// tower-cookies' `Cookies` (under tower-sessions and axum-login).
+    pub tower_cookies: Option<String>,
+    /// axum-extra's `CookieJar`.
+    pub axum_extra: Option<String>,
+    /// The cookie crate's `parse_encoded` over every pair, the last one named `id`.
+    pub parse_encoded: Option<String>,
+    /// The cookie crate's `parse_encoded`, the first one named `id`.
+    pub parse_encoded_first: Option<String>,
+    /// The cookie crate's `parse` (no decoding), the last one named `id`.
+    pub parse: Option<String>,
+    /// The cookie crate's `parse`, the first one named `id`.
+    pub parse_first: Option<String>,
+}
+
+impl Readings {
+    /// What every reader but tower-cookies finds in these `Cookie` headers.
+    pub fn of(headers: &[HeaderValue]) -> Self {
+        let texts: Vec<&str> = headers
+            .iter()
+            .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
+            .collect();
+        let named = |decode: bool| -> Vec<String> {
+            texts
+                .iter()
+                .flat_map(|text| text.split(';'))
+                .filter_map(|pair| {
+                    let parsed = if decode {
+                        cookie::Cookie::parse_encoded(pair)
+                    } else {
+                        cookie::Cookie::parse(pair)
+                    };
+                    parsed.ok()
+                })
+                .filter(|cookie| cookie.name() == "id")
+                .map(|cookie| cookie.value().to_owned())
+                .collect()
+        };
+        let mut map = http::HeaderMap::new();
+        for header in headers {
+            map.append(COOKIE, header.clone());
+        }
+        Readings {
+            tower_cookies: None,
+            axum_extra: axum_extra::extract::cookie::CookieJar::from_headers(&map)
+                .get("id")
+                .map(|cookie| cookie.value().to_owned()),
+            parse_encoded: named(true).pop(),
+            parse_encoded_first: named(true).into_iter().next(),
+            parse: named(false).pop(),
+            parse_first: named(false).into_iter().next(),
+        }
+    }
+
+    /// Every reading, named.
+    pub fn all(&self) -> [(&'static str, Option<&str>); 6] {
+        [
+            ("tower-cookies", self.tower_cookies.as_deref()),
+            ("axum-extra CookieJar", self.axum_extra.as_deref()),
+            (
+                "Cookie::parse_encoded (last)",
+                self.parse_encoded.as_deref(),
+            ),
+            (
+                "Cookie::parse_encoded (first)",
+                self.parse_encoded_first.as_deref(),
+            ),
+            ("Cookie::parse (last)", self.parse.as_deref()),
+            ("Cookie::parse (first)", self.parse_first.as_deref()),
+        ]
+    }
+}
+
+/// What [`check_cookie_readers`] saw: the status, and the app's view when it was called.
+#[derive(Debug)]
+pub struct ReaderOutcome {
+    /// The response status.
+    pub status: u16,
+    /// What each reader found in the request the app got, if the app was called.
+    pub readings: Option<Readings>,
+    /// Whether the layer put the active session's info in that request.
+    pub checked_active: bool,
+}
+
+/// Fuzz input for [`check_cookie_readers`]: the first byte picks the route (even: a
+/// protected one, odd: the exempt login page), the rest is up to four `Cookie` header lines
+/// split at `\n`, in which byte 0x01 stands for [`ACTIVE_ID`] and 0x02 for [`EXPIRED_ID`].
+pub fn cookie_readers(data: &[u8]) {
+    let Some((&route, rest)) = data.split_first() else {
+        return;
+    };
+    let path = if route % 2 == 0 { "/app" } else { "/login" };
+    let mut headers = Vec::new();
+    for line in rest.split(|&byte| byte == b'\n').take(4) {
+        let mut bytes = Vec::with_capacity(line.len());
+        for &byte in line {
+            match byte {
+                1 => bytes.extend_from_slice(ACTIVE_ID.as_bytes()),
+                2 => bytes.extend_from_slice(EXPIRED_ID.as_bytes()),
+                _ => bytes.push(byte),
+            }
+        }
+        let Ok(value) = HeaderValue::from_bytes(&bytes) else {
+            return;
+        };
+        headers.push(value);
+    }
+    check_cookie_readers(path, &headers);
+}
+
+/// Sends a request with these `Cookie` headers to `path` through the layer, in front of an app
+/// that reads the session cookie with every reader ([`Readings`]), one session active
+/// ([`ACTIVE_ID`]) and one expired ([`EXPIRED_ID`]). Whatever the headers: either the layer
+/// refuses the request (400 or 440, the app never called), or every reader finds no session
+/// id, or finds exactly the active one the layer checked.
+pub fn check_cookie_readers(path: &str, cookies: &[HeaderValue]) -> ReaderOutcome {
+    use std::sync::{Arc, Mutex};
+    use tower_session_timeout::store::SessionKey;
+    use tower_session_timeout::{SessionInfo, SessionStore};
+
+    let store = MemoryStore::with_shards(1);
+    let clock = ManualClock::new();
+    let layer = SessionTimeoutLayer::builder()
+        .store(store.clone())
+        .clock(clock.clone())
+        .idle_timeout(Duration::from_secs(60))
+        .exempt_path("/login")
+        .build()
+        .expect("valid settings");
+    let begin = |id: &str| {
+        let began = now(store.begin(&SessionKey::from_id(id), layer.now(), layer.policy()));
+        began.expect("the memory store does not fail");
+    };
+    begin(EXPIRED_ID);
+    clock.advance(Duration::from_secs(59));
+    begin(ACTIVE_ID);
+    clock.advance(Duration::from_secs(2));
+
+    let seen: Arc<Mutex<Option<(Readings, bool)>>> = Arc::default();
+    let app = {
+        let seen = seen.clone();
+        tower::service_fn(move |request: Request<Full<Bytes>>| {
+            let headers: Vec<HeaderValue> =
+                request.headers().get_all(COOKIE).iter().cloned().collect();
+            let mut readings = Readings::of(&headers);
+            readings.tower_cookies = request
+                .extensions()
+                .get::<tower_cookies::Cookies>()
+                .and_then(|cookies| cookies.get("id"))
+                .map(|cookie| cookie.value().to_owned());
+            let checked = request.extensions().get::<SessionInfo>().is_some();
+            *seen.lock().unwrap() = Some((readings, checked));
+            std::future::ready(Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))))
+        })
+    };
+    let mut service = layer.layer(tower_cookies::CookieManagerLayer::new().layer(app));
+    let mut request = Request::get(path)
+        .body(Full::new(Bytes::new()))
+        .expect("valid request");
+    for cookie in cookies {
+        request.headers_mut().append(COOKIE, cookie.clone());
+    }
+    let response = now(service.call(request)).unwrap_or_else(|never| match never {});
+    let status = response.status().as_u16();
+    let seen = seen.lock().unwrap().take();
+    match &seen {
+        None => assert!(
+            matches!(status, 400 | 440),
+            "the app was not called, yet the answer is {status}"
+        ),
+        Some((readings, checked_active)) => {
+            assert_eq!(status, 200, "the app was called");
+            for (reader, value) in readings.all() {
+                let Some(value) = value.filter(|value| !value.is_empty()) else {
+                    continue;
+                };
+                assert!(
+                    value == ACTIVE_ID && *checked_active,
+                    "{reader} gave the app session {value:?}, but the layer checked {}; headers {cookies:?}",
+                    if *checked_active { "the active session" } else { "no session" }
+                );
+            }
+        }
+    }
+    let (readings, checked_active) = match seen {
+        Some((readings, checked)) => (Some(readings), checked),
+        None => (None, false),
+    };
+    ReaderOutcome {
+        status,
+        readings,
+        checked_active,
+    }
 }

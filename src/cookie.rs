@@ -1,4 +1,15 @@
 //! Reading the session cookie from requests, noticing it in responses, and clearing it.
+//!
+//! The layer must check the very id the app will use. Apps read cookies with the `cookie`
+//! crate (directly, or through tower-cookies, axum-extra's `CookieJar`, tower-sessions and
+//! axum-login), which splits a `Cookie` header on `;`, trims Unicode whitespace from names and
+//! values, and with `parse_encoded` percent-decodes both. So the layer takes as the session
+//! cookie every pair whose name any of those readings turns into the session cookie's name
+//! (`id`, ` id`, `%69d`, `\u{a0}id`), requires every such pair to carry the same value, and
+//! accepts only values that every reading leaves unchanged: cookie octets without `%`. Any
+//! request where two readers could disagree is refused.
+
+use std::borrow::Cow;
 
 use http::header::{COOKIE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue};
@@ -10,73 +21,173 @@ use crate::Timestamp;
 pub(crate) enum RequestCookie<'a> {
     /// No session cookie, or one with an empty value.
     Absent,
-    /// One session id (the same value repeated counts once).
+    /// One session id: every spelling of the name that any cookie reader would take carries
+    /// this value.
     Present(&'a str),
-    /// An id longer than the configured limit: never one the layer began.
-    TooLong,
-    /// Bytes a cookie value may not hold, or the name repeated with different values, which
-    /// would let the app and the layer read different ids.
+    /// An id shorter or longer than the configured bounds: never one the layer began.
+    Untracked,
+    /// A value some reader would read differently (bytes a cookie may not hold, a percent
+    /// escape), the name carried twice with different values, or the name hidden where a
+    /// lenient reader would find it: the app and the layer could read different ids.
     Malformed,
+}
+
+/// How the layer reads one `name=value` pair of a `Cookie` header.
+#[derive(Debug, PartialEq, Eq)]
+enum Pair<'a> {
+    /// Not the session cookie to any reader.
+    Other,
+    /// The session cookie, with its value trimmed of ASCII whitespace.
+    Session(&'a [u8]),
+    /// Another cookie whose value holds `, <name>=`: a reader that also splits on commas
+    /// (the obsolete RFC 2965 syntax) would find a session cookie there.
+    Hidden,
 }
 
 /// Finds the session cookie named `name` in every `Cookie` header of the request.
 ///
 /// Works on bytes, so a cookie of another name holding non-UTF-8 bytes does not disturb the
-/// session cookie.
-pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &'a str, max_len: usize) -> RequestCookie<'a> {
+/// session cookie. A header holding only plain ASCII without `%` or `,` (what browsers send
+/// for ordinary cookies) takes the fast path: a pair is the session cookie exactly when it
+/// starts with the name, then optional whitespace, then `=`, which rejects every other cookie
+/// on its first bytes.
+pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str, bounds: IdBounds) -> RequestCookie<'a> {
     let mut found: Option<&'a [u8]> = None;
     for header in headers.get_all(COOKIE) {
-        for value in values_named(header.as_bytes(), name.as_bytes()) {
-            match found {
-                Some(previous) if previous != value => return RequestCookie::Malformed,
-                _ => found = Some(value),
+        let bytes = header.as_bytes();
+        let plain = is_plain(bytes);
+        for pair in bytes.split(|&byte| byte == b';') {
+            match classify(pair, name.as_bytes(), plain) {
+                Pair::Other => {}
+                Pair::Hidden => return RequestCookie::Malformed,
+                Pair::Session(value) => match found {
+                    Some(previous) if previous != value => return RequestCookie::Malformed,
+                    _ => found = Some(value),
+                },
             }
         }
     }
     match found {
         None | Some(b"") => RequestCookie::Absent,
-        Some(value) if value.len() > max_len => RequestCookie::TooLong,
-        Some(value) if !value.iter().all(|&byte| is_cookie_octet(byte)) => RequestCookie::Malformed,
-        // Cookie octets are ASCII, so this cannot fail; a failure would still be malformed.
+        Some(value) if !is_session_id(value) => RequestCookie::Malformed,
+        Some(value) if !bounds.admits(value.len()) => RequestCookie::Untracked,
+        // Session-id bytes are ASCII, so this cannot fail; a failure would still be malformed.
         Some(value) => {
             std::str::from_utf8(value).map_or(RequestCookie::Malformed, RequestCookie::Present)
         }
     }
 }
 
-/// The values of every `name=value` pair in one `Cookie` header.
-///
-/// A pair is trimmed of ASCII whitespace, and so are its name and value. A cookie name holds
-/// no `=` (the builder checks it), so a pair is the session cookie exactly when it starts with
-/// the name, then optional whitespace, then `=`: that test rejects every other cookie on its
-/// first bytes, which keeps this off the profile of a request.
-fn values_named<'a>(header: &'a [u8], name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
-    header.split(|&byte| byte == b';').filter_map(move |pair| {
-        let rest = pair.trim_ascii_start().strip_prefix(name)?;
-        let value = rest.trim_ascii_start().strip_prefix(b"=")?;
-        Some(value.trim_ascii())
-    })
+/// The lengths of session id the layer tracks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IdBounds {
+    pub(crate) min: usize,
+    pub(crate) max: usize,
 }
 
-/// RFC 6265 `cookie-octet`, plus the double quotes of a quoted value, which is kept verbatim
-/// because the browser sends back exactly what the app set.
-fn is_cookie_octet(byte: u8) -> bool {
-    COOKIE_OCTETS[usize::from(byte)]
+impl IdBounds {
+    pub(crate) fn admits(self, len: usize) -> bool {
+        (self.min..=self.max).contains(&len)
+    }
 }
 
-/// [`is_cookie_octet`] as a table, one lookup per byte of the session id.
-const COOKIE_OCTETS: [bool; 256] = {
+/// Whether a header has nothing a lenient reader could read differently: no percent
+/// escapes, no bytes beyond ASCII (where Unicode whitespace lives), no commas.
+fn is_plain(header: &[u8]) -> bool {
+    !header
+        .iter()
+        .any(|&byte| byte == b'%' || byte == b',' || byte >= 0x80)
+}
+
+fn classify<'a>(pair: &'a [u8], name: &[u8], plain: bool) -> Pair<'a> {
+    if plain {
+        let session = pair
+            .trim_ascii_start()
+            .strip_prefix(name)
+            .and_then(|rest| rest.trim_ascii_start().strip_prefix(b"="));
+        return session.map_or(Pair::Other, |value| Pair::Session(value.trim_ascii()));
+    }
+    // A pair without `=` is no cookie to any reader (the cookie crate: `MissingPair`).
+    let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
+        return Pair::Other;
+    };
+    if reads_as(&pair[..equals], name) {
+        return Pair::Session(pair[equals + 1..].trim_ascii());
+    }
+    let hidden = pair.split(|&byte| byte == b',').skip(1).any(|piece| {
+        piece
+            .iter()
+            .position(|&byte| byte == b'=')
+            .is_some_and(|equals| reads_as(&piece[..equals], name))
+    });
+    if hidden {
+        Pair::Hidden
+    } else {
+        Pair::Other
+    }
+}
+
+/// Whether some reader takes the cookie name `raw` as `name`: as it is, trimmed of Unicode
+/// whitespace (the cookie crate's `parse`), then percent-decoded (`parse_encoded`), then
+/// trimmed again (a reader that decodes first).
+fn reads_as(raw: &[u8], name: &[u8]) -> bool {
+    if raw.trim_ascii() == name {
+        return true;
+    }
+    let text = String::from_utf8_lossy(raw);
+    let decoded = percent_decode(text.trim().as_bytes());
+    String::from_utf8_lossy(&decoded).trim().as_bytes() == name
+}
+
+/// Decodes `%XX` escapes; anything else, a lone `%` included, stays as it is.
+fn percent_decode(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if !bytes.contains(&b'%') {
+        return Cow::Borrowed(bytes);
+    }
+    let hex = |byte: u8| char::from(byte).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some((&first, tail)) = rest.split_first() {
+        if let [b'%', high, low, ..] = rest {
+            if let (Some(high), Some(low)) = (hex(*high), hex(*low)) {
+                // Two hex digits make at most 0xFF.
+                out.push((high * 16 + low) as u8);
+                rest = &rest[3..];
+                continue;
+            }
+        }
+        out.push(first);
+        rest = tail;
+    }
+    Cow::Owned(out)
+}
+
+/// Whether `value` may be a session id: only bytes that every cookie reader
+/// takes as they are ([`is_session_id_byte`]).
+pub(crate) fn is_session_id(value: &[u8]) -> bool {
+    value.iter().all(|&byte| is_session_id_byte(byte))
+}
+
+/// RFC 6265 `cookie-octet`, plus the double quotes of a quoted value (kept verbatim, as the
+/// cookie crate's `value()` keeps them), minus `%`, which `parse_encoded` decodes and
+/// `parse` does not.
+fn is_session_id_byte(byte: u8) -> bool {
+    SESSION_ID_BYTES[usize::from(byte)]
+}
+
+/// [`is_session_id_byte`] as a table, one lookup per byte of the session id.
+const SESSION_ID_BYTES: [bool; 256] = {
     let mut table = [false; 256];
     let mut byte = 0;
     while byte < 256 {
-        table[byte] =
-            matches!(byte, 0x21 | 0x22 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
+        table[byte] = matches!(byte, 0x21 | 0x22 | 0x23 | 0x24 | 0x26..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E);
         byte += 1;
     }
     table
 };
 
-/// Removes every session cookie from the request's `Cookie` headers, keeping the others.
+/// Removes the session cookie from the request's `Cookie` headers in every spelling a reader
+/// could take (and any pair hiding it), keeping the other cookies.
 pub(crate) fn remove(headers: &mut HeaderMap, name: &str) {
     let kept: Vec<Vec<u8>> = headers
         .get_all(COOKIE)
@@ -86,7 +197,9 @@ pub(crate) fn remove(headers: &mut HeaderMap, name: &str) {
                 .as_bytes()
                 .split(|&byte| byte == b';')
                 .map(<[u8]>::trim_ascii)
-                .filter(|pair| !pair.is_empty() && !is_named(pair, name.as_bytes()));
+                .filter(|pair| {
+                    !pair.is_empty() && classify(pair, name.as_bytes(), false) == Pair::Other
+                });
             let mut joined = Vec::with_capacity(header.len());
             for pair in pairs {
                 if !joined.is_empty() {
@@ -104,11 +217,6 @@ pub(crate) fn remove(headers: &mut HeaderMap, name: &str) {
             headers.append(COOKIE, value);
         }
     }
-}
-
-fn is_named(pair: &[u8], name: &[u8]) -> bool {
-    let key = pair.split(|&byte| byte == b'=').next().unwrap_or_default();
-    key.trim_ascii() == name
 }
 
 /// What a response did to the session cookie.
@@ -137,7 +245,8 @@ pub(crate) fn observe(
         let Ok(cookie) = cookie::Cookie::parse(text) else {
             continue;
         };
-        if cookie.name() != name {
+        // The same spellings as in requests: a browser sends back the name as set.
+        if !reads_as(cookie.name().as_bytes(), name.as_bytes()) {
             continue;
         }
         outcome = if clears(&cookie, &now) {
@@ -222,6 +331,10 @@ pub(crate) fn is_valid_attribute(text: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn bounds(min: usize, max: usize) -> IdBounds {
+        IdBounds { min, max }
+    }
+
     fn headers(values: &[&[u8]]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for value in values {
@@ -233,18 +346,21 @@ mod tests {
     #[test]
     fn finds_the_named_cookie_among_others() {
         let map = headers(&[b"a=1; id=abc; b=2"]);
-        assert_eq!(find(&map, "id", 64), RequestCookie::Present("abc"));
-        assert_eq!(find(&map, "sid", 64), RequestCookie::Absent);
+        assert_eq!(
+            find(&map, "id", bounds(1, 64)),
+            RequestCookie::Present("abc")
+        );
+        assert_eq!(find(&map, "sid", bounds(1, 64)), RequestCookie::Absent);
     }
 
     #[test]
     fn repeated_names_agree_or_are_malformed() {
         assert_eq!(
-            find(&headers(&[b"id=x; id=x"]), "id", 64),
+            find(&headers(&[b"id=x; id=x"]), "id", bounds(1, 64)),
             RequestCookie::Present("x")
         );
         assert_eq!(
-            find(&headers(&[b"id=x", b"id=y"]), "id", 64),
+            find(&headers(&[b"id=x", b"id=y"]), "id", bounds(1, 64)),
             RequestCookie::Malformed
         );
     }
@@ -252,22 +368,28 @@ mod tests {
     #[test]
     fn other_cookies_with_odd_bytes_do_not_matter() {
         let map = headers(&[b"junk=\xff\xfe; id=abc"]);
-        assert_eq!(find(&map, "id", 64), RequestCookie::Present("abc"));
         assert_eq!(
-            find(&headers(&[b"id=\xffabc"]), "id", 64),
+            find(&map, "id", bounds(1, 64)),
+            RequestCookie::Present("abc")
+        );
+        assert_eq!(
+            find(&headers(&[b"id=\xffabc"]), "id", bounds(1, 64)),
             RequestCookie::Malformed
         );
     }
 
     #[test]
     fn empty_and_long_values() {
-        assert_eq!(find(&headers(&[b"id="]), "id", 64), RequestCookie::Absent);
         assert_eq!(
-            find(&headers(&[b"id=abcdef"]), "id", 5),
-            RequestCookie::TooLong
+            find(&headers(&[b"id="]), "id", bounds(1, 64)),
+            RequestCookie::Absent
         );
         assert_eq!(
-            find(&headers(&[b"id=\"abc\""]), "id", 64),
+            find(&headers(&[b"id=abcdef"]), "id", bounds(1, 5)),
+            RequestCookie::Untracked
+        );
+        assert_eq!(
+            find(&headers(&[b"id=\"abc\""]), "id", bounds(1, 64)),
             RequestCookie::Present("\"abc\"")
         );
     }

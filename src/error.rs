@@ -66,6 +66,14 @@ pub enum ConfigError {
     /// The maximum id length is zero.
     #[error("max_id_len is zero: no session id would ever be accepted; leave the default (1024) or set the length of your ids")]
     ZeroMaxIdLen,
+    /// `min_id_len` is above `max_id_len`.
+    #[error("min_id_len ({min}) is above max_id_len ({max}): no session id would ever be accepted; lower min_id_len to the length of your shortest ids (default 16)")]
+    MinIdLenAboveMax {
+        /// The minimum given.
+        min: usize,
+        /// The maximum given.
+        max: usize,
+    },
     /// The browser client's warning would come less than 20 seconds before the deadline.
     #[error("warn_before ({0:?}) is under 20 seconds: WCAG 2.2 success criterion 2.2.1 gives users at least 20 seconds to extend their session; set 20 s or more")]
     WarnBeforeTooShort(Duration),

@@ -19,7 +19,7 @@ use crate::service::{annotate, inactive};
 use crate::store::{Begin, Check, SessionKey};
 use crate::{
     answer, expired, ExpiryReason, ResponseBody, SessionHandle, SessionInfo, SessionStore,
-    Timestamp,
+    StoreError, Timestamp,
 };
 
 /// A request waiting for the store's answer.
@@ -169,8 +169,15 @@ where
                     }
                 }
                 StateProj::Settling { settle, response } => {
-                    ready!(settle.poll_settle(cx, config));
+                    let end_failed = ready!(settle.poll_settle(cx, config));
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
+                    if end_failed && !config.fail_open {
+                        // The session the app ended is still active: not a success.
+                        drop(response);
+                        let mut answer = answer::store_unavailable();
+                        expired::finish(&mut answer);
+                        return Poll::Ready(Ok(answer.map(ResponseBody::full)));
+                    }
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 StateProj::Answered { response } => {
@@ -240,6 +247,10 @@ where
             config
                 .errors
                 .record(&error, "passed the request on (fail-open)");
+            // Unchecked, so the app must not see it: as on an exempt route, the request goes
+            // on without its session cookie. The response does not clear it, so the user
+            // stays signed in once the store is back.
+            cookie::remove(request.headers_mut(), &config.cookie.name);
             (Some(key), None, false)
         }
     };
@@ -321,18 +332,28 @@ fn settle<St: SessionStore, T>(
     Some(Settle::new(begin, end, now(), config))
 }
 
-/// The key of an id a response begins, unless it is the request's own session (a cookie
-/// re-sent on every response) or too long to ever be looked up.
+/// The key of an id a response or handler begins, unless it is the request's own session (a
+/// cookie re-sent on every response, or an expired id the app set again) or an id the layer
+/// would never accept back in a request (outside the length bounds, or with bytes some cookie
+/// reader would read differently).
 fn key_to_begin<St>(
     id: &str,
     current: Option<SessionKey>,
     config: &Config<St>,
 ) -> Option<SessionKey> {
-    if id.len() > config.max_id_len {
+    let bounds = config.id_bounds;
+    if !bounds.admits(id.len()) {
         tracing::warn!(
             len = id.len(),
-            max = config.max_id_len,
-            "session id longer than max_id_len; not tracked"
+            min = bounds.min,
+            max = bounds.max,
+            "session id outside min_id_len..=max_id_len; not tracked"
+        );
+        return None;
+    }
+    if !cookie::is_session_id(id.as_bytes()) {
+        tracing::warn!(
+            "session id with bytes cookie readers disagree on (such as '%'); not tracked"
         );
         return None;
     }
@@ -349,7 +370,7 @@ pin_project! {
         #[pin]
         begin: Option<Bounded<St::BeginFuture>>,
         #[pin]
-        end: Option<Bounded<St::EndFuture>>,
+        end: Option<Ending<Bounded<St::EndFuture>>>,
         began: Option<SessionKey>,
         ended: Option<SessionKey>,
         now: Timestamp,
@@ -366,17 +387,18 @@ impl<St: SessionStore> Settle<St> {
         let (store, policy, limit) = (&config.store, &config.policy, config.store_timeout);
         Settle {
             begin: begin.map(|key| Bounded::new(store.begin(&key, now, policy), limit)),
-            end: end.map(|key| Bounded::new(store.end(&key, now, policy), limit)),
+            end: end.map(|key| Ending::start(Bounded::new(store.end(&key, now, policy), limit))),
             began: begin,
             ended: end,
             now,
         }
     }
 
-    /// Drives the calls to completion. A failure is logged, not answered: the inner service
-    /// has already acted, and the next request on an untracked session gets 440, which fails
-    /// safe.
-    fn poll_settle(self: Pin<&mut Self>, cx: &mut Context<'_>, config: &Config<St>) -> Poll<()> {
+    /// Drives the calls to completion, and answers whether an end failed. A failed begin is
+    /// logged, not answered: the next request on the untracked session gets 440, which fails
+    /// safe. A failed end left a session active that the app meant to end, so with
+    /// fail-closed the response must not look like a success.
+    fn poll_settle(self: Pin<&mut Self>, cx: &mut Context<'_>, config: &Config<St>) -> Poll<bool> {
         let mut this = self.project();
         if let Some(begin) = this.begin.as_mut().as_pin_mut() {
             let outcome = ready!(begin.poll(cx));
@@ -394,17 +416,77 @@ impl<St: SessionStore> Settle<St> {
             }
             this.begin.set(None);
         }
+        let mut end_failed = false;
         if let Some(end) = this.end.as_mut().as_pin_mut() {
             let outcome = ready!(end.poll(cx));
             if let Some(session) = *this.ended {
                 match outcome {
                     Ok(true) => config.report_expiry(session, ExpiryReason::Ended, *this.now),
                     Ok(false) => {}
-                    Err(error) => config.errors.record(&error, "did not end a session"),
+                    Err(error) => {
+                        end_failed = true;
+                        let what = if config.fail_open {
+                            "did not end a session (fail-open: the response went out)"
+                        } else {
+                            "did not end a session; answered 503 (fail-closed)"
+                        };
+                        config.errors.record(&error, what);
+                    }
                 }
             }
             this.end.set(None);
         }
-        Poll::Ready(())
+        Poll::Ready(end_failed)
+    }
+}
+
+pin_project! {
+    /// A store call that ends a session. It runs as a task of its own where there is a Tokio
+    /// runtime, so once started it completes (within the store timeout) even if the client
+    /// goes away and the response future is dropped: a sign-out must not be half done.
+    #[project = EndingProj]
+    enum Ending<F> {
+        Spawned {
+            #[pin]
+            task: tokio::task::JoinHandle<Result<bool, StoreError>>,
+        },
+        Inline {
+            #[pin]
+            call: F,
+        },
+    }
+}
+
+impl<F> Ending<F>
+where
+    F: Future<Output = Result<bool, StoreError>> + Send + 'static,
+{
+    fn start(call: F) -> Self {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => Ending::Spawned {
+                task: runtime.spawn(call),
+            },
+            Err(_) => Ending::Inline { call },
+        }
+    }
+}
+
+impl<F> Future for Ending<F>
+where
+    F: Future<Output = Result<bool, StoreError>>,
+{
+    type Output = Result<bool, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            EndingProj::Spawned { task } => {
+                let joined = ready!(task.poll(cx));
+                // The task only fails if the store's future panicked.
+                Poll::Ready(
+                    joined.unwrap_or_else(|error| Err(StoreError::Backend(Box::new(error)))),
+                )
+            }
+            EndingProj::Inline { call } => call.poll(cx),
+        }
     }
 }

@@ -9,7 +9,7 @@ use http::{HeaderName, Response, Uri};
 use tower_layer::Layer;
 
 use crate::client::{ClientOptions, Prelude};
-use crate::cookie::{self, CookieSettings};
+use crate::cookie::{self, CookieSettings, IdBounds};
 use crate::error_log::ErrorLog;
 use crate::expired::{Expiry, Responder};
 use crate::expiry_hook::{ExpiryEvent, ExpiryHook};
@@ -26,12 +26,22 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// The session cookie name when none is set: `id`, the name tower-sessions and axum-login use.
 pub const DEFAULT_COOKIE_NAME: &str = "id";
 
-/// How long a store remembers why a session expired or ended when not set otherwise.
-pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(5 * 60);
+/// How long a store remembers a session that expired or ended, when not set otherwise: a day.
+///
+/// For that long its id is refused as a new session, whoever sets it again, and a late
+/// request is told why it ended. A browser may send a cookie for as long as the cookie lives
+/// (its `Max-Age`, or while the browser stays open), so set
+/// [`tombstone_retention`](Builder::tombstone_retention) to at least that.
+pub const DEFAULT_TOMBSTONE_RETENTION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The longest session id accepted when not set otherwise; browsers cap a whole cookie at
 /// 4096 bytes, and no session id scheme comes near this.
 pub const DEFAULT_MAX_ID_LEN: usize = 1024;
+
+/// The shortest session id tracked when not set otherwise: 16 bytes, the length of a
+/// 96-bit random id in base64. Shorter ids are never begun, so a guessable id an app might
+/// set (a user number, a counter) cannot become a session someone else can ride.
+pub const DEFAULT_MIN_ID_LEN: usize = 16;
 
 /// How long a store call may take when not set otherwise.
 pub const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -108,7 +118,7 @@ pub(crate) struct Config<St> {
     pub(crate) login_url: Option<String>,
     pub(crate) responder: Option<Responder>,
     pub(crate) fail_open: bool,
-    pub(crate) max_id_len: usize,
+    pub(crate) id_bounds: IdBounds,
     pub(crate) seconds_left_header: Option<HeaderName>,
     pub(crate) store_timeout: Option<Duration>,
     pub(crate) on_expiry: Option<ExpiryHook>,
@@ -163,6 +173,7 @@ pub struct Builder<St> {
     responder: Option<Responder>,
     fail_open: bool,
     clock: Arc<dyn Clock>,
+    min_id_len: usize,
     max_id_len: usize,
     seconds_left_header: Option<String>,
     store_timeout: Option<Duration>,
@@ -186,6 +197,7 @@ impl<St> Builder<St> {
             responder: None,
             fail_open: false,
             clock: Arc::new(SystemClock),
+            min_id_len: DEFAULT_MIN_ID_LEN,
             max_id_len: DEFAULT_MAX_ID_LEN,
             seconds_left_header: None,
             store_timeout: Some(DEFAULT_STORE_TIMEOUT),
@@ -210,6 +222,7 @@ impl<St> Builder<St> {
             responder: self.responder,
             fail_open: self.fail_open,
             clock: self.clock,
+            min_id_len: self.min_id_len,
             max_id_len: self.max_id_len,
             seconds_left_header: self.seconds_left_header,
             store_timeout: self.store_timeout,
@@ -247,8 +260,14 @@ impl<St> Builder<St> {
         self
     }
 
-    /// How long the store remembers why a session expired or ended (default 5 minutes), so
-    /// late requests learn the reason. After that its cookie gets reason `unknown`.
+    /// How long past its end the store remembers a session that expired or ended (default
+    /// [24 hours](DEFAULT_TOMBSTONE_RETENTION)). Until then its id is never begun again,
+    /// whether a response sets it or a handler asks, and its cookie gets 440 with the reason
+    /// (`idle`, `ended`); after that the id is forgotten and its cookie gets reason `unknown`.
+    ///
+    /// Set it to at least how long a browser may still send the cookie: its `Max-Age`, or
+    /// for a cookie without one, how long a browser may stay open. Each remembered session
+    /// costs a record in the store (see each store's docs for its size).
     pub fn tombstone_retention(mut self, retention: Duration) -> Self {
         self.tombstone_retention = retention;
         self
@@ -279,8 +298,9 @@ impl<St> Builder<St> {
         self
     }
 
-    /// Like [`exempt_path`](Builder::exempt_path) for every path starting with `prefix`.
-    /// For static assets.
+    /// Like [`exempt_path`](Builder::exempt_path) for every path under `prefix`, in whole
+    /// segments: `/static` covers `/static` and `/static/app.js`, not `/static-admin`. For
+    /// static assets.
     pub fn exempt_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.routes.exempt.push(Matcher::Prefix(prefix.into()));
         self
@@ -302,7 +322,8 @@ impl<St> Builder<St> {
         self
     }
 
-    /// Like [`passive_path`](Builder::passive_path) for every path starting with `prefix`.
+    /// Like [`passive_path`](Builder::passive_path) for every path under `prefix`, in whole
+    /// segments, as [`exempt_prefix`](Builder::exempt_prefix).
     pub fn passive_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.routes.passive.push(Matcher::Prefix(prefix.into()));
         self
@@ -384,6 +405,16 @@ impl<St> Builder<St> {
         self
     }
 
+    /// Session ids shorter than `len` bytes are never begun (default
+    /// [16](DEFAULT_MIN_ID_LEN)): a response setting one, or a handler beginning one, is
+    /// logged at WARN and tracks nothing, so the next request with that cookie gets 440
+    /// `unknown`. Short ids are guessable, and a guessable id is a session fixation waiting
+    /// to happen. Requests carrying one get 440 `unknown` without a store lookup.
+    pub fn min_id_len(mut self, len: usize) -> Self {
+        self.min_id_len = len;
+        self
+    }
+
     /// Session ids longer than `len` bytes are never looked up and get 440 (default 1024).
     pub fn max_id_len(mut self, len: usize) -> Self {
         self.max_id_len = len;
@@ -396,6 +427,11 @@ impl<St> Builder<St> {
         self.seconds_left_header = Some(name.into());
         self
     }
+
+    /// The shortest session id tracked when not set otherwise: 16 bytes, the length of a
+    /// 96-bit random id in base64. Shorter ids are never begun, so a guessable id an app might
+    /// set (a user number, a counter) cannot become a session someone else can ride.
+    pub const DEFAULT_MIN_ID_LEN: usize = 16;
 
     /// How long a store call may take before the layer treats it as failed (default 5 s):
     /// the request is then answered per [`fail_open`](Builder::fail_open), so a hung store
@@ -476,6 +512,12 @@ impl<St> Builder<St> {
         if self.max_id_len == 0 {
             return Err(ConfigError::ZeroMaxIdLen);
         }
+        if self.min_id_len > self.max_id_len {
+            return Err(ConfigError::MinIdLenAboveMax {
+                min: self.min_id_len,
+                max: self.max_id_len,
+            });
+        }
         if self.store_timeout.is_some_and(|timeout| timeout.is_zero()) {
             return Err(ConfigError::ZeroStoreTimeout);
         }
@@ -522,7 +564,11 @@ impl<St> Builder<St> {
             login_url: self.login_url,
             responder: self.responder,
             fail_open: self.fail_open,
-            max_id_len: self.max_id_len,
+            id_bounds: IdBounds {
+                // An empty value is no session at all.
+                min: self.min_id_len.max(1),
+                max: self.max_id_len,
+            },
             seconds_left_header,
             store_timeout: self.store_timeout,
             on_expiry: self.on_expiry,

@@ -225,11 +225,14 @@
 //! let app = layer.layer(service_fn(|request: Request<String>| async move {
 //!     let mut response = Response::new(http_body_util::Full::new(bytes::Bytes::new()));
 //!     if request.uri().path() == "/login" {
-//!         response.headers_mut().insert("set-cookie", "id=abc; Path=/".parse().unwrap());
+//!         // Session ids are random and at least 16 bytes (`min_id_len`).
+//!         response.headers_mut().insert("set-cookie", "id=q8Kx2LwZ0fNd5TmB; Path=/".parse().unwrap());
 //!     }
 //!     Ok::<_, std::convert::Infallible>(response)
 //! }));
-//! let get = |path: &str| Request::get(path).header("cookie", "id=abc").body(String::new()).unwrap();
+//! let get = |path: &str| {
+//!     Request::get(path).header("cookie", "id=q8Kx2LwZ0fNd5TmB").body(String::new()).unwrap()
+//! };
 //!
 //! app.clone().oneshot(Request::get("/login").body(String::new()).unwrap()).await.unwrap();
 //! assert_eq!(app.clone().oneshot(get("/")).await.unwrap().status(), StatusCode::OK);
@@ -275,7 +278,7 @@ pub use future::ResponseFuture;
 pub use handle::{SessionHandle, SessionInfo};
 pub use layer::{
     Builder, SessionTimeoutLayer, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ID_LEN,
-    DEFAULT_STORE_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
+    DEFAULT_MIN_ID_LEN, DEFAULT_STORE_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
 };
 pub use preset::Preset;
 pub use routes::RequestHead;

@@ -58,7 +58,7 @@ impl Matcher {
     fn matches(&self, head: &RequestHead<'_>) -> bool {
         match self {
             Matcher::Exact(path) => head.path() == path,
-            Matcher::Prefix(prefix) => head.path().starts_with(prefix.as_str()),
+            Matcher::Prefix(prefix) => covers(prefix, head.path()),
             Matcher::When(predicate) => predicate(head),
         }
     }
@@ -69,6 +69,18 @@ impl Matcher {
             Matcher::Exact(path) | Matcher::Prefix(path) => Some(path),
             Matcher::When(_) => None,
         }
+    }
+}
+
+/// Whether `prefix` covers `path` in whole segments: `/static` (or `/static/`) covers
+/// `/static`, `/static/` and `/static/app.js`, never `/static-admin`. Paths are compared as
+/// the request spells them, percent escapes and all, as axum's router matches them; a
+/// `%2F` is no segment boundary.
+fn covers(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
     }
 }
 

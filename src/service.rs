@@ -88,7 +88,7 @@ where
             expired::finish(&mut answer);
             return ResponseFuture::answered(answer, config);
         }
-        let found = cookie::find(request.headers(), &config.cookie.name, config.max_id_len);
+        let found = cookie::find(request.headers(), &config.cookie.name, config.id_bounds);
         let reason = match found {
             RequestCookie::Present(id) => {
                 let key = SessionKey::from_id(id);
@@ -118,8 +118,11 @@ where
                 let after = After::new(None, None, false, &mut request);
                 return ResponseFuture::calling(self.inner.call(request), after, config);
             }
-            RequestCookie::TooLong => {
-                tracing::debug!(?route, "session id longer than max_id_len; never looked up");
+            RequestCookie::Untracked => {
+                tracing::debug!(
+                    ?route,
+                    "session id outside min_id_len..=max_id_len; never looked up"
+                );
                 Some(ExpiryReason::Unknown)
             }
             RequestCookie::Malformed => None,

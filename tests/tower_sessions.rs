@@ -223,7 +223,37 @@ macro_rules! both {
     };
 }
 
+/// The security review's first hole: the app's cookie reader (tower-cookies, which
+/// percent-decodes names and trims Unicode whitespace) took `%69d=<id>` as the session
+/// cookie while the layer saw none, and served the idle-expired session with 200.
+async fn a_respelled_cookie_name_is_still_the_session(app: App) {
+    let (_, cookie) = app.sign_in().await;
+    app.assert_signed_in(&cookie).await;
+    let id = cookie.strip_prefix("id=").expect("an id cookie");
+    // Active: every spelling is the same session to the layer and to the app.
+    app.assert_signed_in(&format!("%69d={id}")).await;
+    app.clock.advance(IDLE);
+    for spelling in ["%69d", "i%64", "%69%64", "\u{a0}id", "id\u{2003}"] {
+        let respelled = format!("{spelling}={id}");
+        let page = app.get("/dashboard", Some(&respelled)).await;
+        assert_eq!(
+            page.status,
+            login_timeout_status(),
+            "{respelled}: {}",
+            page.body
+        );
+    }
+    // A live session beside the expired one in another spelling: refused, not mixed up.
+    let (_, live) = app.sign_in().await;
+    let both = format!("{live}; %69d={id}");
+    assert_eq!(
+        app.get("/dashboard", Some(&both)).await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
 both!(
+    a_respelled_cookie_name_is_still_the_session,
     sign_in_stay_active_then_idle_gets_440,
     sign_out_then_the_old_cookie_gets_440_ended,
     rotation_at_sign_in_begins_the_new_id_and_ends_the_old,

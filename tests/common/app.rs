@@ -95,8 +95,10 @@ pub fn app_with_store<St: SessionStore>(
     clock: ManualClock,
     configure: impl FnOnce(Builder<MemoryStore>) -> Builder<MemoryStore>,
 ) -> TestApp<St> {
+    // Short readable ids ("s1", "old"); the minimum length has tests of its own.
     let builder = tower_session_timeout::SessionTimeoutLayer::builder()
         .idle_timeout(IDLE)
+        .min_id_len(1)
         .clock(clock.clone());
     let layer = configure(builder)
         .store(store.clone())

@@ -17,6 +17,11 @@ pub enum Fault {
     Hang,
     /// Every call answers correctly after this long (tokio time, so tests pause it).
     Slow(Duration),
+    /// Ends fail at once; checks and begins work.
+    FailEnds,
+    /// An end takes effect this long after it is first polled, like a request on its way to
+    /// a server: a future dropped before then ends nothing. Other calls work at once.
+    DeferredEnds(Duration),
 }
 
 /// A [`MemoryStore`] behind a fault.
@@ -37,7 +42,7 @@ impl FaultyStore {
     fn wrap<T: Send + 'static>(&self, answer: Result<T, StoreError>) -> StoreFuture<T> {
         match self.fault {
             Fault::Fail => Box::pin(ready(Err(StoreError::backend("connection refused")))),
-            Fault::FailChecks => Box::pin(ready(answer)),
+            Fault::FailChecks | Fault::FailEnds | Fault::DeferredEnds(_) => Box::pin(ready(answer)),
             Fault::Hang => Box::pin(std::future::pending()),
             Fault::Slow(delay) => Box::pin(async move {
                 tokio::time::sleep(delay).await;
@@ -75,7 +80,17 @@ impl SessionStore for FaultyStore {
     }
 
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
-        self.wrap(self.inner.end(key, now, policy).into_inner())
+        match self.fault {
+            Fault::FailEnds => self.wrap(Err(StoreError::backend("connection reset"))),
+            Fault::DeferredEnds(delay) => {
+                let (inner, key, policy) = (self.inner.clone(), *key, *policy);
+                Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    inner.end(&key, now, &policy).into_inner()
+                })
+            }
+            _ => self.wrap(self.inner.end(key, now, policy).into_inner()),
+        }
     }
 
     fn purge(&self, now: Timestamp) -> Self::PurgeFuture {
