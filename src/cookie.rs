@@ -428,6 +428,114 @@ mod tests {
     }
 
     #[test]
+    fn every_byte_outside_the_id_alphabet_is_malformed() {
+        // `;` is the pair separator, not part of a value.
+        for byte in (0x20..=0xFFu8).filter(|&byte| byte != b';') {
+            let header = [b"id=a".as_slice(), &[byte], b"b"].concat();
+            let Ok(value) = HeaderValue::from_bytes(&header) else {
+                continue;
+            };
+            let map = [(COOKIE, value)].into_iter().collect();
+            let found = find(&map, "id", bounds(1, 64));
+            let allowed = byte.is_ascii_graphic() && !b"%,;\\".contains(&byte);
+            if allowed {
+                let id = format!("a{}b", char::from(byte));
+                assert_eq!(found, RequestCookie::Present(&id), "byte {byte:#x}");
+            } else {
+                assert_eq!(found, RequestCookie::Malformed, "byte {byte:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn length_bounds_are_inclusive() {
+        let untracked = |len: usize| {
+            let map = headers(&[format!("id={}", "x".repeat(len)).as_bytes()]);
+            find(&map, "id", bounds(4, 8)) == RequestCookie::Untracked
+        };
+        assert!(untracked(3));
+        assert!(!untracked(4));
+        assert!(!untracked(8));
+        assert!(untracked(9));
+    }
+
+    #[test]
+    fn names_as_lenient_readers_take_them() {
+        for spelling in [
+            "id",
+            " id",
+            "id\t",
+            "%69d",
+            "i%64",
+            "%69%64",
+            "%20id",
+            "\u{a0}id",
+            "\u{3000}id ",
+        ] {
+            assert!(reads_as(spelling.as_bytes(), b"id"), "{spelling:?}");
+        }
+        for other in ["idx", "i d", "ID", "%2569d", "%69d%ff", "", "%"] {
+            assert!(!reads_as(other.as_bytes(), b"id"), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_takes_only_whole_escapes() {
+        assert_eq!(&*percent_decode(b"%41%4a%"), b"AJ%");
+        assert_eq!(&*percent_decode(b"%4"), b"%4");
+        assert_eq!(&*percent_decode(b"%zz%20"), b"%zz ");
+        assert!(matches!(percent_decode(b"plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn remove_takes_every_spelling_and_hidden_pair() {
+        let mut map = headers(&[b"a=1; %69d=x; b=2, id=y; c=3", b"\xc2\xa0id=x"]);
+        remove(&mut map, "id");
+        let left: Vec<_> = map.get_all(COOKIE).iter().collect();
+        assert_eq!(left, [HeaderValue::from_static("a=1; c=3")]);
+    }
+
+    #[test]
+    fn cleared_by_max_age_or_by_a_past_expires_each_alone() {
+        let now = Timestamp::from_unix_millis(1_767_225_600_000); // 2026-01-01
+        let observe_one = |value: &'static str| {
+            let mut map = HeaderMap::new();
+            map.append(SET_COOKIE, HeaderValue::from_static(value));
+            observe(&map, "id", || now)
+        };
+        // An app's sign-out a day back, with no Max-Age.
+        assert_eq!(
+            observe_one("id=x; Expires=Wed, 31 Dec 2025 00:00:00 GMT"),
+            ResponseCookie::Cleared
+        );
+        assert_eq!(
+            observe_one("id=x; Expires=Fri, 02 Jan 2026 00:00:00 GMT"),
+            ResponseCookie::Set("x".into())
+        );
+        // Max-Age wins over Expires, either way.
+        assert_eq!(
+            observe_one("id=x; Max-Age=0; Expires=Fri, 02 Jan 2026 00:00:00 GMT"),
+            ResponseCookie::Cleared
+        );
+        assert_eq!(
+            observe_one("id=x; Max-Age=60; Expires=Wed, 31 Dec 2025 00:00:00 GMT"),
+            ResponseCookie::Set("x".into())
+        );
+        assert_eq!(observe_one("%69d=x; Max-Age=0"), ResponseCookie::Cleared);
+    }
+
+    #[test]
+    fn clearing_a_prefixed_cookie_is_secure() {
+        for name in ["__Secure-id", "__Host-id"] {
+            let settings = CookieSettings::new(name.into(), "/", None);
+            let clear = settings.clear.to_str().unwrap();
+            assert!(clear.ends_with("; Secure"), "{clear}");
+        }
+        let plain = CookieSettings::new("id".into(), "/", None);
+        assert!(!plain.clear.to_str().unwrap().contains("Secure"));
+    }
+
+    #[test]
     fn clearing_cookie_names_path_and_domain() {
         let settings = CookieSettings::new("id".into(), "/app", Some("example.com"));
         assert_eq!(

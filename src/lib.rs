@@ -38,15 +38,14 @@
 //! |---|---|---|
 //! | no session cookie | — | passed to the inner service untouched |
 //! | the session cookie | active | `last_seen` refreshed, [`SessionInfo`] and [`SessionHandle`] put in the extensions, inner service called |
-//! | the session cookie | expired (idle or absolute), ended, or never known | **440 Login Time-out**; the record becomes a short-lived tombstone; the inner service is not called |
-//!
-//! Where SPEC says the record of an expired session is deleted, the stores keep a tombstone
-//! instead (its reason and when to forget it, no times of the session) for
-//! [`tombstone_retention`](Builder::tombstone_retention) past the deadline (5 minutes by
-//! default), then delete it. That is what lets a late request learn *why* (`idle`, `ended`)
-//! and lets the store refuse an expired id a buggy app sets again.
+//! | the session cookie | expired (idle or absolute), ended, or never known | **440 Login Time-out**; the record becomes a tombstone that remembers why; the inner service is not called |
 //! | the session cookie, on an [exempt route](Builder::exempt_path) | expired or unknown | the stale cookie is removed from the request, the inner service is called, and the response clears the cookie unless it sets a new one |
-//! | the session cookie | the store failed | `503 Service Unavailable` (fail-closed), or passed on when [`fail_open`](Builder::fail_open) |
+//! | the session cookie | the store failed | `503 Service Unavailable` (fail-closed), or with [`fail_open`](Builder::fail_open) passed on without its session cookie, as on an exempt route |
+//!
+//! The record of a session that expired or ended is kept as a tombstone (its reason, no
+//! times) for [`tombstone_retention`](Builder::tombstone_retention) past its end, a day by
+//! default, then deleted. That is what lets a late request learn *why* (`idle`, `ended`), and
+//! what keeps the id from ever being begun again while a browser may still send it.
 //!
 //! A session expires when `now - last_seen >= idle_timeout` or `now - created_at >=
 //! absolute_timeout`: exactly at a deadline it has expired. Deadlines are enforced on the
@@ -61,10 +60,34 @@
 //!   every response does not reset the absolute deadline). When a response clears the cookie
 //!   (`Max-Age=0`, an `Expires` in the past, or an empty value) the request's session ends. A
 //!   new id replacing the request's one (rotation at sign-in) begins the new id and ends the
-//!   old one.
+//!   old one. An id the request carried, active or expired, is never begun by its response.
 //! - **Explicit.** A [`SessionHandle`] in the request extensions lets a handler
 //!   [`begin`](SessionHandle::begin) a session, [`end`](SessionHandle::end) the current one,
 //!   and read its deadlines.
+//!
+//! An end the store does not take (it failed, or timed out) leaves the session active, so
+//! with fail-closed the response becomes `503 Service Unavailable` instead of a sign-out
+//! that looks done. An end that has started runs to completion, within the store timeout,
+//! even if the client goes away before the response is sent.
+//!
+//! Ids shorter than [`min_id_len`](Builder::min_id_len) (16 bytes by default) are never
+//! begun: a guessable id is one an attacker can plant in a victim's browser (session
+//! fixation) or guess. Nor are ids that cookie readers would read differently (see below).
+//! The app gets its response as usual; the cookie it set answers 440 `unknown` on the next
+//! request, and a WARN log line says why.
+//!
+//! # Which cookie is the session
+//!
+//! The layer checks the very id the app will use. Apps read cookies with the `cookie` crate
+//! (directly, or through tower-cookies, axum-extra's `CookieJar`, tower-sessions and
+//! axum-login), which trims Unicode whitespace from a cookie's name and value and, in
+//! `parse_encoded`, percent-decodes them: to those readers `id`, ` id`, `%69d`, `i%64` and
+//! `\u{a0}id` are all the cookie `id`. So are they to the layer: every pair that any such
+//! reading takes for the session cookie is one, in every `Cookie` header line. All of them
+//! must carry the same value, made only of bytes every reader keeps as they are (cookie
+//! octets without `%`); a request where two readers could find different ids is refused
+//! with `400 Bad Request`. The test suite checks this differentially against tower-cookies,
+//! axum-extra and the cookie crate, and a fuzz target does the same.
 //!
 //! # With tower-sessions and axum-login
 //!
@@ -187,15 +210,24 @@
 //! | session cookie in the request | answer |
 //! |---|---|
 //! | absent, or present with an empty value (`id=`) | passed on as a request without a session |
-//! | a value with bytes a cookie may not hold (non-UTF-8, controls, spaces, `;`, `,`, `\`) | `400 Bad Request`, cookie cleared |
-//! | the name repeated with different values (the app and the layer could read different ids) | `400 Bad Request`, cookie cleared at the configured path and domain and at `Path=/`, where a stray second one usually lives |
-//! | the name repeated with one value | that value |
-//! | a quoted value (`id="abc"`) | the value with its quotes, as the browser echoes what the app set |
-//! | longer than [`max_id_len`](Builder::max_id_len) (default 1024 bytes) | 440 `unknown`, not looked up |
+//! | the name spelled as a cookie reader would also take it (`%69d`, ` id`, `\u{a0}id`) | the session cookie, like `id` |
+//! | a value with bytes a cookie may not hold (non-UTF-8, Unicode whitespace, controls, spaces, `;`, `,`, `\`) | `400 Bad Request`, cookie cleared |
+//! | a value with `%` (`parse_encoded` decodes it, `parse` does not) | `400 Bad Request`, cookie cleared |
+//! | the name in two spellings or two header lines with different values (the app and the layer could read different ids) | `400 Bad Request`, cookie cleared at the configured path and domain and at `Path=/`, where a stray second one usually lives |
+//! | the name after a comma inside another cookie's value (`a=1, id=x`, where a reader of the obsolete comma syntax would find it) | `400 Bad Request` |
+//! | the name repeated with one value, in any spellings | that value |
+//! | a quoted value (`id="abc"`) | the value with its quotes, as the browser echoes what the app set and the cookie crate's `value()` returns it |
+//! | shorter than [`min_id_len`](Builder::min_id_len) (default 16 bytes) or longer than [`max_id_len`](Builder::max_id_len) (default 1024 bytes) | 440 `unknown`, not looked up: never an id the layer began |
 //! | thousands of other cookies, or other cookies with non-UTF-8 bytes | ignored; only the session cookie counts |
 //!
-//! On an exempt route each of these is removed from the request and cleared in the response
-//! instead. The size of the whole header is bounded by the server (hyper's header limits).
+//! On an exempt route each of these is removed from the request (in every spelling) and
+//! cleared in the response instead. The size of the whole header is bounded by the server
+//! (hyper's header limits).
+//!
+//! Path prefixes ([`exempt_prefix`](Builder::exempt_prefix),
+//! [`passive_prefix`](Builder::passive_prefix)) match whole segments, on the path as the
+//! request spells it, as axum's router does: `/static` covers `/static/app.js`, not
+//! `/static-admin` or `/static%2Fadmin`.
 //!
 //! # Configuration errors
 //!

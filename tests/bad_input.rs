@@ -149,3 +149,44 @@ async fn a_400_for_two_ids_also_clears_the_stray_cookie_at_the_root() {
         .collect();
     assert_eq!(cleared, ["id=; Path=/app", "id=; Path=/"]);
 }
+
+#[tokio::test]
+async fn plain_ascii_bytes_a_cookie_may_not_hold_are_400_on_a_protected_route() {
+    let app = app(|builder| builder);
+    app.login("s1").await;
+    for header in [&b"id=s 1"[..], b"id=s1\\", b"id=s,1", b"id=s1%", b"id=s\t1"] {
+        let answer = app.send(with_cookie_headers(&[header])).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            String::from_utf8_lossy(header)
+        );
+    }
+    assert_eq!(app.calls(), 1, "only the sign-in reached the app");
+}
+
+#[tokio::test]
+async fn ids_at_the_length_limits_are_tracked_and_one_past_them_are_not() {
+    let app = app(|builder| builder.min_id_len(4).max_id_len(8));
+    for (id, tracked) in [
+        ("abc", false),
+        ("abcd", true),
+        ("abcdefgh", true),
+        ("abcdefghi", false),
+    ] {
+        app.login(id).await;
+        let status = app.get("/", Some(id)).await.status;
+        let want = if tracked {
+            StatusCode::OK
+        } else {
+            login_timeout_status()
+        };
+        assert_eq!(status, want, "{id} ({} bytes)", id.len());
+    }
+    assert_eq!(
+        app.store.len(),
+        2,
+        "only the ids within the limits were begun"
+    );
+}

@@ -169,7 +169,7 @@ pub struct SessionRecord {
 
 /// The timeouts a store applies, handed to every store call by the layer.
 ///
-/// Built by [`Builder::build`](crate::Builder::build), which guarantees the rules SPEC sets
+/// Built by [`Builder::build`](crate::Builder::build), which guarantees its rules
 /// (non-zero timeouts, absolute not shorter than idle, touch interval shorter than idle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
