@@ -26,8 +26,8 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use tower_session_timeout::store::SessionKey;
 use tower_session_timeout::{
-    Builder, SessionInfo, SessionStore, SessionTimeoutLayer, DEFAULT_KEEP_ALIVE_INTERVAL,
-    DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE,
+    SessionInfo, SessionStore, SessionTimeoutBuilder, SessionTimeoutLayer,
+    DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE,
 };
 
 /// What the demo reads from the environment.
@@ -105,7 +105,11 @@ pub fn client_timing(idle: Duration) -> Option<(Duration, Duration)> {
 }
 
 /// The demo's session settings on any store.
-pub fn configure<St>(builder: Builder<St>, settings: &Settings, users: &Users) -> Builder<St> {
+pub fn configure<St>(
+    builder: SessionTimeoutBuilder<St>,
+    settings: &Settings,
+    users: &Users,
+) -> SessionTimeoutBuilder<St> {
     let signed_in = users.clone();
     let builder = builder
         // Expired or signed out: forget who it was, so the map holds only live sessions.
@@ -282,7 +286,7 @@ async fn logout(State(users): State<Users>, headers: HeaderMap) -> Response {
 
 async fn serve<St: SessionStore>(
     settings: &Settings,
-    builder: Builder<St>,
+    builder: SessionTimeoutBuilder<St>,
 ) -> Result<(), Box<dyn Error>> {
     let users = Users::default();
     let layer = configure(builder, settings, &users).build()?;

@@ -26,7 +26,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tower_session_timeout::{Builder, SessionTimeoutLayer};
+use tower_session_timeout::{SessionTimeoutBuilder, SessionTimeoutLayer};
 use tower_sessions::{Expiry, MemoryStore, Session, SessionManagerLayer};
 
 /// Our idle timeout: short, so the demo shows the 440 page within a minute.
@@ -40,7 +40,7 @@ const USERS: &[(&str, &str)] = &[("ada", "lovelace"), ("grace", "hopper")];
 
 /// The session timeouts for this app. `/login` is exempt so that a stale cookie does not
 /// stand between a timed-out user and the login form.
-pub fn timeouts() -> Builder<tower_session_timeout::MemoryStore> {
+pub fn timeouts() -> SessionTimeoutBuilder<tower_session_timeout::MemoryStore> {
     SessionTimeoutLayer::builder()
         .idle_timeout(IDLE_TIMEOUT)
         .exempt_path("/login")

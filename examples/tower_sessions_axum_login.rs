@@ -34,7 +34,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use axum_login::tower_sessions::{self, Expiry, MemoryStore, Session, SessionManagerLayer};
 use axum_login::{AuthManagerLayerBuilder, AuthUser, AuthnBackend, UserId};
-use tower_session_timeout::{Builder, SessionTimeoutLayer};
+use tower_session_timeout::{SessionTimeoutBuilder, SessionTimeoutLayer};
 
 /// Our idle timeout: short, so the demo shows the 440 page within a minute.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -128,7 +128,7 @@ type AuthSession = axum_login::AuthSession<Backend>;
 
 /// The session timeouts for this app. `/login` is exempt so that a stale cookie does not
 /// stand between a timed-out user and the login form.
-pub fn timeouts() -> Builder<tower_session_timeout::MemoryStore> {
+pub fn timeouts() -> SessionTimeoutBuilder<tower_session_timeout::MemoryStore> {
     SessionTimeoutLayer::builder()
         .idle_timeout(IDLE_TIMEOUT)
         .exempt_path("/login")

@@ -12,7 +12,7 @@ use crate::ConfigError;
 /// How long before the deadline the browser client warns when not set otherwise.
 pub const DEFAULT_WARN_BEFORE: Duration = Duration::from_secs(60);
 
-/// The least [`warn_before`](crate::Builder::warn_before) accepted: WCAG 2.2 success
+/// The least [`warn_before`](crate::SessionTimeoutBuilder::warn_before) accepted: WCAG 2.2 success
 /// criterion 2.2.1 gives the user at least 20 seconds to extend a time limit.
 pub const MIN_WARN_BEFORE: Duration = Duration::from_secs(20);
 

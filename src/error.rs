@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-/// A setting passed to [`Builder`](crate::Builder) that cannot work; returned by
-/// [`Builder::build`](crate::Builder::build).
+/// A setting passed to [`SessionTimeoutBuilder`](crate::SessionTimeoutBuilder) that cannot work; returned by
+/// [`SessionTimeoutBuilder::build`](crate::SessionTimeoutBuilder::build).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -61,7 +61,7 @@ pub enum ConfigError {
     #[error("seconds_left_header {0:?} is not a valid header name: use lowercase letters, digits and '-'")]
     InvalidHeaderName(String),
     /// The store timeout is zero.
-    #[error("store_timeout is zero: every store call would time out; give it a few seconds, or None to wait as long as the store takes")]
+    #[error("store_timeout is zero: every store call would time out; give it a few seconds, or call no_store_timeout() to wait as long as the store takes")]
     ZeroStoreTimeout,
     /// The maximum id length is zero.
     #[error("max_id_len is zero: no session id would ever be accepted; leave the default (1024) or set the length of your ids")]
@@ -119,3 +119,8 @@ impl StoreError {
         StoreError::Backend(error.into())
     }
 }
+
+/// Text that is not one of [`ExpiryReason`](crate::ExpiryReason)'s names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a session end reason: expected idle, absolute, ended or unknown")]
+pub struct ParseExpiryReasonError(pub(crate) String);

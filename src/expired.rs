@@ -22,24 +22,24 @@ pub fn login_timeout_status() -> StatusCode {
 }
 
 /// What the layer knows when it answers an expired session; handed to a custom
-/// [`expired_response`](crate::Builder::expired_response).
+/// [`expired_response`](crate::SessionTimeoutBuilder::expired_response).
 ///
 /// It holds nothing taken from the request but the client's format preference, so a page
 /// built from it cannot echo the request back.
 #[derive(Debug, Clone, Copy)]
-pub struct Expiry<'a> {
+pub struct ExpiredSession<'a> {
     reason: ExpiryReason,
     prefers_json: bool,
     login_url: Option<&'a str>,
 }
 
-impl<'a> Expiry<'a> {
+impl<'a> ExpiredSession<'a> {
     pub(crate) fn new(
         reason: ExpiryReason,
         prefers_json: bool,
         login_url: Option<&'a str>,
     ) -> Self {
-        Expiry {
+        ExpiredSession {
             reason,
             prefers_json,
             login_url,
@@ -103,7 +103,7 @@ impl<'a> Expiry<'a> {
 }
 
 /// Builds the answer to an expired session.
-pub(crate) type Responder = Arc<dyn Fn(&Expiry<'_>) -> Response<Bytes> + Send + Sync>;
+pub(crate) type Responder = Arc<dyn Fn(&ExpiredSession<'_>) -> Response<Bytes> + Send + Sync>;
 
 /// Sets what every 440 needs whoever built it: the reason phrase for hyper and a correct
 /// `Content-Length`.
@@ -204,7 +204,7 @@ mod tests {
 
     #[test]
     fn login_link_is_escaped() {
-        let expiry = Expiry::new(ExpiryReason::Idle, false, Some("/login?next=\"x\"&y"));
+        let expiry = ExpiredSession::new(ExpiryReason::Idle, false, Some("/login?next=\"x\"&y"));
         let body = expiry.default_response().into_body();
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.contains("<a href=\"/login?next=&quot;x&quot;&amp;y\">Log in again.</a>"));

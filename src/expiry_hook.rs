@@ -6,7 +6,7 @@ use crate::store::SessionKey;
 use crate::{ExpiryReason, Timestamp};
 
 /// A session that expired or ended, handed to the hook set with
-/// [`Builder::on_expiry`](crate::Builder::on_expiry), for audit logs.
+/// [`SessionTimeoutBuilder::on_expiry`](crate::SessionTimeoutBuilder::on_expiry), for audit logs.
 ///
 /// The hook is called once per session: by the request that finds it past a deadline (reason
 /// `idle` or `absolute`), or by the response that ends it (reason `ended`). A session nobody

@@ -12,10 +12,11 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::bounded::Bounded;
+use crate::config::Config;
 use crate::cookie::{self, ResponseCookie};
-use crate::layer::Config;
+use crate::handle::annotate;
+use crate::inactive::inactive;
 use crate::routes::Route;
-use crate::service::{annotate, inactive};
 use crate::store::{Begin, Check, SessionKey};
 use crate::{
     answer, expired, ExpiryReason, ResponseBody, SessionHandle, SessionInfo, SessionStore,

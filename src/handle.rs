@@ -138,3 +138,16 @@ impl SessionHandle {
         (state.begin.take(), std::mem::take(&mut state.end))
     }
 }
+
+/// Puts the request's session info and handle in its extensions.
+pub(crate) fn annotate<B>(
+    request: &mut http::Request<B>,
+    info: Option<SessionInfo>,
+) -> SessionHandle {
+    let handle = SessionHandle::new(info);
+    if let Some(info) = info {
+        request.extensions_mut().insert(info);
+    }
+    request.extensions_mut().insert(handle.clone());
+    handle
+}

@@ -39,11 +39,11 @@
 //! | no session cookie | — | passed to the inner service untouched |
 //! | the session cookie | active | `last_seen` refreshed, [`SessionInfo`] and [`SessionHandle`] put in the extensions, inner service called |
 //! | the session cookie | expired (idle or absolute), ended, or never known | **440 Login Time-out**; the record becomes a tombstone that remembers why; the inner service is not called |
-//! | the session cookie, on an [exempt route](Builder::exempt_path) | expired or unknown | the stale cookie is removed from the request, the inner service is called, and the response clears the cookie unless it sets a new one |
-//! | the session cookie | the store failed | `503 Service Unavailable` (fail-closed), or with [`fail_open`](Builder::fail_open) passed on without its session cookie, as on an exempt route |
+//! | the session cookie, on an [exempt route](SessionTimeoutBuilder::exempt_path) | expired or unknown | the stale cookie is removed from the request, the inner service is called, and the response clears the cookie unless it sets a new one |
+//! | the session cookie | the store failed | `503 Service Unavailable` (fail-closed), or with [`fail_open`](SessionTimeoutBuilder::fail_open) passed on without its session cookie, as on an exempt route |
 //!
 //! The record of a session that expired or ended is kept as a tombstone (its reason, no
-//! times) for [`tombstone_retention`](Builder::tombstone_retention) past its end, a day by
+//! times) for [`tombstone_retention`](SessionTimeoutBuilder::tombstone_retention) past its end, a day by
 //! default, then deleted. That is what lets a late request learn *why* (`idle`, `ended`), and
 //! what keeps the id from ever being begun again while a browser may still send it.
 //!
@@ -70,7 +70,7 @@
 //! that looks done. An end that has started runs to completion, within the store timeout,
 //! even if the client goes away before the response is sent.
 //!
-//! Ids shorter than [`min_id_len`](Builder::min_id_len) (16 bytes by default) are never
+//! Ids shorter than [`min_id_len`](SessionTimeoutBuilder::min_id_len) (16 bytes by default) are never
 //! begun: a guessable id is one an attacker can plant in a victim's browser (session
 //! fixation) or guess. Nor are ids that cookie readers would read differently (see below).
 //! The app gets its response as usual; the cookie it set answers 440 `unknown` on the next
@@ -124,20 +124,20 @@
 //! with the configured `Path` and `Domain`, and [`DEFAULT_BODY`], byte for byte the page IIS
 //! sends. A client whose `Accept` prefers JSON gets `application/problem+json` (RFC 9457)
 //! with `status: 440`, `title: "Login Time-out"` and `reason` (`idle`, `absolute`, `ended` or
-//! `unknown`). A [login URL](Builder::login_url) adds a "Log in again" link; the whole answer
-//! can be [replaced](Builder::expired_response). Nothing from the request is echoed.
+//! `unknown`). A [login URL](SessionTimeoutBuilder::login_url) adds a "Log in again" link; the whole answer
+//! can be [replaced](SessionTimeoutBuilder::expired_response). Nothing from the request is echoed.
 //!
 //! # Keeping a session alive
 //!
-//! - [`keep_alive_path`](Builder::keep_alive_path): refreshes the session and answers
+//! - [`keep_alive_path`](SessionTimeoutBuilder::keep_alive_path): refreshes the session and answers
 //!   `200 OK` with body `OK`, or 440 once it has expired.
-//! - [`status_path`](Builder::status_path): the deadlines and seconds left as JSON, without
+//! - [`status_path`](SessionTimeoutBuilder::status_path): the deadlines and seconds left as JSON, without
 //!   refreshing.
-//! - [Passive routes](Builder::passive_path): checked for expiry, never refreshing, so a
+//! - [Passive routes](SessionTimeoutBuilder::passive_path): checked for expiry, never refreshing, so a
 //!   forgotten tab that polls does not keep its session alive forever.
-//! - [`seconds_left_header`](Builder::seconds_left_header): the seconds left on every active
+//! - [`seconds_left_header`](SessionTimeoutBuilder::seconds_left_header): the seconds left on every active
 //!   response.
-//! - [`client_script_path`](Builder::client_script_path): the browser client, below.
+//! - [`client_script_path`](SessionTimeoutBuilder::client_script_path): the browser client, below.
 //!
 //! # The browser client
 //!
@@ -176,31 +176,31 @@
 //!   `SessionTimeout.signedOut()`) sends the other tabs to the login URL.
 //!
 //! The warning and one interval must fit in the idle timeout, so an active user never sees
-//! it; [`Builder::build`] says so otherwise.
+//! it; [`SessionTimeoutBuilder::build`] says so otherwise.
 //!
 //! # Stores
 //!
 //! [`MemoryStore`] (the default) keeps sessions in the process, sharded so requests on
 //! different sessions never wait on one lock, with a timer wheel that purges expired records
 //! at a cost that grows with what expired. Every store keeps the SHA-256 of a session id
-//! ([`SessionKey`](store::SessionKey)), never the id, and writes nothing for an id the app
+//! ([`SessionKey`]), never the id, and writes nothing for an id the app
 //! never began, so random ids sent by a client cost nothing. Each store operation is atomic;
 //! see [`SessionStore`] to write one. With the features of those names, `RedisStore` shares
 //! sessions across instances through Redis, `PostgresStore` through PostgreSQL, and
 //! `SqliteStore` keeps them in a file across restarts.
 //!
 //! A store that fails answers `503` (or passes the request on with
-//! [`fail_open`](Builder::fail_open)); a store call slower than
-//! [`store_timeout`](Builder::store_timeout) counts as failed, so no request waits forever.
+//! [`fail_open`](SessionTimeoutBuilder::fail_open)); a store call slower than
+//! [`store_timeout`](SessionTimeoutBuilder::store_timeout) counts as failed, so no request waits forever.
 //!
 //! # In production
 //!
 //! - Logs go through `tracing`: `session over` at INFO once per session the layer sees end, store failures at
 //!   ERROR once per burst, per-request decisions at DEBUG and TRACE. A session appears only as
 //!   the first 8 hex digits of the SHA-256 of its id.
-//! - [`on_expiry`](Builder::on_expiry) tells an audit log of each session's end, once, with
+//! - [`on_expiry`](SessionTimeoutBuilder::on_expiry) tells an audit log of each session's end, once, with
 //!   its reason ([`ExpiryEvent`]).
-//! - [`preset`](Builder::preset) sets the timeouts of OWASP ASVS 5.0, NIST SP 800-63B-4 AAL2
+//! - [`preset`](SessionTimeoutBuilder::preset) sets the timeouts of OWASP ASVS 5.0, NIST SP 800-63B-4 AAL2
 //!   and AAL3, or PCI DSS 4.0 ([`Preset`]).
 //!
 //! # Bad input
@@ -217,21 +217,21 @@
 //! | the name after a comma inside another cookie's value (`a=1, id=x`, where a reader of the obsolete comma syntax would find it) | `400 Bad Request` |
 //! | the name repeated with one value, in any spellings | that value |
 //! | a quoted value (`id="abc"`) | the value with its quotes, as the browser echoes what the app set and the cookie crate's `value()` returns it |
-//! | shorter than [`min_id_len`](Builder::min_id_len) (default 16 bytes) or longer than [`max_id_len`](Builder::max_id_len) (default 1024 bytes) | 440 `unknown`, not looked up: never an id the layer began |
+//! | shorter than [`min_id_len`](SessionTimeoutBuilder::min_id_len) (default 16 bytes) or longer than [`max_id_len`](SessionTimeoutBuilder::max_id_len) (default 1024 bytes) | 440 `unknown`, not looked up: never an id the layer began |
 //! | thousands of other cookies, or other cookies with non-UTF-8 bytes | ignored; only the session cookie counts |
 //!
 //! On an exempt route each of these is removed from the request (in every spelling) and
 //! cleared in the response instead. The size of the whole header is bounded by the server
 //! (hyper's header limits).
 //!
-//! Path prefixes ([`exempt_prefix`](Builder::exempt_prefix),
-//! [`passive_prefix`](Builder::passive_prefix)) match whole segments, on the path as the
+//! Path prefixes ([`exempt_prefix`](SessionTimeoutBuilder::exempt_prefix),
+//! [`passive_prefix`](SessionTimeoutBuilder::passive_prefix)) match whole segments, on the path as the
 //! request spells it, as axum's router does: `/static` covers `/static/app.js`, not
 //! `/static-admin` or `/static%2Fadmin`.
 //!
 //! # Configuration errors
 //!
-//! [`Builder::build`] returns a [`ConfigError`], never panics, for settings that cannot work:
+//! [`SessionTimeoutBuilder::build`] returns a [`ConfigError`], never panics, for settings that cannot work:
 //! zero timeouts, an absolute timeout shorter than the idle timeout, a touch interval not
 //! shorter than the idle timeout, an empty or invalid cookie name, and the others its variants
 //! list, each saying what to change.
@@ -284,8 +284,10 @@
 mod answer;
 mod body;
 mod bounded;
+mod builder;
 mod client;
 mod clock;
+mod config;
 mod cookie;
 mod error;
 mod error_log;
@@ -293,6 +295,7 @@ mod expired;
 mod expiry_hook;
 mod future;
 mod handle;
+mod inactive;
 mod json;
 mod layer;
 mod preset;
@@ -301,23 +304,24 @@ mod service;
 pub mod store;
 
 pub use body::ResponseBody;
+pub use builder::{
+    SessionTimeoutBuilder, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ID_LEN,
+    DEFAULT_MIN_ID_LEN, DEFAULT_STORE_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
+};
 pub use client::{DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE};
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use error::{ConfigError, StoreError};
-pub use expired::{login_timeout_status, Expiry, DEFAULT_BODY, REASON_PHRASE};
+pub use error::{ConfigError, ParseExpiryReasonError, StoreError};
+pub use expired::{login_timeout_status, ExpiredSession, DEFAULT_BODY, REASON_PHRASE};
 pub use expiry_hook::ExpiryEvent;
 pub use future::ResponseFuture;
 pub use handle::{SessionHandle, SessionInfo};
-pub use layer::{
-    Builder, SessionTimeoutLayer, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ID_LEN,
-    DEFAULT_MIN_ID_LEN, DEFAULT_STORE_TIMEOUT, DEFAULT_TOMBSTONE_RETENTION,
-};
+pub use layer::SessionTimeoutLayer;
 pub use preset::Preset;
 pub use routes::RequestHead;
 pub use service::SessionTimeout;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
-pub use store::{ExpiryReason, MemoryStore, SessionStore};
+pub use store::{ExpiryReason, MemoryStore, SessionKey, SessionStore};
 
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;

@@ -5,7 +5,7 @@ use std::time::Duration;
 const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(60 * 60);
 
-/// Timeouts that meet a named standard, set with [`Builder::preset`](crate::Builder::preset).
+/// Timeouts that meet a named standard, set with [`SessionTimeoutBuilder::preset`](crate::SessionTimeoutBuilder::preset).
 ///
 /// A preset sets the idle and the absolute timeout; builder calls after it override either.
 /// Each standard's own wording is the authority: read it for your case, and keep the numbers

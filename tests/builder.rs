@@ -1,4 +1,4 @@
-//! `Builder::build` rejects settings that cannot work together, one rule per test.
+//! `SessionTimeoutBuilder::build` rejects settings that cannot work together, one rule per test.
 
 use std::time::Duration;
 
@@ -217,7 +217,7 @@ fn later_calls_override_a_preset() {
 #[test]
 fn zero_store_timeout() {
     let error = SessionTimeoutLayer::builder()
-        .store_timeout(Some(Duration::ZERO))
+        .store_timeout(Duration::ZERO)
         .build()
         .unwrap_err();
     assert_eq!(error, ConfigError::ZeroStoreTimeout);

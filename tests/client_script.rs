@@ -9,13 +9,13 @@ use http::header::COOKIE;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 use tower_session_timeout::{
-    login_timeout_status, Builder, ConfigError, MemoryStore, SessionTimeoutLayer,
+    login_timeout_status, ConfigError, MemoryStore, SessionTimeoutBuilder, SessionTimeoutLayer,
     DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE,
 };
 
 const SCRIPT: &str = "/session/timeout.js";
 
-fn with_client(builder: Builder<MemoryStore>) -> Builder<MemoryStore> {
+fn with_client(builder: SessionTimeoutBuilder<MemoryStore>) -> SessionTimeoutBuilder<MemoryStore> {
     builder
         .keep_alive_path("/session/keepalive")
         .status_path("/session/status")
@@ -112,7 +112,9 @@ async fn settings_are_escaped_and_an_absent_login_url_is_null() {
     );
 }
 
-fn build(configure: impl FnOnce(Builder<MemoryStore>) -> Builder<MemoryStore>) -> ConfigError {
+fn build(
+    configure: impl FnOnce(SessionTimeoutBuilder<MemoryStore>) -> SessionTimeoutBuilder<MemoryStore>,
+) -> ConfigError {
     configure(SessionTimeoutLayer::builder())
         .build()
         .expect_err("the settings should be refused")

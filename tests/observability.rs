@@ -11,8 +11,10 @@ use tower_session_timeout::{ExpiryEvent, ExpiryReason};
 
 fn recording_app(
     configure: impl FnOnce(
-        tower_session_timeout::Builder<tower_session_timeout::MemoryStore>,
-    ) -> tower_session_timeout::Builder<tower_session_timeout::MemoryStore>,
+        tower_session_timeout::SessionTimeoutBuilder<tower_session_timeout::MemoryStore>,
+    ) -> tower_session_timeout::SessionTimeoutBuilder<
+        tower_session_timeout::MemoryStore,
+    >,
 ) -> (TestApp, Arc<Mutex<Vec<ExpiryEvent>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&events);

@@ -71,9 +71,9 @@ async fn the_file_is_created_and_migrate_is_idempotent() {
 async fn a_restarted_app_keeps_its_sessions_and_their_deadlines() {
     let db = TempDb::new();
     let clock = ManualClock::new();
-    let configure = |b: tower_session_timeout::Builder<tower_session_timeout::MemoryStore>| {
-        b.absolute_timeout(ABSOLUTE).tombstone_retention(RETENTION)
-    };
+    let configure = |b: tower_session_timeout::SessionTimeoutBuilder<
+        tower_session_timeout::MemoryStore,
+    >| { b.absolute_timeout(ABSOLUTE).tombstone_retention(RETENTION) };
     let key = SessionKey::from_id("kept");
 
     let store = db.store().await;

@@ -18,7 +18,7 @@ async fn failures_are_logged_once_per_burst() {
     let app = app_with_store(
         FaultyStore::new(Fault::Fail),
         ManualClock::new(),
-        |builder| builder.store_timeout(Some(Duration::from_millis(300))),
+        |builder| builder.store_timeout(Duration::from_millis(300)),
     );
     for _ in 0..100 {
         assert_eq!(

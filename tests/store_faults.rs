@@ -9,16 +9,16 @@ use common::app::{app_with_store, TestApp};
 use common::faulty::{Fault, FaultyStore};
 use http::StatusCode;
 use tower_session_timeout::store::{Check, SessionKey, SessionStore, Touch};
-use tower_session_timeout::{Builder, ExpiryReason, ManualClock, MemoryStore};
+use tower_session_timeout::{ExpiryReason, ManualClock, MemoryStore, SessionTimeoutBuilder};
 
 const TIMEOUT: Duration = Duration::from_millis(300);
 
 fn faulty(
     fault: Fault,
-    configure: impl FnOnce(Builder<MemoryStore>) -> Builder<MemoryStore>,
+    configure: impl FnOnce(SessionTimeoutBuilder<MemoryStore>) -> SessionTimeoutBuilder<MemoryStore>,
 ) -> TestApp<FaultyStore> {
     app_with_store(FaultyStore::new(fault), ManualClock::new(), |builder| {
-        configure(builder.store_timeout(Some(TIMEOUT)))
+        configure(builder.store_timeout(TIMEOUT))
     })
 }
 

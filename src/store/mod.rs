@@ -99,7 +99,7 @@ pub enum Check {
     Expired(ExpiryReason),
     /// The session was active until this call, which found it past its deadline and
     /// retired it. Reported once per session, so the layer can tell the
-    /// [expiry hook](crate::Builder::on_expiry) exactly once.
+    /// [expiry hook](crate::SessionTimeoutBuilder::on_expiry) exactly once.
     Retired(ExpiryReason),
 }
 
@@ -139,15 +139,26 @@ impl ExpiryReason {
             ExpiryReason::Unknown => "unknown",
         }
     }
+}
 
-    /// Parses [`as_str`](ExpiryReason::as_str)'s form, for stores that keep the reason as text.
-    pub fn from_str_opt(text: &str) -> Option<Self> {
+/// Parses [`as_str`](ExpiryReason::as_str)'s form, for stores that keep the reason as text.
+///
+/// ```
+/// use tower_session_timeout::ExpiryReason;
+///
+/// assert_eq!("idle".parse::<ExpiryReason>(), Ok(ExpiryReason::Idle));
+/// assert!("sleepy".parse::<ExpiryReason>().is_err());
+/// ```
+impl std::str::FromStr for ExpiryReason {
+    type Err = crate::ParseExpiryReasonError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
-            "idle" => Some(ExpiryReason::Idle),
-            "absolute" => Some(ExpiryReason::Absolute),
-            "ended" => Some(ExpiryReason::Ended),
-            "unknown" => Some(ExpiryReason::Unknown),
-            _ => None,
+            "idle" => Ok(ExpiryReason::Idle),
+            "absolute" => Ok(ExpiryReason::Absolute),
+            "ended" => Ok(ExpiryReason::Ended),
+            "unknown" => Ok(ExpiryReason::Unknown),
+            _ => Err(crate::ParseExpiryReasonError(text.to_owned())),
         }
     }
 }
@@ -169,7 +180,7 @@ pub struct SessionRecord {
 
 /// The timeouts a store applies, handed to every store call by the layer.
 ///
-/// Built by [`Builder::build`](crate::Builder::build), which guarantees its rules
+/// Built by [`SessionTimeoutBuilder::build`](crate::SessionTimeoutBuilder::build), which guarantees its rules
 /// (non-zero timeouts, absolute not shorter than idle, touch interval shorter than idle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {

@@ -411,7 +411,7 @@ fn corrupt(reply: &[String]) -> StoreError {
 }
 
 fn reason(text: &str, reply: &[String]) -> Result<ExpiryReason, StoreError> {
-    ExpiryReason::from_str_opt(text).ok_or_else(|| corrupt(reply))
+    text.parse().map_err(|_| corrupt(reply))
 }
 
 fn timestamp(text: &str, reply: &[String]) -> Result<Timestamp, StoreError> {

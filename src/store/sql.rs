@@ -306,8 +306,8 @@ where
     let state: String = row.try_get("state").map_err(corrupt)?;
     let state = match state.as_str() {
         "active" => RowState::Active,
-        other => match ExpiryReason::from_str_opt(other) {
-            Some(reason) if reason != ExpiryReason::Unknown => RowState::Retired(reason),
+        other => match other.parse() {
+            Ok(reason) if reason != ExpiryReason::Unknown => RowState::Retired(reason),
             _ => {
                 return Err(StoreError::CorruptRecord(format!(
                     "unknown session state {other:?}"

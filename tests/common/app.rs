@@ -12,7 +12,8 @@ use http_body_util::{BodyExt, Empty, Full};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 use tower_session_timeout::{
-    Builder, ManualClock, MemoryStore, SessionHandle, SessionInfo, SessionStore, SessionTimeout,
+    ManualClock, MemoryStore, SessionHandle, SessionInfo, SessionStore, SessionTimeout,
+    SessionTimeoutBuilder,
 };
 
 pub const IDLE: Duration = Duration::from_secs(60);
@@ -86,14 +87,16 @@ pub struct TestApp<St: SessionStore = MemoryStore> {
 }
 
 /// A builder with a manual clock and the given idle timeout; `configure` adds the rest.
-pub fn app(configure: impl FnOnce(Builder<MemoryStore>) -> Builder<MemoryStore>) -> TestApp {
+pub fn app(
+    configure: impl FnOnce(SessionTimeoutBuilder<MemoryStore>) -> SessionTimeoutBuilder<MemoryStore>,
+) -> TestApp {
     app_with_store(MemoryStore::new(), ManualClock::new(), configure)
 }
 
 pub fn app_with_store<St: SessionStore>(
     store: St,
     clock: ManualClock,
-    configure: impl FnOnce(Builder<MemoryStore>) -> Builder<MemoryStore>,
+    configure: impl FnOnce(SessionTimeoutBuilder<MemoryStore>) -> SessionTimeoutBuilder<MemoryStore>,
 ) -> TestApp<St> {
     // Short readable ids ("s1", "old"); the minimum length has tests of its own.
     let builder = tower_session_timeout::SessionTimeoutLayer::builder()
