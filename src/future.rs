@@ -14,7 +14,7 @@ use tower_service::Service;
 use crate::bounded::Bounded;
 use crate::config::Config;
 use crate::cookie::{self, ResponseCookie};
-use crate::handle::annotate;
+use crate::handle::{annotate, SessionId};
 use crate::inactive::inactive;
 use crate::routes::Route;
 use crate::store::{Begin, Check, SessionKey};
@@ -29,6 +29,7 @@ pub(crate) struct Pending<S, B> {
     pub(crate) request: Request<B>,
     pub(crate) route: Route,
     pub(crate) key: SessionKey,
+    pub(crate) id: Option<SessionId>,
     pub(crate) now: Timestamp,
 }
 
@@ -50,6 +51,7 @@ impl After {
     pub(crate) fn new<B>(
         carried: Option<SessionKey>,
         info: Option<SessionInfo>,
+        id: Option<SessionId>,
         stale: bool,
         request: &mut Request<B>,
     ) -> Self {
@@ -57,7 +59,7 @@ impl After {
             carried,
             info,
             stale,
-            handle: annotate(request, info),
+            handle: annotate(request, info, id),
         }
     }
 }
@@ -206,11 +208,12 @@ where
         mut request,
         route,
         key,
+        id,
         now,
     } = pending;
     let (carried, info, stale) = match checked {
         Ok(Check::Active(record)) => {
-            let info = SessionInfo::new(&record, &config.policy);
+            let info = SessionInfo::new(&record, &config.policy, now);
             // `route=Passive` says the session was checked but not refreshed.
             tracing::trace!(session = %key, ?route, "session active");
             match route {
@@ -255,7 +258,9 @@ where
             (Some(key), None, false)
         }
     };
-    let after = After::new(carried, info, stale, &mut request);
+    // The handler sees the id only of a session the layer found active.
+    let id = id.filter(|_| info.is_some());
+    let after = After::new(carried, info, id, stale, &mut request);
     State::Calling {
         call: inner.call(request),
         after: Some(after),
@@ -279,7 +284,7 @@ fn set_seconds_left<T, St>(
     config: &Config<St>,
 ) {
     if let Some(name) = &config.seconds_left_header {
-        let seconds = info.time_left(now).as_secs();
+        let seconds = info.deadline().saturating_since(now).as_secs();
         response
             .headers_mut()
             .insert(name.clone(), HeaderValue::from(seconds));

@@ -1,6 +1,10 @@
 //! What a handler sees of its session: [`SessionInfo`] and the [`SessionHandle`].
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
 use std::time::Duration;
 
 use crate::store::{Policy, SessionRecord};
@@ -21,6 +25,7 @@ use crate::Timestamp;
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionInfo {
+    checked_at: Timestamp,
     created_at: Timestamp,
     last_seen: Timestamp,
     idle_deadline: Timestamp,
@@ -28,8 +33,9 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
-    pub(crate) fn new(record: &SessionRecord, policy: &Policy) -> Self {
+    pub(crate) fn new(record: &SessionRecord, policy: &Policy, checked_at: Timestamp) -> Self {
         SessionInfo {
+            checked_at,
             created_at: record.created_at,
             last_seen: record.last_seen,
             idle_deadline: policy.idle_deadline(record),
@@ -66,9 +72,15 @@ impl SessionInfo {
             })
     }
 
-    /// How long from `now` until [`deadline`](SessionInfo::deadline).
-    pub fn time_left(&self, now: Timestamp) -> Duration {
-        self.deadline().saturating_since(now)
+    /// When the layer checked the session, by its clock: the `now` of this request.
+    pub fn checked_at(&self) -> Timestamp {
+        self.checked_at
+    }
+
+    /// How long the session had left when the layer checked it: from
+    /// [`checked_at`](SessionInfo::checked_at) until [`deadline`](SessionInfo::deadline).
+    pub fn time_left(&self) -> Duration {
+        self.deadline().saturating_since(self.checked_at)
     }
 }
 
@@ -89,53 +101,109 @@ impl SessionInfo {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct SessionHandle {
-    shared: Arc<Mutex<HandleState>>,
+    shared: Arc<Shared>,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct HandleState {
-    pub(crate) info: Option<SessionInfo>,
-    pub(crate) begin: Option<String>,
-    pub(crate) end: bool,
+struct Shared {
+    info: Option<SessionInfo>,
+    id: Option<SessionId>,
+    requests: Mutex<Requests>,
+}
+
+/// What the handler asked of the layer.
+#[derive(Debug, Default)]
+struct Requests {
+    begin: Option<String>,
+    end: bool,
 }
 
 impl SessionHandle {
-    pub(crate) fn new(info: Option<SessionInfo>) -> Self {
+    pub(crate) fn new(info: Option<SessionInfo>, id: Option<SessionId>) -> Self {
         SessionHandle {
-            shared: Arc::new(Mutex::new(HandleState {
+            shared: Arc::new(Shared {
                 info,
-                ..HandleState::default()
-            })),
+                id,
+                requests: Mutex::default(),
+            }),
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, HandleState> {
+    fn requests(&self) -> MutexGuard<'_, Requests> {
         self.shared
+            .requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The request's active session, if it has one.
     pub fn info(&self) -> Option<SessionInfo> {
-        self.state().info
+        self.shared.info
+    }
+
+    /// The id of the request's active session, exactly as the layer checked it and the app's
+    /// cookie reader will read it: for a correlation id in logs, or to hand to a session
+    /// library. `None` without an active session.
+    ///
+    /// ```
+    /// # use axum::Extension;
+    /// use tower_session_timeout::SessionHandle;
+    ///
+    /// async fn handler(Extension(session): Extension<SessionHandle>) -> String {
+    ///     match session.id() {
+    ///         Some(id) => format!("session {}", &id[..4]),
+    ///         None => "no session".to_owned(),
+    ///     }
+    /// }
+    /// ```
+    pub fn id(&self) -> Option<&str> {
+        self.shared.id.as_ref().map(SessionId::as_str)
     }
 
     /// Begins tracking a session for `id` (the value of the session cookie the app set or
     /// will set). Beginning an id that is already active changes nothing.
     pub fn begin(&self, id: impl Into<String>) {
-        self.state().begin = Some(id.into());
+        self.requests().begin = Some(id.into());
     }
 
     /// Ends the request's session: later requests with its cookie get 440 with reason
     /// `ended`.
     pub fn end(&self) {
-        self.state().end = true;
+        self.requests().end = true;
     }
 
     /// Takes what the handler asked, leaving nothing for a second take.
     pub(crate) fn take_requests(&self) -> (Option<String>, bool) {
-        let mut state = self.state();
-        (state.begin.take(), std::mem::take(&mut state.end))
+        let mut requests = self.requests();
+        (requests.begin.take(), std::mem::take(&mut requests.end))
+    }
+}
+
+/// A session id where the request carried it: the `Cookie` header (whose bytes are shared,
+/// not copied, when the server read them) and the id's place in it.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionId {
+    header: HeaderValue,
+    range: Range<usize>,
+}
+
+impl SessionId {
+    /// Finds `id`, a slice of one of the `Cookie` headers in `headers`, in its header.
+    pub(crate) fn locate(headers: &HeaderMap, id: &str) -> Option<Self> {
+        let start = id.as_ptr() as usize;
+        headers.get_all(COOKIE).iter().find_map(|header| {
+            let bytes = header.as_bytes().as_ptr_range();
+            let offset = start.checked_sub(bytes.start as usize)?;
+            (start < bytes.end as usize).then(|| SessionId {
+                header: header.clone(),
+                range: offset..offset + id.len(),
+            })
+        })
+    }
+
+    fn as_str(&self) -> &str {
+        // The layer checked these bytes: a session id is ASCII.
+        std::str::from_utf8(&self.header.as_bytes()[self.range.clone()]).unwrap_or_default()
     }
 }
 
@@ -143,8 +211,9 @@ impl SessionHandle {
 pub(crate) fn annotate<B>(
     request: &mut http::Request<B>,
     info: Option<SessionInfo>,
+    id: Option<SessionId>,
 ) -> SessionHandle {
-    let handle = SessionHandle::new(info);
+    let handle = SessionHandle::new(info, id);
     if let Some(info) = info {
         request.extensions_mut().insert(info);
     }

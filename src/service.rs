@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::cookie::{self, RequestCookie};
 use crate::expired;
 use crate::future::{After, Pending, ResponseFuture};
+use crate::handle::SessionId;
 use crate::inactive::inactive;
 use crate::routes::Route;
 use crate::store::{SessionKey, Touch};
@@ -101,11 +102,13 @@ where
                 // the clone that `poll_ready` readied and leaves a fresh one here.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
+                let id = SessionId::locate(request.headers(), id);
                 let pending = Pending {
                     inner,
                     request,
                     route,
                     key,
+                    id,
                     now,
                 };
                 return ResponseFuture::checking(check, pending, config);
@@ -114,7 +117,7 @@ where
                 Some(ExpiryReason::Unknown)
             }
             RequestCookie::Absent => {
-                let after = After::new(None, None, false, &mut request);
+                let after = After::new(None, None, None, false, &mut request);
                 return ResponseFuture::calling(self.inner.call(request), after, config);
             }
             RequestCookie::Untracked => {
@@ -129,7 +132,7 @@ where
         match inactive(&config, route, reason, &mut request) {
             Some(answer) => ResponseFuture::answered(answer, config),
             None => {
-                let after = After::new(None, None, true, &mut request);
+                let after = After::new(None, None, None, true, &mut request);
                 ResponseFuture::calling(self.inner.call(request), after, config)
             }
         }

@@ -105,3 +105,31 @@ async fn after_the_retention_an_expired_id_reads_unknown() {
     assert_eq!(answer.status, login_timeout_status());
     assert_eq!(answer.reason(), "unknown");
 }
+
+#[tokio::test]
+async fn a_handler_reads_the_checked_id_and_the_time_left() {
+    let app = app(|builder| builder);
+    app.login("s1").await;
+    app.advance(Duration::from_secs(10));
+    // The id as the layer checked it, whichever spelling carried it.
+    let answer = app
+        .send(request_with_cookie("/whoami", "theme=dark; %69d=s1"))
+        .await;
+    assert_eq!(
+        answer.text(),
+        "s1 60000",
+        "refreshed now: the whole idle timeout left"
+    );
+    let answer = app.get("/whoami", None).await;
+    assert_eq!(answer.text(), "none 0");
+}
+
+fn request_with_cookie(
+    path: &str,
+    cookie: &str,
+) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::get(path)
+        .header(http::header::COOKIE, cookie)
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}

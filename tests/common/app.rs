@@ -22,7 +22,8 @@ pub type Inner = BoxCloneSyncService<Request<Empty<Bytes>>, Response<Full<Bytes>
 
 /// The inner service: `/login?id=X` (or `x-new-id: X`) sets cookie `id=X`, `/logout` clears it, `/begin?id=X`
 /// begins X through the handle, `/end` ends through the handle, `/echo-cookie` answers the
-/// `Cookie` header it got, `/info` answers the session's last-seen time; everything else
+/// `Cookie` header it got, `/info` answers the session's last-seen time, `/whoami` the
+/// session id and the milliseconds it has left; everything else
 /// answers `inner`. It counts its calls.
 pub fn inner(calls: Arc<AtomicUsize>) -> Inner {
     BoxCloneSyncService::new(tower::service_fn(move |request: Request<Empty<Bytes>>| {
@@ -63,6 +64,15 @@ pub fn inner(calls: Arc<AtomicUsize>) -> Inner {
                         .map(|value| value.as_bytes().to_vec())
                         .unwrap_or_default();
                     *response.body_mut() = Full::new(Bytes::from(cookie));
+                }
+                "/whoami" => {
+                    let handle = handle.expect("handle");
+                    let text = format!(
+                        "{} {}",
+                        handle.id().unwrap_or("none"),
+                        handle.info().map_or(0, |info| info.time_left().as_millis())
+                    );
+                    *response.body_mut() = Full::new(Bytes::from(text));
                 }
                 "/info" => {
                     let info = request.extensions().get::<SessionInfo>().copied();
