@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod capture;
+pub mod cluster;
 pub mod failing;
 pub mod faulty;
 pub mod model;
