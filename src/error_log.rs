@@ -54,6 +54,10 @@ impl ErrorLog {
 ///
 /// Its clock is Tokio's, so tests under paused time can cross the quiet period.
 #[derive(Debug)]
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
 pub(crate) struct StoreLog {
     store: &'static str,
     /// Failures happened that no recovery line has reported yet.
@@ -75,6 +79,10 @@ struct Burst {
     recovered_since_warn: bool,
 }
 
+#[cfg_attr(
+    not(any(feature = "redis", feature = "postgres", feature = "sqlite")),
+    allow(dead_code)
+)]
 impl StoreLog {
     /// A log for the store named `store` (`"redis"`, `"postgres"`, `"sqlite"`).
     pub(crate) fn new(store: &'static str) -> Self {

@@ -27,6 +27,8 @@ pub use self::postgres::PostgresStore;
 pub use self::redact::redact_credentials;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use self::sql::SqlOptions;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 use crate::{StoreError, Timestamp};
