@@ -7,4 +7,5 @@ pub mod cluster;
 pub mod failing;
 pub mod faulty;
 pub mod model;
+pub mod redis_server;
 pub mod store_suite;
