@@ -242,9 +242,10 @@ type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>
 ///
 /// Replication is asynchronous: a write a master acknowledged just before it died may be
 /// missing on the replica that takes over. For a refresh that means a deadline earlier by the
-/// time lost, and a retirement the replica lacks is found again by the next check (expiry is
-/// judged from the times, not from the tombstone); but a sign-out in that window can be lost,
-/// so that session is active again until its idle deadline.
+/// time lost; a retirement the replica lacks is found again by the next check (expiry is
+/// judged from the times, not from the tombstone), so the expiry hook may hear it twice; a
+/// sign-in in that window is unknown (440) on the next request; and a sign-out in that window
+/// can be lost, so that session is active again until its idle deadline.
 ///
 /// # Why not Redis Sentinel
 ///

@@ -114,6 +114,10 @@ impl SqlOptions {
     /// How long one statement may run, waiting on locks included, before the database
     /// cancels it and the call fails: PostgreSQL's `statement_timeout`, SQLite's busy timeout.
     /// At least 1 ms (for PostgreSQL zero would mean no limit).
+    ///
+    /// PostgreSQL gets it as a startup parameter of each connection. A pooler that refuses
+    /// startup parameters (PgBouncer) needs `options` in its `ignore_startup_parameters`, and
+    /// the timeout then set on the role instead (`ALTER ROLE app SET statement_timeout = '2s'`).
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout.max(Duration::from_millis(1));
         self
