@@ -11,7 +11,10 @@
 //! | `PORT` | port on 127.0.0.1 | `3000` |
 //! | `IDLE_TIMEOUT_SECS` | idle timeout | `60` |
 //! | `ABSOLUTE_TIMEOUT_SECS` | absolute timeout | none |
-//! | `SESSION_STORE` | `memory`, `redis://host:port/db`, `postgres://user@host:port/db`, `sqlite://path` | `memory` |
+//! | `SESSION_STORE` | `memory`, `redis://host:port/db`, `redis-cluster://host:port[,host:port…]` (seed nodes of a Redis Cluster), `postgres://user@host:port/db`, `sqlite://path` | `memory` |
+//!
+//! Passwords in `SESSION_STORE` (`redis://:secret@host/0`) never appear in the demo's output:
+//! it prints the URL as `redis://:***@host/0`.
 
 use std::collections::HashMap;
 use std::error::Error;
@@ -24,7 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use tower_session_timeout::store::SessionKey;
+use tower_session_timeout::store::{redact_credentials, SessionKey};
 use tower_session_timeout::{
     SessionInfo, SessionStore, SessionTimeoutBuilder, SessionTimeoutLayer,
     DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE,
@@ -40,12 +43,28 @@ pub struct Settings {
 }
 
 /// Where the demo keeps sessions, from `SESSION_STORE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreChoice {
     Memory,
     Redis(String),
+    /// `redis-cluster://host:port[,host:port…]`: seed nodes of a Redis Cluster.
+    RedisCluster(String),
     Postgres(String),
     Sqlite(String),
+}
+
+/// With the URL's password replaced by `***`: the demo prints its settings at start-up.
+impl std::fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, url) = match self {
+            StoreChoice::Memory => return f.write_str("Memory"),
+            StoreChoice::Redis(url) => ("Redis", url),
+            StoreChoice::RedisCluster(url) => ("RedisCluster", url),
+            StoreChoice::Postgres(url) => ("Postgres", url),
+            StoreChoice::Sqlite(url) => ("Sqlite", url),
+        };
+        f.debug_tuple(kind).field(&redact_credentials(url)).finish()
+    }
 }
 
 impl Settings {
@@ -71,14 +90,22 @@ impl Settings {
         let absolute_timeout = number("ABSOLUTE_TIMEOUT_SECS")?.map(Duration::from_secs);
         let store = match var("SESSION_STORE").as_deref().map(str::trim) {
             None | Some("") | Some("memory") => StoreChoice::Memory,
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => StoreChoice::Redis(url.to_owned()),
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                StoreChoice::Redis(url.to_owned())
+            }
+            Some(url)
+                if url.starts_with("redis-cluster://") || url.starts_with("rediss-cluster://") =>
+            {
+                StoreChoice::RedisCluster(url.to_owned())
+            }
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
                 StoreChoice::Postgres(url.to_owned())
             }
             Some(url) if url.starts_with("sqlite://") => StoreChoice::Sqlite(url.to_owned()),
             Some(other) => {
                 return Err(format!(
-                    "SESSION_STORE={other:?} is not a store: use memory, redis://host:port/db, postgres://user@host:port/db or sqlite://path"
+                    "SESSION_STORE={:?} is not a store: use memory, redis://host:port/db, redis-cluster://host:port[,host:port...], postgres://user@host:port/db or sqlite://path",
+                    redact_credentials(other)
                 ))
             }
         };
@@ -311,12 +338,15 @@ async fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
     match &settings.store {
         StoreChoice::Memory => serve(&settings, builder).await,
         #[cfg(feature = "redis")]
-        StoreChoice::Redis(url) => {
-            let store = tower_session_timeout::RedisStore::connect(url.as_str()).await?;
+        StoreChoice::Redis(url) | StoreChoice::RedisCluster(url) => {
+            // One constructor for both: the scheme says which topology.
+            let store = tower_session_timeout::RedisStore::open(url).await?;
             serve(&settings, builder.store(store)).await
         }
         #[cfg(not(feature = "redis"))]
         StoreChoice::Redis(_) => Err(missing_feature("redis", "redis://")),
+        #[cfg(not(feature = "redis"))]
+        StoreChoice::RedisCluster(_) => Err(missing_feature("redis", "redis-cluster://")),
         #[cfg(feature = "postgres")]
         StoreChoice::Postgres(url) => {
             let store = tower_session_timeout::PostgresStore::connect(url).await?;
@@ -360,7 +390,8 @@ async fn main() {
         Err(error) => Err(error.into()),
     };
     if let Err(error) = outcome {
-        eprintln!("axum_login: {error}");
+        // An error from a driver may quote the URL it was given.
+        eprintln!("axum_login: {}", redact_credentials(&error.to_string()));
         std::process::exit(1);
     }
 }

@@ -10,7 +10,7 @@
 //! | `BENCH_CONFIG` | `bare`, `memory`, `redis`, `postgres`, `sqlite`, `tower-sessions` | `bare` |
 //! | `PORT` | port on 127.0.0.1 | `3100` |
 //! | `WORKERS` | Tokio worker threads | `1` |
-//! | `REDIS_URL` | for `redis` | `redis://127.0.0.1:6379/0` |
+//! | `REDIS_URL` | for `redis` (`redis-cluster://host:port[,host:port…]` for a Redis Cluster) | `redis://127.0.0.1:6379/0` |
 //! | `DATABASE_URL` | for `postgres` | `postgres://postgres@127.0.0.1:5432/postgres` |
 //! | `SQLITE_PATH` | for `sqlite` | `target/bench-sessions.sqlite3` |
 //! | `TOUCH_INTERVAL_SECS` | ours: skip refresh writes younger than this | none |
@@ -84,7 +84,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
         #[cfg(feature = "redis")]
         "redis" => {
             let url = env("REDIS_URL", "redis://127.0.0.1:6379/0");
-            let store = tower_session_timeout::RedisStore::connect(url.as_str())
+            let store = tower_session_timeout::RedisStore::open(&url)
                 .await?
                 .with_prefix("bench-session:");
             ours(store, addr).await
@@ -140,6 +140,9 @@ fn main() {
         .build()
         .expect("runtime");
     if let Err(error) = runtime.block_on(run()) {
+        // An error from a driver may quote the URL it was given.
+        let error =
+            tower_session_timeout::store::redact_credentials(&error.to_string()).into_owned();
         eprintln!("bench_server: {error}");
         std::process::exit(1);
     }

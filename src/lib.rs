@@ -186,12 +186,20 @@
 //! ([`SessionKey`]), never the id, and writes nothing for an id the app
 //! never began, so random ids sent by a client cost nothing. Each store operation is atomic;
 //! see [`SessionStore`] to write one. With the features of those names, `RedisStore` shares
-//! sessions across instances through Redis, `PostgresStore` through PostgreSQL, and
-//! `SqliteStore` keeps them in a file across restarts.
+//! sessions across instances through Redis or Redis Cluster (`RedisStore::open` takes
+//! `redis://…` and `redis-cluster://host:port[,host:port…]` alike), `PostgresStore` through
+//! PostgreSQL, and `SqliteStore` keeps them in a file across restarts; the SQL stores take a
+//! pool size and time bounds (`SqlOptions`).
 //!
 //! A store that fails answers `503` (or passes the request on with
 //! [`fail_open`](SessionTimeoutBuilder::fail_open)); a store call slower than
-//! [`store_timeout`](SessionTimeoutBuilder::store_timeout) counts as failed, so no request waits forever.
+//! [`store_timeout`](SessionTimeoutBuilder::store_timeout) counts as failed, so no request
+//! waits forever. On Redis Cluster, a master that fails costs `503` for its slots' sessions
+//! only until a replica takes over (seconds; run the cluster with
+//! `cluster-require-full-coverage no` so the other masters keep answering). The README's
+//! "Running on several instances" says which store fits which deployment and what users see
+//! in each failure, with measured figures. Store URLs appear in logs and `Debug` output with
+//! their password replaced by `***` ([`store::redact_credentials`]).
 //!
 //! # In production
 //!

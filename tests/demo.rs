@@ -55,6 +55,44 @@ fn settings_from_the_environment() {
 }
 
 #[test]
+fn redis_cluster_seeds_pick_the_cluster_store() {
+    let parsed = settings(&[(
+        "SESSION_STORE",
+        "redis-cluster://127.0.0.1:7000,127.0.0.1:7001",
+    )])
+    .unwrap();
+    assert_eq!(
+        parsed.store,
+        StoreChoice::RedisCluster("redis-cluster://127.0.0.1:7000,127.0.0.1:7001".into())
+    );
+}
+
+#[test]
+fn store_settings_print_without_passwords() {
+    for (url, shown) in [
+        (
+            "redis://:secret@127.0.0.1:6379/0",
+            "redis://:***@127.0.0.1:6379/0",
+        ),
+        (
+            "redis-cluster://u:secret@a:7000,b:7001",
+            "redis-cluster://u:***@a:7000,b:7001",
+        ),
+        (
+            "postgres://app:secret@db:5432/app",
+            "postgres://app:***@db:5432/app",
+        ),
+    ] {
+        let parsed = settings(&[("SESSION_STORE", url)]).unwrap();
+        let printed = format!("{parsed:?}");
+        assert!(!printed.contains("secret"), "{printed}");
+        assert!(printed.contains(shown), "{printed}");
+    }
+    let error = settings(&[("SESSION_STORE", "mongodb://u:secret@x")]).unwrap_err();
+    assert!(!error.contains("secret"), "{error}");
+}
+
+#[test]
 fn bad_settings_are_clear_errors() {
     assert!(settings(&[("PORT", "99999")]).unwrap_err().contains("PORT"));
     assert!(settings(&[("IDLE_TIMEOUT_SECS", "soon")])

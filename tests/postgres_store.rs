@@ -4,13 +4,13 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::app::app_with_store;
 use common::store_suite::{self, fresh_key, policy, start, IDLE};
 use http::StatusCode;
 use sqlx::Connection;
-use tower_session_timeout::store::{Check, SessionStore, Touch};
+use tower_session_timeout::store::{Check, SessionStore, SqlOptions, Touch};
 use tower_session_timeout::{ExpiryReason, ManualClock, PostgresStore};
 
 /// A database made for one test, dropped (best effort) when the value is.
@@ -274,11 +274,13 @@ async fn the_purge_uses_the_index() {
         .await
         .expect("analyze");
     // The purge's own statement, with what has expired being a small part of what is stored.
-    let plan: Vec<String> =
-        sqlx::query_scalar("EXPLAIN DELETE FROM tower_session_timeout WHERE expires_at <= 50000")
-            .fetch_all(store.pool())
-            .await
-            .expect("explain");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN DELETE FROM tower_session_timeout WHERE key IN \
+         (SELECT key FROM tower_session_timeout WHERE expires_at <= 50000 LIMIT 1000)",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("explain");
     let plan = plan.join("\n");
     assert!(plan.contains(store.index_name()), "{plan}");
     assert_eq!(
@@ -288,4 +290,109 @@ async fn the_purge_uses_the_index() {
             .expect("purge"),
         50
     );
+}
+
+#[tokio::test]
+async fn the_purge_removes_more_than_one_batch() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    sqlx::query(
+        "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at) \
+         SELECT sha256(i::text::bytea), i, i, 'active', i \
+         FROM generate_series(1, 2500) AS i",
+    )
+    .execute(store.pool())
+    .await
+    .expect("fill");
+    let purge = |at| store.purge(tower_session_timeout::Timestamp::from_unix_millis(at));
+    assert_eq!(purge(2400).await.expect("purge"), 2400);
+    assert_eq!(purge(2500).await.expect("purge"), 100);
+    assert_eq!(count(&store).await, 0);
+}
+
+/// Statements of the test database that wait on a lock.
+async fn waiting_on_locks(db: &TestDb, admin: &mut sqlx::PgConnection) -> i64 {
+    sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+    )
+    .bind(&db.name)
+    .fetch_one(admin)
+    .await
+    .expect("pg_stat_activity")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_table_is_answered_503_within_the_bound_and_gives_connections_back() {
+    let db = TestDb::new().await;
+    // The default bounds (1 s to acquire, 2 s per statement), on a small pool.
+    let options = SqlOptions::new().max_connections(2);
+    let store = PostgresStore::connect_with_options(&db.url(), options)
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let clock = ManualClock::new();
+    // The layer's own store timeout (5 s by default) is not what answers.
+    let app = app_with_store(store.clone(), clock.clone(), |builder| builder);
+    let ids: Vec<String> = (0..4).map(|i| format!("locked-{i}")).collect();
+    for id in &ids {
+        app.login(id).await;
+    }
+    clock.advance(Duration::from_secs(1));
+
+    let mut locker = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN")
+        .execute(&mut locker)
+        .await
+        .expect("begin");
+    sqlx::query("LOCK TABLE tower_session_timeout IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .expect("lock");
+
+    // Twice as many requests as connections: two wait on the lock, two for a connection.
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for id in &ids {
+        let service = app.service.clone();
+        let request = http::Request::get("/page")
+            .header(http::header::COOKIE, format!("id={id}"))
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            use tower::ServiceExt;
+            let status = service.oneshot(request).await.expect("infallible").status();
+            (status, started.elapsed())
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        let (status, took) = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("answered")
+            .expect("task");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        slowest = slowest.max(took);
+    }
+    eprintln!("PostgreSQL table lock: every request answered 503 within {slowest:?}");
+    assert!(
+        slowest >= Duration::from_millis(1900) && slowest < Duration::from_millis(3500),
+        "answered after {slowest:?}: the statement timeout (2 s) should answer, not the layer's 5 s"
+    );
+    // The cancelled statements are not left waiting on the lock, and the pool has its
+    // connections back.
+    let mut admin = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    assert_eq!(waiting_on_locks(&db, &mut admin).await, 0);
+    assert_eq!(store.pool().num_idle(), store.pool().size() as usize);
+
+    sqlx::query("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .expect("rollback");
+    for id in &ids {
+        assert_eq!(app.get("/page", Some(id)).await.status, StatusCode::OK);
+    }
 }

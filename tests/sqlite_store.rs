@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::app::app_with_store;
 use common::store_suite::{self, fresh_key, policy, start, ABSOLUTE, IDLE, RETENTION};
 use http::StatusCode;
-use tower_session_timeout::store::{Check, SessionKey, SessionStore, Touch};
+use tower_session_timeout::store::{Check, SessionKey, SessionStore, SqlOptions, Touch};
 use tower_session_timeout::{ExpiryReason, ManualClock, SqliteStore, StoreError, Timestamp};
 
 /// A database file path of its own in the temporary directory; the file and its WAL
@@ -151,7 +151,8 @@ async fn the_purge_uses_the_index() {
     let db = TempDb::new();
     let store = db.store().await;
     let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-        "EXPLAIN QUERY PLAN DELETE FROM tower_session_timeout WHERE expires_at <= 50000",
+        "EXPLAIN QUERY PLAN DELETE FROM tower_session_timeout WHERE key IN \
+         (SELECT key FROM tower_session_timeout WHERE expires_at <= 50000 LIMIT 1000)",
     )
     .fetch_all(store.pool())
     .await
@@ -211,4 +212,42 @@ async fn the_background_purge_uses_the_given_clock() {
     }
     task.abort();
     assert_eq!(count(&store).await, 1, "only the expired row is purged");
+}
+
+#[tokio::test]
+async fn a_locked_file_is_answered_503_within_the_busy_timeout() {
+    let db = TempDb::new();
+    let url = format!("sqlite://{}", db.0.display());
+    let options = SqlOptions::new().statement_timeout(Duration::from_millis(300));
+    let store = SqliteStore::connect_with_options(&url, options)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let clock = ManualClock::new();
+    let app = app_with_store(store.clone(), clock.clone(), |builder| builder);
+    app.login("locked").await;
+    // A refresh must write, and another connection holds the write lock.
+    clock.advance(Duration::from_secs(1));
+    let mut locker = store.pool().acquire().await.expect("a connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *locker)
+        .await
+        .expect("lock");
+    let started = std::time::Instant::now();
+    let answer = app.get("/page", Some("locked")).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(2),
+        "answered after {took:?}"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut *locker)
+        .await
+        .expect("unlock");
+    drop(locker);
+    assert_eq!(
+        app.get("/page", Some("locked")).await.status,
+        StatusCode::OK
+    );
 }

@@ -9,6 +9,7 @@ mod key;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod redact;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
@@ -23,8 +24,11 @@ pub use self::key::SessionKey;
 pub use self::memory::MemoryStore;
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
+pub use self::redact::redact_credentials;
 #[cfg(feature = "redis")]
 pub use self::redis::RedisStore;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub use self::sql::SqlOptions;
 #[cfg(feature = "sqlite")]
 pub use self::sqlite::SqliteStore;
 use crate::{StoreError, Timestamp};

@@ -1,13 +1,16 @@
 //! [`PostgresStore`]: sessions in a PostgreSQL table, shared by every app instance.
 
+use std::future::Future;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
 use sqlx::Row;
 
-use super::sql::{self, BoxFuture, Params, Queries};
+use super::sql::{self, BoxFuture, Params, Queries, SqlOptions};
 use super::{Begin, Check, Policy, SessionKey, SessionStore, Touch};
+use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
 
 /// Keeps sessions in a PostgreSQL table, so several app instances share them and they outlive
@@ -22,6 +25,14 @@ use crate::{Clock, StoreError, Timestamp};
 /// Call [`migrate`](PostgresStore::migrate) once at start-up to create the table and its index
 /// on the expiry time, and [`spawn_purge`](PostgresStore::spawn_purge) (or call
 /// [`purge`](SessionStore::purge) yourself) so expired rows do not accumulate.
+///
+/// [`connect`](PostgresStore::connect) bounds every call: a second to get a connection from
+/// the pool, two seconds per statement (PostgreSQL's `statement_timeout`, which also ends a
+/// wait on a lock), so a locked table is answered with a store error (503) within about
+/// 2 s rather than the layer's whole store timeout, and the cancelled statement gives its
+/// connection back. [`connect_with_options`](PostgresStore::connect_with_options) sets the
+/// pool size and these bounds ([`SqlOptions`], which also says how to size the pool). Failures
+/// are logged once per burst, with a count.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -60,6 +71,7 @@ use crate::{Clock, StoreError, Timestamp};
 pub struct PostgresStore {
     pool: PgPool,
     queries: Arc<PgQueries>,
+    log: Arc<StoreLog>,
 }
 
 #[derive(Debug)]
@@ -83,8 +95,8 @@ impl From<Queries> for PgQueries {
 
 impl PostgresStore {
     /// Connects a new pool to `url` (`postgres://user:password@host:port/database`), with
-    /// sqlx's default pool settings. The table is not created: call
-    /// [`migrate`](PostgresStore::migrate).
+    /// the default [`SqlOptions`] (10 connections, 1 s to acquire one, 2 s per statement).
+    /// The table is not created: call [`migrate`](PostgresStore::migrate).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), tower_session_timeout::StoreError> {
@@ -92,8 +104,41 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new()
-            .connect(url)
+        Self::connect_with_options(url, SqlOptions::default()).await
+    }
+
+    /// Connects a new pool to `url` with the pool size and time bounds of `options`.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tower_session_timeout::StoreError> {
+    /// use std::time::Duration;
+    /// use tower_session_timeout::{store::SqlOptions, PostgresStore};
+    ///
+    /// // Eight instances of 10 connections fit a server's default max_connections (100).
+    /// let options = SqlOptions::new()
+    ///     .max_connections(10)
+    ///     .statement_timeout(Duration::from_secs(1));
+    /// let store = PostgresStore::connect_with_options("postgres://app@db/app", options).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with_options(url: &str, options: SqlOptions) -> Result<Self, StoreError> {
+        let connect = PgConnectOptions::from_str(url).map_err(sql::backend)?;
+        Self::connect_with(connect, options).await
+    }
+
+    /// Connects a new pool with `connect` (for what a URL cannot say: TLS files, a socket
+    /// directory) and the pool size and time bounds of `options`, which set the connections'
+    /// `statement_timeout`.
+    pub async fn connect_with(
+        connect: PgConnectOptions,
+        options: SqlOptions,
+    ) -> Result<Self, StoreError> {
+        // A startup parameter, so it holds for every statement of every connection, and the
+        // server itself cancels a statement stuck behind a lock.
+        let connect = connect.options([("statement_timeout", options.statement_timeout_ms())]);
+        let pool = options
+            .pool()
+            .connect_with(connect)
             .await
             .map_err(sql::backend)?;
         Ok(Self::from_pool(pool))
@@ -111,6 +156,7 @@ impl PostgresStore {
         PostgresStore {
             pool,
             queries: Arc::new(PgQueries::from(Queries::default_table())),
+            log: Arc::new(StoreLog::new("postgres")),
         }
     }
 
@@ -128,6 +174,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool: self.pool,
             queries: Arc::new(PgQueries::from(Queries::new(name)?)),
+            log: self.log,
         })
     }
 
@@ -141,6 +188,12 @@ impl PostgresStore {
     /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(sql::backend)?;
+        // Waiting for another instance's migration may take longer than the statement
+        // timeout meant for requests.
+        sqlx::query("SET LOCAL statement_timeout = 60000")
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::backend)?;
         // Two `CREATE TABLE IF NOT EXISTS` racing can still fail on the catalog's unique
         // index, hence the lock, released at commit.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
@@ -194,6 +247,16 @@ impl PostgresStore {
     pub fn index_name(&self) -> &str {
         &self.queries.shared.index
     }
+
+    /// `call`, with its outcome in the store's failure log.
+    fn logged<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> BoxFuture<T> {
+        let log = self.log.clone();
+        Box::pin(async move { log.record(op, call.await) })
+    }
 }
 
 fn decode(row: &PgRow) -> Result<(bool, sql::StoredRow), StoreError> {
@@ -218,7 +281,7 @@ impl SessionStore for PostgresStore {
     ) -> Self::CheckFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, touch);
-        Box::pin(async move {
+        self.logged("check", async move {
             sql::retrying(|| async {
                 let row = sql::bind_params!(sqlx::query(&store.queries.check), p)
                     .bind(p.touch)
@@ -252,7 +315,7 @@ impl SessionStore for PostgresStore {
     fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
-        Box::pin(async move {
+        self.logged("begin", async move {
             sql::retrying(|| async {
                 let row = sql::bind_params!(sqlx::query(&store.queries.begin), p)
                     .bind(p.new_row_expires_at())
@@ -273,7 +336,7 @@ impl SessionStore for PostgresStore {
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
-        Box::pin(async move {
+        self.logged("end", async move {
             let state: Option<String> =
                 sql::bind_params!(sqlx::query_scalar(&store.queries.shared.end), p)
                     .fetch_optional(&store.pool)
@@ -286,13 +349,16 @@ impl SessionStore for PostgresStore {
     fn purge(&self, now: Timestamp) -> Self::PurgeFuture {
         let store = self.clone();
         let now = sql::millis(now);
-        Box::pin(async move {
-            let done = sqlx::query(&store.queries.shared.purge)
-                .bind(now)
-                .execute(&store.pool)
-                .await
-                .map_err(sql::backend)?;
-            Ok(done.rows_affected())
+        self.logged("purge", async move {
+            sql::purge_in_batches(|| async {
+                let done = sqlx::query(&store.queries.shared.purge)
+                    .bind(now)
+                    .execute(&store.pool)
+                    .await
+                    .map_err(sql::backend)?;
+                Ok(done.rows_affected())
+            })
+            .await
         })
     }
 }

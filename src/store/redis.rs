@@ -1,4 +1,18 @@
-//! [`RedisStore`]: sessions in Redis, shared by every app instance that points at it.
+//! [`RedisStore`]: sessions in Redis or Redis Cluster, shared by every app instance that
+//! points at it.
+//!
+//! # Keys and slots
+//!
+//! One session is one key (`<prefix><hex SHA-256 of the id>`), so on Redis Cluster one
+//! session is one slot, and every call is one script on that key's master. Keys carry no hash
+//! tag, so sessions spread over every slot. Work that spans sessions (a per-principal index,
+//! an expiry sweep) must keep to that rule: a script touches only keys of one slot, so such
+//! work is a series of per-key scripts (the session's key, then the index's key, each atomic
+//! on its own and ordered so that a crash between them leaves an index that lists too much,
+//! never too little; readers prune it), never one multi-key script across slots, which Redis
+//! Cluster refuses with `CROSSSLOT`. A key that must live beside a session can share its slot
+//! with a hash tag of the session's hash (`<prefix>{<hash>}...`) only under a new key format,
+//! which would forget every session of the current one.
 
 use std::fmt;
 use std::future::Future;
@@ -7,9 +21,12 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, IntoConnectionInfo, RedisError, Script};
+use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Client, FromRedisValue, IntoConnectionInfo, RedisError, Script};
 
 use super::{Begin, Check, ExpiryReason, Policy, SessionKey, SessionRecord, SessionStore, Touch};
+use crate::error_log::StoreLog;
 use crate::{StoreError, Timestamp};
 
 /// Every number handed to the script is capped here: Lua numbers are doubles, exact only up
@@ -21,7 +38,7 @@ const MAX_MILLIS: u64 = 1 << 50;
 /// Each call runs it once, so reading the record, judging it against `now` and writing the
 /// refresh or the tombstone is one atomic step on the server: two instances racing on one
 /// session see one order of events, and an expired session stays expired. It touches only
-/// `KEYS[1]`, so it runs unchanged on Redis Cluster.
+/// `KEYS[1]`, so on Redis Cluster it runs on the master of that key's slot.
 ///
 /// Record (one hash per key): active `c` (created_at) and `l` (last_seen); tombstone `r`
 /// (reason) and `u` (until). All times are unix milliseconds of the app's clock; Redis's own
@@ -148,13 +165,18 @@ end
 return redis.error_reply('unknown session operation')
 "#;
 
-/// Loaded into Redis on first use and then called by its SHA-1 (`EVALSHA`); when Redis has
-/// lost it (a restart, `SCRIPT FLUSH`), the call loads it again and retries once.
+/// Loaded on every master when the store connects (`SCRIPT LOAD`, which the cluster client
+/// sends to every master) and then called by its SHA-1 (`EVALSHA`). A node that does not have
+/// it (restarted, `SCRIPT FLUSH`, or a replica just promoted: Redis does not replicate its
+/// script cache) answers `NOSCRIPT`, and the call is sent again as `EVAL` with the whole
+/// script, which that node then keeps. `EVAL` goes to the key's node alone, so a missing
+/// script never depends on another master being up.
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LUA));
 
 type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
 
-/// Keeps sessions in Redis, so every app instance pointing at it sees the same sessions.
+/// Keeps sessions in Redis or Redis Cluster, so every app instance pointing at it sees the
+/// same sessions.
 ///
 /// What it guarantees:
 ///
@@ -169,15 +191,20 @@ type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>
 ///   retention ends. Redis thus removes what expired by itself, and
 ///   [`purge`](SessionStore::purge) has nothing to do: it returns `Ok(0)`.
 /// - **No raw ids.** A session lives under one key, the prefix (default
-///   [`DEFAULT_PREFIX`](RedisStore::DEFAULT_PREFIX)) plus the hex SHA-256 of its id ([`SessionKey::to_hex`]), holding a hash
-///   of times (or of a reason and a time). Every operation touches that one key, so the store
-///   works unchanged on Redis Cluster.
-/// - **Failures are answered, not hidden.** A failed or timed-out call is a [`StoreError`]
-///   (logged here with `tracing`), which the layer answers with 503 or passes on, per its
-///   fail-closed or fail-open setting. The connection is a [`ConnectionManager`]: multiplexed
-///   (one connection for all requests) and reconnecting, so the app survives a Redis restart.
-///   No call waits longer than the store timeout ([`DEFAULT_TIMEOUT`](RedisStore::DEFAULT_TIMEOUT) unless set with
-///   [`with_timeout`](RedisStore::with_timeout)).
+///   [`DEFAULT_PREFIX`](RedisStore::DEFAULT_PREFIX)) plus the hex SHA-256 of its id
+///   ([`SessionKey::to_hex`]), holding a hash of times (or of a reason and a time).
+/// - **One store, any topology.** [`connect`](RedisStore::connect) takes one Redis (through a
+///   [`ConnectionManager`]: multiplexed, reconnecting), [`connect_cluster`](RedisStore::connect_cluster)
+///   a Redis Cluster (through redis-rs's async cluster client: slot routing, `MOVED`/`ASK`,
+///   a new slot map after a failover), and [`open`](RedisStore::open) either, from a URL
+///   (`redis://`, `rediss://`, or `redis-cluster://host:port[,host:port…]`). Every
+///   operation touches one key, so on a cluster each call runs on the master of that
+///   session's slot, and sessions spread over every master.
+/// - **Failures are answered, not hidden.** A failed or timed-out call is a [`StoreError`],
+///   which the layer answers with 503 or passes on, per its fail-closed or fail-open setting.
+///   No call waits longer than the store timeout ([`DEFAULT_TIMEOUT`](RedisStore::DEFAULT_TIMEOUT)
+///   unless set with [`with_timeout`](RedisStore::with_timeout)). The store logs its failures
+///   with `tracing` once per burst, with a count, and once more when Redis answers again.
 ///
 /// Clones share the connection. Like redis-rs itself, the store runs on Tokio and needs its
 /// time driver (`#[tokio::main]` enables it).
@@ -190,19 +217,75 @@ type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>
 /// let store = RedisStore::connect("redis://127.0.0.1:6379/0")
 ///     .await?
 ///     .with_prefix("myapp:session:");
+/// // Or, on Redis Cluster, from any of its nodes:
+/// let clustered = RedisStore::connect_cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).await?;
+/// // Or from one URL, whichever the topology:
+/// let from_env = RedisStore::open("redis-cluster://10.0.0.1:7000,10.0.0.2:7000").await?;
 /// let layer = SessionTimeoutLayer::builder()
 ///     .idle_timeout(Duration::from_secs(15 * 60))
 ///     .store(store)
 ///     .build()?;
-/// # let _ = layer;
+/// # let _ = (layer, clustered, from_env);
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Redis Cluster and failover
+///
+/// While a master is down, calls for its slots fail (503 with the default fail-closed
+/// setting) until the cluster promotes one of its replicas, after `cluster-node-timeout` and
+/// an election; the cluster client then finds the new master by itself (a `MOVED` answer or a
+/// failed connection makes it read the slot map again), and those sessions answer 200 again
+/// without a restart of the app. Sessions on the other masters keep answering throughout only
+/// when the cluster runs with `cluster-require-full-coverage no`: by default Redis refuses
+/// every slot while one has no master.
+///
+/// Replication is asynchronous: a write a master acknowledged just before it died may be
+/// missing on the replica that takes over. For a refresh that means a deadline earlier by the
+/// time lost; a retirement the replica lacks is found again by the next check (expiry is
+/// judged from the times, not from the tombstone), so the expiry hook may hear it twice; a
+/// sign-in in that window is unknown (440) on the next request; and a sign-out in that window
+/// can be lost, so that session is active again until its idle deadline.
+///
+/// # Why not Redis Sentinel
+///
+/// redis-rs's Sentinel support finds the current master when a connection is made
+/// (`SentinelClient`), but offers no connection that follows a failover: a
+/// [`ConnectionManager`] over the client it returns reconnects to the old master's address,
+/// and `AsyncLockedSentinelClient` makes a new connection (and a Sentinel query) per call.
+/// A store on it would stay on a demoted master (answering `READONLY`) or pay a connection per
+/// request, so there is none; run Redis Cluster (a single shard with replicas will do) for
+/// failover.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     prefix: Arc<str>,
     timeout: Duration,
+    log: Arc<StoreLog>,
+}
+
+/// The connection, whichever the topology. Both kinds are cheap to clone and multiplexed.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn query<T: FromRedisValue>(&mut self, command: &::redis::Cmd) -> Result<T, RedisError> {
+        match self {
+            Connection::Single(connection) => command.query_async(connection).await,
+            Connection::Cluster(connection) => command.query_async(connection).await,
+        }
+    }
+
+    async fn load_script(&mut self) -> Result<(), RedisError> {
+        match self {
+            Connection::Single(connection) => SCRIPT.load_async(connection).await,
+            Connection::Cluster(connection) => SCRIPT.load_async(connection).await,
+        }
+        .map(drop)
+    }
 }
 
 impl RedisStore {
@@ -211,6 +294,20 @@ impl RedisStore {
 
     /// How long one store call may take when no other limit is set, reconnecting included.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// Connects to the store a URL names: `redis://host:port/db` (or `rediss://`, or any URL
+    /// [`connect`](RedisStore::connect) takes) for one Redis, and
+    /// `redis-cluster://host:port[,host:port…]` (or `rediss-cluster://`) for a Redis Cluster
+    /// known by those seed nodes. User and password, given once before the first node
+    /// (`redis-cluster://user:password@a:7000,b:7000`), apply to every node.
+    ///
+    /// Fails when the URL is invalid or the store cannot be reached now.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        match cluster_seeds(url) {
+            Some(seeds) => Self::connect_cluster(seeds?).await,
+            None => Self::connect(url).await,
+        }
+    }
 
     /// Connects to the Redis at `info` (a URL such as `redis://host:port/db`, or any
     /// [`IntoConnectionInfo`]) with [`connection_config`](RedisStore::connection_config).
@@ -228,16 +325,58 @@ impl RedisStore {
         let connection = ConnectionManager::new_with_config(client, Self::connection_config())
             .await
             .map_err(backend)?;
-        Ok(Self::from_connection_manager(connection))
+        Self::loaded(Connection::Single(connection)).await
     }
 
     /// Uses an existing [`ConnectionManager`], with whatever configuration it was built with.
+    /// The script is loaded on first use.
     pub fn from_connection_manager(connection: ConnectionManager) -> Self {
-        RedisStore {
-            connection,
-            prefix: Arc::from(Self::DEFAULT_PREFIX),
-            timeout: Self::DEFAULT_TIMEOUT,
-        }
+        Self::with_connection(Connection::Single(connection))
+    }
+
+    /// Connects to the Redis Cluster that `nodes` (URLs such as `redis://host:port`, or any
+    /// [`IntoConnectionInfo`]) belong to, with
+    /// [`cluster_client_builder`](RedisStore::cluster_client_builder)'s settings, and loads the
+    /// script on every master. A few seeds are enough: the client learns the rest of the
+    /// cluster from them.
+    ///
+    /// Fails when no seed answers, or a master cannot load the script now; once connected,
+    /// the store follows the cluster's slot map, failovers included.
+    pub async fn connect_cluster<T: IntoConnectionInfo>(
+        nodes: impl IntoIterator<Item = T>,
+    ) -> Result<Self, StoreError> {
+        let client = Self::cluster_client_builder(nodes)
+            .build()
+            .map_err(backend)?;
+        Self::from_cluster_client(client).await
+    }
+
+    /// Connects with an existing [`ClusterClient`], with whatever settings it was built with,
+    /// and loads the script on every master.
+    pub async fn from_cluster_client(client: ClusterClient) -> Result<Self, StoreError> {
+        let connection = client.get_async_connection().await.map_err(backend)?;
+        Self::loaded(Connection::Cluster(connection)).await
+    }
+
+    /// Uses an existing cluster connection. The script is loaded on first use, on each master.
+    pub fn from_cluster_connection(connection: ClusterConnection) -> Self {
+        Self::with_connection(Connection::Cluster(connection))
+    }
+
+    /// The cluster client settings [`connect_cluster`](RedisStore::connect_cluster) uses, for
+    /// `nodes`: one-second connection and response timeouts, and few, short retries (a
+    /// `MOVED` after a failover takes one), so that while a master is down requests for its
+    /// slots are answered quickly instead of queueing. Add to it (TLS, credentials) and pass
+    /// the client to [`from_cluster_client`](RedisStore::from_cluster_client).
+    pub fn cluster_client_builder<T: IntoConnectionInfo>(
+        nodes: impl IntoIterator<Item = T>,
+    ) -> ClusterClientBuilder {
+        ClusterClientBuilder::new(nodes)
+            .connection_timeout(Duration::from_secs(1))
+            .response_timeout(Duration::from_secs(1))
+            .retries(3)
+            .min_retry_wait(50)
+            .max_retry_wait(500)
     }
 
     /// The connection settings [`connect`](RedisStore::connect) and
@@ -253,9 +392,30 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(500))
     }
 
+    fn with_connection(connection: Connection) -> Self {
+        RedisStore {
+            connection,
+            prefix: Arc::from(Self::DEFAULT_PREFIX),
+            timeout: Self::DEFAULT_TIMEOUT,
+            log: Arc::new(StoreLog::new("redis")),
+        }
+    }
+
+    /// The store on `connection`, with the script loaded (on every master of a cluster), so
+    /// that a node that cannot run it is found at start-up rather than on the first request.
+    async fn loaded(mut connection: Connection) -> Result<Self, StoreError> {
+        let load = connection.load_script();
+        match tokio::time::timeout(Self::DEFAULT_TIMEOUT * 5, load).await {
+            Ok(Ok(())) => Ok(Self::with_connection(connection)),
+            Ok(Err(error)) => Err(backend(error)),
+            Err(_) => Err(StoreError::Timeout(Self::DEFAULT_TIMEOUT * 5)),
+        }
+    }
+
     /// Keeps sessions under keys starting with `prefix` instead of [`DEFAULT_PREFIX`](RedisStore::DEFAULT_PREFIX), e.g. to
-    /// share one Redis between apps. In Redis Cluster a prefix such as `{sessions}:` would put
-    /// every session in one slot; leave hash tags out so they spread.
+    /// share one Redis between apps. On Redis Cluster a prefix holding a hash tag, such as
+    /// `{sessions}:`, would put every session in one slot, on one master; leave braces out
+    /// so they spread.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Arc::from(prefix.into());
         self
@@ -271,6 +431,11 @@ impl RedisStore {
     /// The key prefix in use.
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// Whether the store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.connection, Connection::Cluster(_))
     }
 
     /// The Redis key a session is kept under: the prefix plus the hex SHA-256 of its id.
@@ -292,7 +457,6 @@ impl RedisStore {
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send + 'static {
         let mut connection = self.connection.clone();
         let redis_key = self.redis_key(key);
-        let session = key.short();
         let timeout = self.timeout;
         // -1 stands for "none" in the script.
         let absolute = policy.absolute_timeout().map_or(-1, millis_arg);
@@ -306,32 +470,54 @@ impl RedisStore {
             i64::from(touch == Touch::Refresh),
         ];
         async move {
-            let mut invocation = SCRIPT.key(&redis_key);
-            invocation.arg(op);
-            for arg in args {
-                invocation.arg(arg);
-            }
-            let outcome = tokio::time::timeout(
-                timeout,
-                invocation.invoke_async::<Vec<String>>(&mut connection),
-            )
-            .await;
-            let result = match outcome {
+            let call = async {
+                let mut evalsha = ::redis::cmd("EVALSHA");
+                evalsha.arg(SCRIPT.get_hash());
+                let mut eval = ::redis::cmd("EVAL");
+                eval.arg(LUA);
+                for command in [&mut evalsha, &mut eval] {
+                    command.arg(1).arg(&redis_key).arg(op).arg(&args[..]);
+                }
+                match connection.query(&evalsha).await {
+                    Err(error) if error.code() == Some("NOSCRIPT") => connection.query(&eval).await,
+                    reply => reply,
+                }
+            };
+            match tokio::time::timeout(timeout, call).await {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(error)) => Err(backend(error)),
                 Err(_) => Err(StoreError::Timeout(timeout)),
-            };
-            if let Err(error) = &result {
-                tracing::warn!(%session, op, %error, "redis session store call failed");
             }
-            result
         }
+    }
+
+    /// Runs the script for `op` and reads its reply with `parse`, logging the outcome.
+    fn call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        touch: Touch,
+        parse: fn(&[String]) -> Result<T, StoreError>,
+    ) -> StoreFuture<T> {
+        let reply = self.run(op, key, now, policy, touch);
+        let log = self.log.clone();
+        Box::pin(async move { log.record(op, reply.await.and_then(|reply| parse(&reply))) })
     }
 }
 
 impl fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // No addresses: they may carry credentials, and the connection does not keep them
+        // redacted.
+        let topology = if self.is_cluster() {
+            "cluster"
+        } else {
+            "single"
+        };
         f.debug_struct("RedisStore")
+            .field("topology", &topology)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
@@ -342,6 +528,67 @@ impl From<ConnectionManager> for RedisStore {
     fn from(connection: ConnectionManager) -> Self {
         Self::from_connection_manager(connection)
     }
+}
+
+impl From<ClusterConnection> for RedisStore {
+    fn from(connection: ClusterConnection) -> Self {
+        Self::from_cluster_connection(connection)
+    }
+}
+
+/// The seed node URLs of a `redis-cluster://` or `rediss-cluster://` URL, or `None` for any
+/// other URL. The user info before the first node and the query after the last apply to every
+/// node.
+fn cluster_seeds(url: &str) -> Option<Result<Vec<String>, StoreError>> {
+    let (scheme, rest) = if let Some(rest) = url.strip_prefix("redis-cluster://") {
+        ("redis", rest)
+    } else if let Some(rest) = url.strip_prefix("rediss-cluster://") {
+        ("rediss", rest)
+    } else {
+        return None;
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
+    // A trailing `/` or `/0` is allowed; a cluster has only database 0.
+    let rest =
+        match rest.split_once('/') {
+            Some((rest, "" | "0")) => rest,
+            Some(_) => return Some(Err(StoreError::backend(
+                "a redis-cluster:// URL names no database (Redis Cluster has only database 0): \
+                 give redis-cluster://host:port[,host:port...]",
+            ))),
+            None => rest,
+        };
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((userinfo, hosts)) => (Some(userinfo), hosts),
+        None => (None, rest),
+    };
+    let seeds: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|host| !host.is_empty())
+        .map(|host| {
+            let mut seed = format!("{scheme}://");
+            if let Some(userinfo) = userinfo {
+                seed.push_str(userinfo);
+                seed.push('@');
+            }
+            seed.push_str(host);
+            if let Some(query) = query {
+                seed.push('?');
+                seed.push_str(query);
+            }
+            seed
+        })
+        .collect();
+    if seeds.is_empty() {
+        return Some(Err(StoreError::backend(
+            "a redis-cluster:// URL names no node: give redis-cluster://host:port[,host:port...]",
+        )));
+    }
+    Some(Ok(seeds))
 }
 
 impl SessionStore for RedisStore {
@@ -357,21 +604,15 @@ impl SessionStore for RedisStore {
         policy: &Policy,
         touch: Touch,
     ) -> Self::CheckFuture {
-        let reply = self.run("check", key, now, policy, touch);
-        let session = key.short();
-        Box::pin(async move { logged(&session, parse_check(&reply.await?)) })
+        self.call("check", key, now, policy, touch, parse_check)
     }
 
     fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
-        let reply = self.run("begin", key, now, policy, Touch::Passive);
-        let session = key.short();
-        Box::pin(async move { logged(&session, parse_begin(&reply.await?)) })
+        self.call("begin", key, now, policy, Touch::Passive, parse_begin)
     }
 
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
-        let reply = self.run("end", key, now, policy, Touch::Passive);
-        let session = key.short();
-        Box::pin(async move { logged(&session, parse_end(&reply.await?)) })
+        self.call("end", key, now, policy, Touch::Passive, parse_end)
     }
 
     /// Returns `Ok(0)` at once: every key carries a TTL that ends it at its deadline plus the
@@ -383,14 +624,6 @@ impl SessionStore for RedisStore {
 
 fn backend(error: RedisError) -> StoreError {
     StoreError::backend(error)
-}
-
-/// Logs a malformed reply; backend failures were logged where they happened.
-fn logged<T>(session: &str, result: Result<T, StoreError>) -> Result<T, StoreError> {
-    if let Err(error) = &result {
-        tracing::warn!(%session, %error, "redis session store read a malformed record");
-    }
-    result
 }
 
 fn millis_arg(duration: Duration) -> i64 {
@@ -494,6 +727,28 @@ mod tests {
                 Err(StoreError::CorruptRecord(_))
             ));
         }
+    }
+
+    #[test]
+    fn cluster_urls_give_seed_nodes() {
+        let seeds = |url: &str| cluster_seeds(url).map(|seeds| seeds.map_err(|e| e.to_string()));
+        assert_eq!(seeds("redis://127.0.0.1:6379/0"), None);
+        assert_eq!(
+            seeds("redis-cluster://127.0.0.1:7000,127.0.0.1:7001"),
+            Some(Ok(vec![
+                "redis://127.0.0.1:7000".to_owned(),
+                "redis://127.0.0.1:7001".to_owned()
+            ]))
+        );
+        assert_eq!(
+            seeds("rediss-cluster://u:pw@a:7000, b:7001/?protocol=resp3"),
+            Some(Ok(vec![
+                "rediss://u:pw@a:7000?protocol=resp3".to_owned(),
+                "rediss://u:pw@b:7001?protocol=resp3".to_owned()
+            ]))
+        );
+        assert!(matches!(seeds("redis-cluster://a:7000/3"), Some(Err(_))));
+        assert!(matches!(seeds("redis-cluster://"), Some(Err(_))));
     }
 
     #[test]

@@ -29,6 +29,142 @@ use std::time::Duration;
 use super::{Begin, Check, ExpiryReason, Policy, SessionKey, SessionRecord, SessionStore, Touch};
 use crate::{Clock, StoreError, Timestamp};
 
+/// Pool size and time bounds of [`PostgresStore`](super::PostgresStore) and
+/// [`SqliteStore`](super::SqliteStore).
+///
+/// The defaults keep a blocked store call well under the layer's
+/// [`store_timeout`](crate::Builder::store_timeout) (5 s by default): at most
+/// [`acquire_timeout`](SqlOptions::acquire_timeout) waiting for a connection of the pool, then
+/// at most [`statement_timeout`](SqlOptions::statement_timeout) in the database, after which
+/// the database itself cancels the statement, so its connection goes back to the pool instead
+/// of waiting on behind a lock after the request has been answered 503. Keep
+/// `acquire_timeout + statement_timeout` under the layer's store timeout.
+///
+/// # Sizing the pool (PostgreSQL)
+///
+/// Each app instance opens up to [`max_connections`](SqlOptions::max_connections)
+/// connections, so `instances × max_connections` must stay within the server's
+/// `max_connections` (100 by default) less what everything else uses (superuser reserve,
+/// migrations, other apps). One check is one short statement (well under a millisecond on a
+/// local server), so a few connections serve thousands of requests a second: 4 instances of
+/// 10 connections (the default) need 40, and ten instances fit in 100 only at 8 or fewer
+/// each. A pool too small shows as calls failing after `acquire_timeout`, not as waits.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_session_timeout::store::SqlOptions;
+///
+/// let options = SqlOptions::new()
+///     .max_connections(8)
+///     .acquire_timeout(Duration::from_millis(500))
+///     .statement_timeout(Duration::from_secs(1));
+/// assert_eq!(options.get_max_connections(), 8);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqlOptions {
+    max_connections: u32,
+    min_connections: u32,
+    acquire_timeout: Duration,
+    statement_timeout: Duration,
+}
+
+impl Default for SqlOptions {
+    fn default() -> Self {
+        SqlOptions {
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            min_connections: 0,
+            acquire_timeout: Self::DEFAULT_ACQUIRE_TIMEOUT,
+            statement_timeout: Self::DEFAULT_STATEMENT_TIMEOUT,
+        }
+    }
+}
+
+impl SqlOptions {
+    /// Connections per pool, that is per app instance, unless set: sqlx's default.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+    /// How long a call waits for a free connection unless set.
+    pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+    /// How long one statement may run (waiting on locks included) unless set.
+    pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// The defaults: 10 connections, 1 s to acquire one, 2 s per statement.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most connections the pool opens (at least 1).
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections.max(1);
+        self
+    }
+
+    /// The connections the pool keeps open even when idle (default 0; at most
+    /// [`max_connections`](SqlOptions::max_connections)).
+    pub fn min_connections(mut self, connections: u32) -> Self {
+        self.min_connections = connections;
+        self
+    }
+
+    /// How long a call waits for a free connection (or a new one) before it fails.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How long one statement may run, waiting on locks included, before the database
+    /// cancels it and the call fails: PostgreSQL's `statement_timeout`, SQLite's busy timeout.
+    /// At least 1 ms (for PostgreSQL zero would mean no limit).
+    ///
+    /// PostgreSQL gets it as a startup parameter of each connection. A pooler that refuses
+    /// startup parameters (PgBouncer) needs `options` in its `ignore_startup_parameters`, and
+    /// the timeout then set on the role instead (`ALTER ROLE app SET statement_timeout = '2s'`).
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The most connections the pool opens.
+    pub fn get_max_connections(&self) -> u32 {
+        self.max_connections
+    }
+
+    /// The connections the pool keeps open when idle.
+    pub fn get_min_connections(&self) -> u32 {
+        self.min_connections.min(self.max_connections)
+    }
+
+    /// How long a call waits for a connection.
+    pub fn get_acquire_timeout(&self) -> Duration {
+        self.acquire_timeout
+    }
+
+    /// How long one statement may run.
+    pub fn get_statement_timeout(&self) -> Duration {
+        self.statement_timeout
+    }
+
+    /// The statement timeout in whole milliseconds, as PostgreSQL takes it.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn statement_timeout_ms(&self) -> u64 {
+        u64::try_from(self.statement_timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// The pool settings for a driver.
+    pub(crate) fn pool<DB: sqlx::Database>(&self) -> sqlx::pool::PoolOptions<DB> {
+        sqlx::pool::PoolOptions::new()
+            .max_connections(self.max_connections)
+            .min_connections(self.get_min_connections())
+            .acquire_timeout(self.acquire_timeout)
+    }
+}
+
+/// How many rows one purge statement deletes at most: the purge runs statements of this size
+/// until one deletes fewer, so each stays far within the statement timeout however many
+/// sessions expired at once, and holds its row locks briefly.
+pub(crate) const PURGE_BATCH: u64 = 1000;
+
 /// The table name the stores use unless told otherwise.
 pub(crate) const DEFAULT_TABLE: &str = "tower_session_timeout";
 
@@ -134,7 +270,7 @@ pub(crate) struct Queries {
     pub begin: String,
     /// `$1`..`$6`: ends an active row (or retires it when it had expired); returns its state.
     pub end: String,
-    /// `$1`: deletes every row whose `expires_at` has passed.
+    /// `$1`: deletes up to [`PURGE_BATCH`] rows whose `expires_at` has passed.
     pub purge: String,
     /// `$1`, `$2` (now): deletes one row whose `expires_at` has passed, when a check finds it
     /// forgotten, so a clock stepping back later cannot find it again.
@@ -240,7 +376,10 @@ impl Queries {
             check,
             begin,
             end,
-            purge: format!("DELETE FROM {t} WHERE expires_at <= $1"),
+            purge: format!(
+                "DELETE FROM {t} WHERE key IN \
+                 (SELECT key FROM {t} WHERE expires_at <= $1 LIMIT {PURGE_BATCH})"
+            ),
             forget: format!("DELETE FROM {t} WHERE key = $1 AND expires_at <= $2"),
         }
     }
@@ -413,8 +552,25 @@ pub(crate) fn backend(error: sqlx::Error) -> StoreError {
     StoreError::backend(error)
 }
 
-/// Runs `store.purge` every `interval` with the time from `clock`, logging failures with
-/// `tracing` and going on. The first purge runs at once.
+/// Runs `query` (a purge statement taking `now`) in batches of [`PURGE_BATCH`] until one
+/// deletes fewer, and returns how many rows went.
+pub(crate) async fn purge_in_batches<F, Fut>(mut batch: F) -> Result<u64, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<u64, StoreError>>,
+{
+    let mut removed = 0;
+    loop {
+        let deleted = batch().await?;
+        removed += deleted;
+        if deleted < PURGE_BATCH {
+            return Ok(removed);
+        }
+    }
+}
+
+/// Runs `store.purge` every `interval` with the time from `clock`, going on after failures
+/// (which the store logs once per burst). The first purge runs at once.
 pub(crate) fn spawn_purge<St: SessionStore>(
     store: St,
     interval: Duration,
@@ -430,7 +586,8 @@ pub(crate) fn spawn_purge<St: SessionStore>(
             let now = Timestamp::from_system_time(clock.now());
             match store.purge(now).await {
                 Ok(removed) => tracing::debug!(removed, "purged expired sessions"),
-                Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
+                // The store's own log has it, once per burst.
+                Err(error) => tracing::trace!(%error, "purging expired sessions failed"),
             }
         }
     })

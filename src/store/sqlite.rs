@@ -5,10 +5,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use std::future::Future;
 
-use super::sql::{self, BoxFuture, Params, Queries, StoredRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+
+use super::sql::{self, BoxFuture, Params, Queries, SqlOptions, StoredRow};
 use super::{Begin, Check, Policy, SessionKey, SessionStore, Touch};
+use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
 
 /// Keeps sessions in an SQLite database file, so they outlive a restart of the app, with their
@@ -26,6 +29,11 @@ use crate::{Clock, StoreError, Timestamp};
 /// Call [`migrate`](SqliteStore::migrate) once at start-up to create the table and its index
 /// on the expiry time, and [`spawn_purge`](SqliteStore::spawn_purge) (or call
 /// [`purge`](SessionStore::purge) yourself) so expired rows do not accumulate.
+///
+/// Every call is bounded: a second to get a connection from the pool, and two seconds of
+/// waiting on another writer's lock (SQLite's busy timeout) before it fails; set them with
+/// [`connect_with_options`](SqliteStore::connect_with_options) ([`SqlOptions`]). Failures
+/// are logged once per burst, with a count.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -64,6 +72,7 @@ use crate::{Clock, StoreError, Timestamp};
 pub struct SqliteStore {
     pool: SqlitePool,
     queries: Arc<Queries>,
+    log: Arc<StoreLog>,
 }
 
 impl SqliteStore {
@@ -77,8 +86,24 @@ impl SqliteStore {
     /// # Ok(()) }
     /// ```
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url).map_err(sql::backend)?;
-        Self::connect_with(options).await
+        Self::connect_with_options(url, SqlOptions::default()).await
+    }
+
+    /// Opens the database at `url` as [`connect`](SqliteStore::connect) does, with the pool
+    /// size and time bounds of `options` (the statement timeout is SQLite's busy timeout).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), tower_session_timeout::StoreError> {
+    /// use std::time::Duration;
+    /// use tower_session_timeout::{store::SqlOptions, SqliteStore};
+    ///
+    /// let options = SqlOptions::new().statement_timeout(Duration::from_millis(500));
+    /// let store = SqliteStore::connect_with_options("sqlite://sessions.db", options).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect_with_options(url: &str, options: SqlOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::from_str(url).map_err(sql::backend)?;
+        Self::connect_with(connect, options).await
     }
 
     /// Opens the database file at `path`, creating it when it is missing; see
@@ -90,15 +115,30 @@ impl SqliteStore {
     /// # Ok(()) }
     /// ```
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::connect_with(SqliteConnectOptions::new().filename(path)).await
+        Self::open_with_options(path, SqlOptions::default()).await
     }
 
-    async fn connect_with(options: SqliteConnectOptions) -> Result<Self, StoreError> {
-        let options = options
+    /// Opens the database file at `path` with the pool size and time bounds of `options`.
+    pub async fn open_with_options(
+        path: impl AsRef<Path>,
+        options: SqlOptions,
+    ) -> Result<Self, StoreError> {
+        Self::connect_with(SqliteConnectOptions::new().filename(path), options).await
+    }
+
+    /// Opens a new pool with `connect` (for settings a URL cannot say) and the pool size and
+    /// time bounds of `options`; the file is created when missing, in WAL mode.
+    pub async fn connect_with(
+        connect: SqliteConnectOptions,
+        options: SqlOptions,
+    ) -> Result<Self, StoreError> {
+        let connect = connect
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .connect_with(options)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(options.get_statement_timeout());
+        let pool = options
+            .pool()
+            .connect_with(connect)
             .await
             .map_err(sql::backend)?;
         Ok(Self::from_pool(pool))
@@ -116,6 +156,7 @@ impl SqliteStore {
         SqliteStore {
             pool,
             queries: Arc::new(Queries::default_table()),
+            log: Arc::new(StoreLog::new("sqlite")),
         }
     }
 
@@ -132,6 +173,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool: self.pool,
             queries: Arc::new(Queries::new(name)?),
+            log: self.log,
         })
     }
 
@@ -201,6 +243,16 @@ impl SqliteStore {
         row.as_ref().map(sql::decode_row).transpose()
     }
 
+    /// `call`, with its outcome in the store's failure log.
+    fn logged<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> BoxFuture<T> {
+        let log = self.log.clone();
+        Box::pin(async move { log.record(op, call.await) })
+    }
+
     /// Deletes the key's row if it is past its `expires_at`.
     async fn forget(&self, p: &Params) -> Result<(), StoreError> {
         sqlx::query(&self.queries.forget)
@@ -228,7 +280,7 @@ impl SessionStore for SqliteStore {
     ) -> Self::CheckFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, touch);
-        Box::pin(async move {
+        self.logged("check", async move {
             // Read first, so passive checks, tombstones and refreshes the touch interval skips
             // take no write lock; the write itself re-checks its condition atomically, and
             // when it finds the row changed since the read, the read runs again.
@@ -258,7 +310,7 @@ impl SessionStore for SqliteStore {
     fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
-        Box::pin(async move {
+        self.logged("begin", async move {
             sql::retrying(|| async {
                 // An active session or a live tombstone needs no write (see `check`).
                 let current = store.current(&p).await?;
@@ -284,7 +336,7 @@ impl SessionStore for SqliteStore {
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
-        Box::pin(async move {
+        self.logged("end", async move {
             let state: Option<String> =
                 sql::bind_params!(sqlx::query_scalar(&store.queries.end), p)
                     .fetch_optional(&store.pool)
@@ -297,13 +349,16 @@ impl SessionStore for SqliteStore {
     fn purge(&self, now: Timestamp) -> Self::PurgeFuture {
         let store = self.clone();
         let now = sql::millis(now);
-        Box::pin(async move {
-            let done = sqlx::query(&store.queries.purge)
-                .bind(now)
-                .execute(&store.pool)
-                .await
-                .map_err(sql::backend)?;
-            Ok(done.rows_affected())
+        self.logged("purge", async move {
+            sql::purge_in_batches(|| async {
+                let done = sqlx::query(&store.queries.purge)
+                    .bind(now)
+                    .execute(&store.pool)
+                    .await
+                    .map_err(sql::backend)?;
+                Ok(done.rows_affected())
+            })
+            .await
         })
     }
 }

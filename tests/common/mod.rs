@@ -3,7 +3,9 @@
 
 pub mod app;
 pub mod capture;
+pub mod cluster;
 pub mod failing;
 pub mod faulty;
 pub mod model;
+pub mod redis_server;
 pub mod store_suite;

@@ -1,0 +1,338 @@
+#![cfg(feature = "redis")]
+//! `RedisStore` on a real Redis Cluster of the test's own (3 masters and 3 replicas from the
+//! machine's `redis-server`, on free loopback ports, `cluster-node-timeout` 1 s,
+//! `cluster-require-full-coverage no`): two layer instances sharing it, sessions on every
+//! master, a master killed under load and its replica promoted, and the demo on
+//! `redis-cluster://`.
+//!
+//! Prints the measured 503 window of the failover (`cargo test --all-features --test
+//! redis_cluster -- --nocapture`).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::app::{app_with_store, TestApp, IDLE};
+use common::cluster::{cli, key_slot, Cluster, FORM};
+use http::header::COOKIE;
+use http::{Request, StatusCode};
+use http_body_util::Empty;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tower::ServiceExt;
+use tower_session_timeout::store::SessionKey;
+use tower_session_timeout::{ManualClock, RedisStore};
+
+/// Bounds every single request.
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn within<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .expect("answered in time")
+}
+
+async fn store(url: &str, prefix: &str) -> RedisStore {
+    within(RedisStore::open(url))
+        .await
+        .expect("the cluster is reachable")
+        .with_prefix(prefix)
+}
+
+/// One session of the test: its id, and the master port its key's slot lives on.
+#[derive(Clone)]
+struct Session {
+    id: String,
+    master: u16,
+    /// Left idle before the failover, so it has expired when the master dies.
+    expiring: bool,
+}
+
+/// Sends `GET /page` for every session at once, alternating instances, and returns each
+/// status in order.
+async fn round(apps: &[&TestApp<RedisStore>; 2], sessions: &[Session]) -> Vec<StatusCode> {
+    let mut tasks = Vec::new();
+    for (i, session) in sessions.iter().enumerate() {
+        let service = apps[i % 2].service.clone();
+        let request = Request::get("/page")
+            .header(COOKIE, format!("id={}", session.id))
+            .body(Empty::new())
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            within(service.oneshot(request))
+                .await
+                .expect("infallible")
+                .status()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("request task"));
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_masters_and_survive_a_failover() {
+    let mut cluster = Cluster::start(3, 1);
+    let masters = cluster.masters();
+    assert_eq!(masters.len(), 3, "{masters:?}");
+
+    // Two instances, each with its own connection, sharing one clock and one prefix.
+    let prefix = format!("tst-cluster:{:016x}:", rand::random::<u64>());
+    let clock = ManualClock::new();
+    let a_store = store(&cluster.url(2), &prefix).await;
+    let b_store = store(
+        &format!("redis-cluster://{}", cluster.nodes[5].address()),
+        &prefix,
+    )
+    .await;
+    assert!(a_store.is_cluster() && b_store.is_cluster());
+    // The store loaded its script on every master when it connected.
+    for master in &masters {
+        let memory = cli(master.port, &["INFO", "memory"]);
+        assert!(
+            memory.contains("number_of_cached_scripts:1"),
+            "master {}: {memory}",
+            master.port
+        );
+    }
+    // The slot function here is Redis's own.
+    let probe = a_store.redis_key(&SessionKey::from_id("probe"));
+    assert_eq!(
+        cli(masters[0].port, &["CLUSTER", "KEYSLOT", &probe]).trim(),
+        key_slot(&probe).to_string()
+    );
+    let a = app_with_store(a_store.clone(), clock.clone(), |builder| builder);
+    let b = app_with_store(b_store, clock.clone(), |builder| builder);
+    let apps = [&a, &b];
+
+    // Sessions begun on either instance, until every master holds at least 8 of them.
+    let mut sessions = Vec::new();
+    for i in 0..400 {
+        let per_master = |port: u16| {
+            sessions
+                .iter()
+                .filter(|s: &&Session| s.master == port)
+                .count()
+        };
+        if masters.iter().all(|master| per_master(master.port) >= 8) {
+            break;
+        }
+        let id = format!("cluster-{i}-{:016x}", rand::random::<u64>());
+        let slot = key_slot(&a_store.redis_key(&SessionKey::from_id(&id)));
+        let master = masters
+            .iter()
+            .find(|m| m.serves(slot))
+            .expect("a master")
+            .port;
+        if per_master(master) >= 8 {
+            continue;
+        }
+        within(apps[i % 2].login(&id)).await;
+        let expiring = per_master(master) % 2 == 1;
+        sessions.push(Session {
+            id,
+            master,
+            expiring,
+        });
+    }
+    assert_eq!(sessions.len(), 24, "8 sessions on each master");
+    for master in &masters {
+        let keys = cli(master.port, &["DBSIZE"]);
+        assert!(keys.trim().parse::<u32>().unwrap() >= 8, "{keys}");
+    }
+    // Active on both instances.
+    for statuses in [
+        round(&apps, &sessions).await,
+        round(&[&b, &a], &sessions).await,
+    ] {
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::OK),
+            "{statuses:?}"
+        );
+    }
+
+    // Half the sessions are left idle; the others stay in use.
+    clock.advance(IDLE - Duration::from_secs(2));
+    let active: Vec<Session> = sessions.iter().filter(|s| !s.expiring).cloned().collect();
+    let statuses = round(&apps, &active).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+
+    // Kill the master of the first sessions; the idle half is now past its deadline.
+    // Replication is asynchronous: wait until the replica has the last refreshes, as this
+    // test is about the failover, not about what a master takes with it (the docs say).
+    let dead = masters[0].port;
+    cluster.wait_for_replicas(dead);
+    cluster.node_mut(dead).kill();
+    let killed = Instant::now();
+    clock.advance(Duration::from_secs(3));
+
+    let mut outcomes: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut last_503: Option<Duration> = None;
+    let mut first_all_ok: Option<Duration> = None;
+    let mut rounds_all_ok = 0;
+    while rounds_all_ok < 5 {
+        assert!(
+            killed.elapsed() < FORM,
+            "the dead master's sessions did not answer again within {FORM:?}: {outcomes:?}"
+        );
+        let statuses = round(&apps, &sessions).await;
+        let at = killed.elapsed();
+        let mut all_ok = true;
+        for (session, status) in sessions.iter().zip(&statuses) {
+            let on_dead = session.master == dead;
+            let kind = match (session.expiring, on_dead, status.as_u16()) {
+                (true, _, 200) => panic!("an expired session answered 200 at {at:?}"),
+                (true, _, 440) => "expired: 440",
+                (true, _, 503) => "expired, dead master: 503",
+                (false, false, 200) => "other masters: 200",
+                (false, false, other) => {
+                    panic!("a session on a live master answered {other} at {at:?}")
+                }
+                (false, true, 200) => "dead master: 200",
+                (false, true, 503) => {
+                    all_ok = false;
+                    last_503 = Some(at);
+                    "dead master: 503"
+                }
+                (_, _, other) => {
+                    let answer = within(a.get_json(&session.id)).await;
+                    panic!("unexpected {other} at {at:?}: {}", answer.text())
+                }
+            };
+            *outcomes.entry(kind).or_default() += 1;
+        }
+        if all_ok {
+            first_all_ok.get_or_insert(at);
+            rounds_all_ok += 1;
+        } else {
+            assert!(
+                first_all_ok.is_none(),
+                "503 again at {at:?} after every session answered at {first_all_ok:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "failover: dead master's sessions answered 503 until {last_503:?}, all 200 from {first_all_ok:?} after the kill; {outcomes:?}"
+    );
+    assert!(
+        outcomes.contains_key("dead master: 503"),
+        "fail-closed while the master was down: {outcomes:?}"
+    );
+    assert!(outcomes.contains_key("other masters: 200"));
+
+    // A replica took over the dead master's slots.
+    let after = cluster.masters();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(after.iter().all(|master| master.port != dead));
+    // Expired sessions stay expired on the new master, on both instances.
+    let expired: Vec<Session> = sessions.iter().filter(|s| s.expiring).cloned().collect();
+    for statuses in [
+        round(&apps, &expired).await,
+        round(&[&b, &a], &expired).await,
+    ] {
+        assert!(statuses.iter().all(|s| s.as_u16() == 440), "{statuses:?}");
+    }
+}
+
+/// The built demo binary, which `cargo test` compiles beside the tests.
+fn example_binary() -> std::path::PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    deps.parent().unwrap().join("examples").join("axum_login")
+}
+
+async fn raw_request(address: &str, request: &str) -> String {
+    let mut stream = within(tokio::net::TcpStream::connect(address))
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    within(stream.read_to_string(&mut response)).await.unwrap();
+    response
+}
+
+#[tokio::test]
+async fn the_demo_runs_on_redis_cluster_urls() {
+    let cluster = Cluster::start(3, 0);
+    let mut child = tokio::process::Command::new(example_binary())
+        .env("PORT", "0")
+        .env("SESSION_STORE", cluster.url(2))
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the example is built by cargo test");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the demo starts")
+        .unwrap()
+        .expect("a first line");
+    let address = first
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let settings = within(lines.next_line()).await.unwrap().unwrap();
+    assert!(settings.contains("RedisCluster"), "{settings}");
+
+    // Sign in several times, so sessions land on several masters, each usable.
+    for _ in 0..12 {
+        let body = "username=ada&password=secret";
+        let login = raw_request(
+            &address,
+            &format!(
+                "POST /login HTTP/1.1\r\nHost: demo\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert!(login.starts_with("HTTP/1.1 303 See Other"), "{login}");
+        let cookie = login
+            .lines()
+            .find_map(|line| line.strip_prefix("set-cookie: "))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let dashboard = raw_request(
+            &address,
+            &format!("GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(dashboard.starts_with("HTTP/1.1 200 OK"), "{dashboard}");
+    }
+    let stale = raw_request(
+        &address,
+        "GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: id=stale\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(
+        stale.starts_with("HTTP/1.1 440 Login Time-out\r\n"),
+        "{stale}"
+    );
+    let keys: u32 = cluster
+        .nodes
+        .iter()
+        .map(|node| cli(node.port, &["DBSIZE"]).trim().parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(keys, 12, "one key per session, over the masters");
+    let masters_used = cluster
+        .nodes
+        .iter()
+        .filter(|node| cli(node.port, &["DBSIZE"]).trim() != "0")
+        .count();
+    assert!(masters_used >= 2, "twelve sessions on one master of three");
+    child.kill().await.unwrap();
+}
