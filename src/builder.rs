@@ -255,7 +255,25 @@ impl<St> SessionTimeoutBuilder<St> {
     }
 
     /// Answers requests to `path` itself with the session's deadlines as JSON, without
-    /// refreshing it; 440 (problem+json) when it has expired.
+    /// refreshing it; 440 (problem+json) when it has expired. Times are Unix milliseconds by
+    /// the layer's clock; `now_ms` lets a client correct for its own clock's skew:
+    ///
+    /// | field | meaning |
+    /// |---|---|
+    /// | `active` | always `true` (an inactive session gets 440) |
+    /// | `now_ms` | when the layer answered |
+    /// | `created_at_ms`, `last_seen_ms` | when the session began, and was last refreshed |
+    /// | `idle_deadline_ms` | when it goes idle without another refreshing request |
+    /// | `absolute_deadline_ms` | when it ends whatever its activity, or `null` |
+    /// | `idle_seconds_left`, `absolute_seconds_left` | whole seconds until each (`null` without an absolute timeout) |
+    /// | `seconds_left` | whole seconds until the earlier of the two |
+    ///
+    /// ```json
+    /// {"active":true,"now_ms":1767225600000,"created_at_ms":1767225000000,
+    ///  "last_seen_ms":1767225540000,"idle_deadline_ms":1767226740000,
+    ///  "absolute_deadline_ms":null,"idle_seconds_left":1140,
+    ///  "absolute_seconds_left":null,"seconds_left":1140}
+    /// ```
     pub fn status_path(mut self, path: impl Into<String>) -> Self {
         self.routes.status = Some(path.into());
         self

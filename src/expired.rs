@@ -16,6 +16,22 @@ pub const REASON_PHRASE: &str = "Login Time-out";
 pub const DEFAULT_BODY: &str = "<html>\r\n  <head>\r\n    <title>Login Time-out</title>\r\n  </head>\r\n  <body>\r\n   <p>The session has expired. Log in again.</p>\r\n  </body>\r\n</html>";
 
 /// `440 Login Time-out`, the unofficial status IIS and Exchange send for an expired session.
+///
+/// `http`'s `StatusCode` knows no reason phrase for 440, so its `Display` (what a
+/// `TraceLayer` or a `tracing` field with `%status` prints) reads `440 <unknown status
+/// code>`. Log `status.as_u16()` instead, or [`REASON_PHRASE`] beside it. On the wire the
+/// layer's 440 carries the phrase over HTTP/1.1 (through hyper's `ReasonPhrase` extension);
+/// HTTP/2 has no reason phrases, so there the status is just `440`.
+///
+/// ```
+/// use tower_session_timeout::{login_timeout_status, REASON_PHRASE};
+///
+/// let status = login_timeout_status();
+/// assert_eq!(status.as_u16(), 440);
+/// assert_eq!(status.to_string(), "440 <unknown status code>");
+/// let logged = format!("{} {REASON_PHRASE}", status.as_u16());
+/// assert_eq!(logged, "440 Login Time-out");
+/// ```
 pub fn login_timeout_status() -> StatusCode {
     // 440 is within 100..=999, which is all `from_u16` checks.
     StatusCode::from_u16(440).unwrap_or(StatusCode::UNAUTHORIZED)

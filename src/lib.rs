@@ -89,6 +89,15 @@
 //! with `400 Bad Request`. The test suite checks this differentially against tower-cookies,
 //! axum-extra and the cookie crate, and a fuzz target does the same.
 //!
+//! # Where to add it
+//!
+//! Add it with `Router::layer` (or `ServiceBuilder`), not `Router::route_layer`: axum runs a
+//! route layer only for requests that match a route, so the layer's own routes (the
+//! [keep-alive](SessionTimeoutBuilder::keep_alive_path), [status](SessionTimeoutBuilder::status_path)
+//! and [client script](SessionTimeoutBuilder::client_script_path) paths, which no route of
+//! the app declares) would answer 404. It works the same over HTTP/1.1 and HTTP/2; HTTP/2
+//! has no reason phrases, so there a 440 goes out as plain `440`.
+//!
 //! # With tower-sessions and axum-login
 //!
 //! Add the layer outermost, around tower-sessions' `SessionManagerLayer` (or axum-login's
@@ -284,7 +293,10 @@
 //! # Features
 //!
 //! None is on by default, and the default build pulls in no database client.
-//! `redis`, `postgres` and `sqlite` add the stores of those names.
+//! `redis`, `postgres` and `sqlite` add the stores of those names. `axum` makes
+//! [`SessionHandle`] and [`SessionInfo`] axum extractors of their own (`Option<SessionInfo>`
+//! for a handler that serves both signed-in and anonymous requests), so handlers need no
+//! `Extension<…>` wrapper.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -301,6 +313,8 @@ mod error;
 mod error_log;
 mod expired;
 mod expiry_hook;
+#[cfg(feature = "axum")]
+mod extract;
 mod future;
 mod handle;
 mod inactive;
@@ -321,6 +335,9 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{ConfigError, ParseExpiryReasonError, StoreError};
 pub use expired::{login_timeout_status, ExpiredSession, DEFAULT_BODY, REASON_PHRASE};
 pub use expiry_hook::ExpiryEvent;
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use extract::{MissingSessionLayer, NoActiveSession};
 pub use future::ResponseFuture;
 pub use handle::{SessionHandle, SessionInfo};
 pub use layer::SessionTimeoutLayer;

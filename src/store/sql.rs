@@ -33,7 +33,7 @@ use crate::{Clock, StoreError, Timestamp};
 /// [`SqliteStore`](super::SqliteStore).
 ///
 /// The defaults keep a blocked store call well under the layer's
-/// [`store_timeout`](crate::Builder::store_timeout) (5 s by default): at most
+/// [`store_timeout`](crate::SessionTimeoutBuilder::store_timeout) (5 s by default): at most
 /// [`acquire_timeout`](SqlOptions::acquire_timeout) waiting for a connection of the pool, then
 /// at most [`statement_timeout`](SqlOptions::statement_timeout) in the database, after which
 /// the database itself cancels the statement, so its connection goes back to the pool instead
