@@ -9,19 +9,9 @@ use tokio::io::AsyncBufReadExt;
 
 const PASSWORD: &str = "s3cret-Pw";
 
-/// The built demo binary, which `cargo test` compiles beside the tests.
-fn example_binary() -> std::path::PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    deps.parent().unwrap().join("examples").join("axum_login")
-}
-
 /// Runs the demo on `store` and returns what it printed before serving (or failing).
 async fn demo_start_up(store: &str) -> String {
-    let mut child = tokio::process::Command::new(example_binary())
+    let mut child = tokio::process::Command::new(common::demo_binary::example_binary())
         .env("PORT", "0")
         .env("SESSION_STORE", store)
         .env("RUST_LOG", "trace")

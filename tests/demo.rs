@@ -4,6 +4,10 @@
 #[path = "../examples/axum_login.rs"]
 mod demo;
 
+#[allow(dead_code)]
+#[path = "common/demo_binary.rs"]
+mod demo_binary;
+
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,7 +15,6 @@ use demo::{Settings, StoreChoice};
 use http::header::{COOKIE, LOCATION, SET_COOKIE};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use tower_session_timeout::{login_timeout_status, ManualClock, SessionTimeoutLayer};
 
@@ -269,84 +272,21 @@ fn client_timing_follows_the_idle_timeout() {
     assert_eq!(timing(5), None);
 }
 
-/// The built example binary, which `cargo test` compiles beside the tests.
-fn example_binary() -> std::path::PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    deps.parent().unwrap().join("examples").join("axum_login")
-}
-
-async fn raw_request(address: &str, request: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    response
-}
-
 #[tokio::test]
 async fn the_binary_serves_the_sign_in_flow_on_port() {
-    let mut child = tokio::process::Command::new(example_binary())
-        .env("PORT", "0")
-        .env("IDLE_TIMEOUT_SECS", "60")
-        .env_remove("SESSION_STORE")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the example is built by cargo test");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let address = first
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-
-    let form = raw_request(
-        &address,
-        "GET /login HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let mut demo = demo_binary::start(&[("IDLE_TIMEOUT_SECS", "60")]).await;
+    let address = &demo.address;
+    let form = demo_binary::get(address, "/login", None).await;
     assert!(form.starts_with("HTTP/1.1 200 OK"), "{form}");
-    let body = "username=ada&password=secret";
-    let login = raw_request(
-        &address,
-        &format!(
-            "POST /login HTTP/1.1\r\nHost: demo\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-    .await;
-    assert!(login.starts_with("HTTP/1.1 303 See Other"), "{login}");
-    let cookie = login
-        .lines()
-        .find_map(|line| line.strip_prefix("set-cookie: "))
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap();
-    let dashboard = raw_request(&address, &format!("GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n")).await;
+    let cookie = demo_binary::sign_in(address).await;
+    let dashboard = demo_binary::get(address, "/dashboard", Some(&cookie)).await;
     assert!(dashboard.starts_with("HTTP/1.1 200 OK"), "{dashboard}");
-    let stale = raw_request(
-        &address,
-        "GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: id=stale\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let stale = demo_binary::get(address, "/dashboard", Some("id=stale-session-id-0")).await;
     assert!(
         stale.starts_with("HTTP/1.1 440 Login Time-out\r\n"),
         "{stale}"
     );
-    child.kill().await.unwrap();
+    demo.child.kill().await.unwrap();
 }
 
 #[cfg(not(feature = "redis"))]
@@ -354,7 +294,7 @@ async fn the_binary_serves_the_sign_in_flow_on_port() {
 async fn a_store_whose_feature_is_missing_is_a_clear_error() {
     // Bounded: an example binary built with the feature (by an earlier `--all-features`
     // build) would start serving instead of failing.
-    let run = tokio::process::Command::new(example_binary())
+    let run = tokio::process::Command::new(demo_binary::example_binary())
         .env("PORT", "0")
         .env("SESSION_STORE", "redis://127.0.0.1:6379/0")
         .kill_on_drop(true)

@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 
 use common::app::{app_with_store, TestApp, IDLE};
 use common::cluster::{cli, key_slot, Cluster, FORM};
+use common::demo_binary;
 use http::header::COOKIE;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 use tower_session_timeout::store::SessionKey;
 use tower_session_timeout::{ManualClock, RedisStore};
@@ -240,84 +240,22 @@ async fn sessions_spread_over_masters_and_survive_a_failover() {
     }
 }
 
-/// The built demo binary, which `cargo test` compiles beside the tests.
-fn example_binary() -> std::path::PathBuf {
-    let deps = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    deps.parent().unwrap().join("examples").join("axum_login")
-}
-
-async fn raw_request(address: &str, request: &str) -> String {
-    let mut stream = within(tokio::net::TcpStream::connect(address))
-        .await
-        .unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    within(stream.read_to_string(&mut response)).await.unwrap();
-    response
-}
-
 #[tokio::test]
 async fn the_demo_runs_on_redis_cluster_urls() {
     let cluster = Cluster::start(3, 0);
-    let mut child = tokio::process::Command::new(example_binary())
-        .env("PORT", "0")
-        .env("SESSION_STORE", cluster.url(2))
-        .env("RUST_LOG", "off")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the example is built by cargo test");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the demo starts")
-        .unwrap()
-        .expect("a first line");
-    let address = first
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split(';').next())
-        .unwrap_or_else(|| panic!("{first}"))
-        .to_owned();
-    let settings = within(lines.next_line()).await.unwrap().unwrap();
+    let url = cluster.url(2);
+    let mut demo =
+        demo_binary::start(&[("SESSION_STORE", url.as_str()), ("RUST_LOG", "off")]).await;
+    let settings = within(demo.lines.next_line()).await.unwrap().unwrap();
     assert!(settings.contains("RedisCluster"), "{settings}");
 
     // Sign in several times, so sessions land on several masters, each usable.
     for _ in 0..12 {
-        let body = "username=ada&password=secret";
-        let login = raw_request(
-            &address,
-            &format!(
-                "POST /login HTTP/1.1\r\nHost: demo\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            ),
-        )
-        .await;
-        assert!(login.starts_with("HTTP/1.1 303 See Other"), "{login}");
-        let cookie = login
-            .lines()
-            .find_map(|line| line.strip_prefix("set-cookie: "))
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned();
-        let dashboard = raw_request(
-            &address,
-            &format!("GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"),
-        )
-        .await;
+        let cookie = demo_binary::sign_in(&demo.address).await;
+        let dashboard = demo_binary::get(&demo.address, "/dashboard", Some(&cookie)).await;
         assert!(dashboard.starts_with("HTTP/1.1 200 OK"), "{dashboard}");
     }
-    let stale = raw_request(
-        &address,
-        "GET /dashboard HTTP/1.1\r\nHost: demo\r\nCookie: id=stale\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let stale = demo_binary::get(&demo.address, "/dashboard", Some("id=stale-session-id-0")).await;
     assert!(
         stale.starts_with("HTTP/1.1 440 Login Time-out\r\n"),
         "{stale}"
@@ -334,5 +272,5 @@ async fn the_demo_runs_on_redis_cluster_urls() {
         .filter(|node| cli(node.port, &["DBSIZE"]).trim() != "0")
         .count();
     assert!(masters_used >= 2, "twelve sessions on one master of three");
-    child.kill().await.unwrap();
+    demo.child.kill().await.unwrap();
 }

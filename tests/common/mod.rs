@@ -4,6 +4,7 @@
 pub mod app;
 pub mod capture;
 pub mod cluster;
+pub mod demo_binary;
 pub mod failing;
 pub mod faulty;
 pub mod model;
