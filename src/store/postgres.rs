@@ -1,6 +1,5 @@
 //! [`PostgresStore`]: sessions in a PostgreSQL table, shared by every app instance.
 
-use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -247,16 +246,6 @@ impl PostgresStore {
     pub fn index_name(&self) -> &str {
         &self.queries.shared.index
     }
-
-    /// `call`, with its outcome in the store's failure log.
-    fn logged<T: Send + 'static>(
-        &self,
-        op: &'static str,
-        call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-    ) -> BoxFuture<T> {
-        let log = self.log.clone();
-        Box::pin(async move { log.record(op, call.await) })
-    }
 }
 
 fn decode(row: &PgRow) -> Result<(bool, sql::StoredRow), StoreError> {
@@ -281,7 +270,7 @@ impl SessionStore for PostgresStore {
     ) -> Self::CheckFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, touch);
-        self.logged("check", async move {
+        sql::logged(&self.log, "check", async move {
             sql::retrying(|| async {
                 let row = sql::bind_params!(sqlx::query(&store.queries.check), p)
                     .bind(p.touch)
@@ -315,7 +304,7 @@ impl SessionStore for PostgresStore {
     fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
-        self.logged("begin", async move {
+        sql::logged(&self.log, "begin", async move {
             sql::retrying(|| async {
                 let row = sql::bind_params!(sqlx::query(&store.queries.begin), p)
                     .bind(p.new_row_expires_at())
@@ -336,7 +325,7 @@ impl SessionStore for PostgresStore {
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
-        self.logged("end", async move {
+        sql::logged(&self.log, "end", async move {
             let state: Option<String> =
                 sql::bind_params!(sqlx::query_scalar(&store.queries.shared.end), p)
                     .fetch_optional(&store.pool)
@@ -349,7 +338,7 @@ impl SessionStore for PostgresStore {
     fn purge(&self, now: Timestamp) -> Self::PurgeFuture {
         let store = self.clone();
         let now = sql::millis(now);
-        self.logged("purge", async move {
+        sql::logged(&self.log, "purge", async move {
             sql::purge_in_batches(|| async {
                 let done = sqlx::query(&store.queries.shared.purge)
                     .bind(now)

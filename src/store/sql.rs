@@ -24,9 +24,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Begin, Check, ExpiryReason, Policy, SessionKey, SessionRecord, SessionStore, Touch};
+use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
 
 /// Pool size and time bounds of [`PostgresStore`](super::PostgresStore) and
@@ -170,6 +172,16 @@ pub(crate) const DEFAULT_TABLE: &str = "tower_session_timeout";
 
 /// A boxed store future: these stores do I/O anyway, so one allocation per call is noise.
 pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
+
+/// `call`, boxed, with its outcome in the store's failure log.
+pub(crate) fn logged<T: Send + 'static>(
+    log: &Arc<StoreLog>,
+    op: &'static str,
+    call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> BoxFuture<T> {
+    let log = Arc::clone(log);
+    Box::pin(async move { log.record(op, call.await) })
+}
 
 /// Binds `$1`..`$6` of [`Params`] to a query of either driver.
 macro_rules! bind_params {

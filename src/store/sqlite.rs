@@ -5,8 +5,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::future::Future;
-
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
 
 use super::sql::{self, BoxFuture, Params, Queries, SqlOptions, StoredRow};
@@ -243,16 +241,6 @@ impl SqliteStore {
         row.as_ref().map(sql::decode_row).transpose()
     }
 
-    /// `call`, with its outcome in the store's failure log.
-    fn logged<T: Send + 'static>(
-        &self,
-        op: &'static str,
-        call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-    ) -> BoxFuture<T> {
-        let log = self.log.clone();
-        Box::pin(async move { log.record(op, call.await) })
-    }
-
     /// Deletes the key's row if it is past its `expires_at`.
     async fn forget(&self, p: &Params) -> Result<(), StoreError> {
         sqlx::query(&self.queries.forget)
@@ -280,7 +268,7 @@ impl SessionStore for SqliteStore {
     ) -> Self::CheckFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, touch);
-        self.logged("check", async move {
+        sql::logged(&self.log, "check", async move {
             // Read first, so passive checks, tombstones and refreshes the touch interval skips
             // take no write lock; the write itself re-checks its condition atomically, and
             // when it finds the row changed since the read, the read runs again.
@@ -310,7 +298,7 @@ impl SessionStore for SqliteStore {
     fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
-        self.logged("begin", async move {
+        sql::logged(&self.log, "begin", async move {
             sql::retrying(|| async {
                 // An active session or a live tombstone needs no write (see `check`).
                 let current = store.current(&p).await?;
@@ -336,7 +324,7 @@ impl SessionStore for SqliteStore {
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
-        self.logged("end", async move {
+        sql::logged(&self.log, "end", async move {
             let state: Option<String> =
                 sql::bind_params!(sqlx::query_scalar(&store.queries.end), p)
                     .fetch_optional(&store.pool)
@@ -349,7 +337,7 @@ impl SessionStore for SqliteStore {
     fn purge(&self, now: Timestamp) -> Self::PurgeFuture {
         let store = self.clone();
         let now = sql::millis(now);
-        self.logged("purge", async move {
+        sql::logged(&self.log, "purge", async move {
             sql::purge_in_batches(|| async {
                 let done = sqlx::query(&store.queries.purge)
                     .bind(now)
