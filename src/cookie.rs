@@ -94,9 +94,8 @@ impl IdBounds {
 /// Whether a header has nothing a lenient reader could read differently: no percent
 /// escapes, no bytes beyond ASCII (where Unicode whitespace lives), no commas.
 fn is_plain(header: &[u8]) -> bool {
-    !header
-        .iter()
-        .any(|&byte| byte == b'%' || byte == b',' || byte >= 0x80)
+    // Three passes of std's word-at-a-time scans beat one byte-at-a-time pass.
+    header.is_ascii() && !header.contains(&b'%') && !header.contains(&b',')
 }
 
 fn classify<'a>(pair: &'a [u8], name: &[u8], plain: bool) -> Pair<'a> {
