@@ -5,5 +5,6 @@ pub mod app;
 pub mod capture;
 pub mod failing;
 pub mod faulty;
+pub mod long;
 pub mod model;
 pub mod store_suite;
