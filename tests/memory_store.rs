@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::store_suite::{self, fresh_key, policy, start, IDLE, RETENTION};
-use tower_session_timeout::store::{Check, SessionStore, Touch};
+use tower_session_timeout::store::{Begin, Check, SessionStore, Touch};
 use tower_session_timeout::{ExpiryReason, MemoryStore, Timestamp};
 
 /// A whole second, so the wheel's one-second buckets fall where the cases expect.
@@ -174,4 +174,29 @@ async fn an_ended_session_is_purged_when_its_retention_ends() {
     assert!(after_retention < t0().saturating_add(IDLE));
     assert_eq!(store.purge(after_retention).await.unwrap(), 1);
     assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn an_end_at_the_horizon_forgets_a_record_the_sweep_has_not_reached() {
+    // The store suite's case, with the shard's wheel busy: each call sweeps only a few due
+    // records, so the end alone must forget the unasked record, not leave a due tombstone
+    // that a clock stepping back would find.
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let earlier = Timestamp::from_unix_millis(t0().as_unix_millis() - 10_000);
+    for i in 0..20 {
+        store
+            .begin(&fresh_key(&format!("busy{i}")), earlier, &policy)
+            .await
+            .unwrap();
+    }
+    let key = fresh_key("unasked");
+    store.begin(&key, t0(), &policy).await.unwrap();
+    let horizon = t0().saturating_add(IDLE + RETENTION);
+    assert!(!store.end(&key, horizon, &policy).await.unwrap());
+    let back = Timestamp::from_unix_millis(horizon.as_unix_millis() - 1);
+    assert_eq!(
+        store.begin(&key, back, &policy).await.unwrap(),
+        Begin::Began
+    );
 }
