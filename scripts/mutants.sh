@@ -22,11 +22,19 @@ fi
 
 # Every file under src/ unless the caller picked files.
 scope=(--file 'src/**/*.rs')
+in_place=false
 for arg in "$@"; do
   case "$arg" in
     --) break ;;
     -f | --file | --file=*) scope=() ;;
+    --in-place) in_place=true ;;
   esac
 done
 
-exec cargo mutants --all-features "${scope[@]}" "$@"
+status=0
+cargo mutants --all-features "${scope[@]}" "$@" || status=$?
+if $in_place; then
+  # Failures proptest saw were the mutants' (the baseline passed): not regressions to keep.
+  git checkout -- 'tests/*.proptest-regressions'
+fi
+exit "$status"
