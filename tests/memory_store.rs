@@ -5,8 +5,13 @@ mod common;
 use std::time::Duration;
 
 use common::store_suite::{self, fresh_key, policy, start, IDLE, RETENTION};
-use tower_session_timeout::store::{Check, SessionStore, Touch};
-use tower_session_timeout::{ExpiryReason, MemoryStore};
+use tower_session_timeout::store::{Begin, Check, SessionStore, Touch};
+use tower_session_timeout::{ExpiryReason, MemoryStore, Timestamp};
+
+/// A whole second, so the wheel's one-second buckets fall where the cases expect.
+fn t0() -> Timestamp {
+    Timestamp::from_unix_millis(1_767_225_600_000)
+}
 
 #[tokio::test]
 async fn passes_the_store_suite() {
@@ -120,4 +125,78 @@ async fn requests_sweep_due_records_as_they_go() {
             .unwrap();
     }
     assert_eq!(store.len(), 0);
+}
+
+#[tokio::test]
+async fn is_empty_says_whether_any_record_is_kept() {
+    // Other tests assert "the store is left empty" with is_empty: it must be able to say no.
+    let store = MemoryStore::with_shards(2);
+    assert!(store.is_empty());
+    store
+        .begin(&fresh_key("kept"), t0(), &policy())
+        .await
+        .unwrap();
+    assert!(!store.is_empty());
+    assert_eq!(store.len(), 1);
+    let gone = t0().saturating_add(IDLE + RETENTION);
+    assert_eq!(store.purge(gone).await.unwrap(), 1);
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn purge_goes_on_past_one_chunk() {
+    // A purge takes a shard's lock for 256 records at a time; one shard holding far more
+    // must still be purged whole.
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    for i in 0..1_000 {
+        store
+            .begin(&fresh_key(&format!("many{i}")), t0(), &policy)
+            .await
+            .unwrap();
+    }
+    let gone = t0().saturating_add(IDLE + RETENTION);
+    assert_eq!(store.purge(gone).await.unwrap(), 1_000);
+    assert!(store.is_empty(), "{} left", store.len());
+}
+
+#[tokio::test]
+async fn an_ended_session_is_purged_when_its_retention_ends() {
+    // Ending moves the record's clean-up from its idle deadline (60 s) to the end of its
+    // tombstone's retention (31 s); a purge at 32 s must find it.
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let key = fresh_key("ended");
+    store.begin(&key, t0(), &policy).await.unwrap();
+    let ended_at = t0().saturating_add(Duration::from_secs(1));
+    assert!(store.end(&key, ended_at, &policy).await.unwrap());
+    let after_retention = ended_at.saturating_add(RETENTION + Duration::from_secs(1));
+    assert!(after_retention < t0().saturating_add(IDLE));
+    assert_eq!(store.purge(after_retention).await.unwrap(), 1);
+    assert!(store.is_empty());
+}
+
+#[tokio::test]
+async fn an_end_at_the_horizon_forgets_a_record_the_sweep_has_not_reached() {
+    // The store suite's case, with the shard's wheel busy: each call sweeps only a few due
+    // records, so the end alone must forget the unasked record, not leave a due tombstone
+    // that a clock stepping back would find.
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let earlier = Timestamp::from_unix_millis(t0().as_unix_millis() - 10_000);
+    for i in 0..20 {
+        store
+            .begin(&fresh_key(&format!("busy{i}")), earlier, &policy)
+            .await
+            .unwrap();
+    }
+    let key = fresh_key("unasked");
+    store.begin(&key, t0(), &policy).await.unwrap();
+    let horizon = t0().saturating_add(IDLE + RETENTION);
+    assert!(!store.end(&key, horizon, &policy).await.unwrap());
+    let back = Timestamp::from_unix_millis(horizon.as_unix_millis() - 1);
+    assert_eq!(
+        store.begin(&key, back, &policy).await.unwrap(),
+        Begin::Began
+    );
 }

@@ -1,6 +1,9 @@
 //! Hundreds of concurrent requests on one session across its idle and absolute deadlines,
 //! on every store: once any request has seen the session expired, no request started later
 //! sees it active; and once its retention has passed, nothing of it is left.
+//!
+//! CI races each store once per deadline; `TST_LONG=1` races it 10,000 times (see
+//! `common/long.rs`).
 
 mod common;
 
@@ -8,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::long;
 use common::store_suite::{fresh_key, start};
 use tower_session_timeout::store::{Check, Policy, SessionStore, Touch};
 use tower_session_timeout::{ExpiryReason, MemoryStore, SessionTimeoutLayer, Timestamp};
@@ -104,11 +108,19 @@ async fn race<St: SessionStore>(store: St, absolute: bool) {
     }
 }
 
+/// Races `store` on fresh sessions, at the idle deadline and at the absolute one, once in CI
+/// and [`long::RACE_ROUNDS`] times in the long mode.
+async fn races<St: SessionStore>(store: St) {
+    for _ in 0..long::race_rounds(1) {
+        race(store.clone(), false).await;
+        race(store.clone(), true).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_store_races() {
     let store = MemoryStore::new();
-    race(store.clone(), false).await;
-    race(store.clone(), true).await;
+    races(store.clone()).await;
     store
         .purge(start().saturating_add(Duration::from_secs(200)))
         .await
@@ -127,8 +139,7 @@ async fn redis_store_races() {
         .await
         .expect("Redis on 127.0.0.1:6379")
         .with_prefix(format!("race:{:016x}:", rand::random::<u64>()));
-    race(store.clone(), false).await;
-    race(store, true).await;
+    races(store).await;
 }
 
 #[cfg(feature = "sqlite")]
@@ -140,8 +151,7 @@ async fn sqlite_store_races() {
             .await
             .expect("SQLite");
     store.migrate().await.expect("migrate");
-    race(store.clone(), false).await;
-    race(store.clone(), true).await;
+    races(store.clone()).await;
     store
         .purge(start().saturating_add(Duration::from_secs(200)))
         .await
@@ -165,8 +175,7 @@ async fn postgres_store_races() {
             .with_table_name(&table)
             .expect("valid table name");
     store.migrate().await.expect("migrate");
-    race(store.clone(), false).await;
-    race(store.clone(), true).await;
+    races(store.clone()).await;
     store
         .purge(start().saturating_add(Duration::from_secs(200)))
         .await

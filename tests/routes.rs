@@ -110,3 +110,42 @@ async fn seconds_left_header_on_active_responses() {
         "refreshed to a full idle timeout"
     );
 }
+
+#[tokio::test]
+async fn exempt_predicate_picks_requests_by_method() {
+    // CORS preflights carry the browser's cookies but no user action: let them through.
+    let app = app(|builder| builder.exempt_when(|head| head.method() == http::Method::OPTIONS));
+    app.login("s").await;
+    app.advance(IDLE);
+    let preflight = http::Request::options("/")
+        .header("cookie", "id=s")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let answer = app.send(preflight).await;
+    assert_eq!(answer.status, StatusCode::OK, "exempt: reaches the app");
+    assert!(answer.set_cookies()[0].starts_with("id=; Path=/; Max-Age=0"));
+    // The same expired cookie on another method is not exempt.
+    assert_eq!(app.get("/", Some("s")).await.status, login_timeout_status());
+}
+
+#[tokio::test]
+async fn passive_predicate_picks_requests_by_uri() {
+    // Polling code marks itself in the query string.
+    let app = app(|builder| {
+        builder.passive_when(|head| {
+            head.uri()
+                .query()
+                .is_some_and(|query| query.split('&').any(|pair| pair == "background=1"))
+        })
+    });
+    app.login("s").await;
+    app.advance(IDLE - Duration::from_secs(1));
+    let answer = app.get("/messages?background=1", Some("s")).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    app.advance(Duration::from_secs(1));
+    assert_eq!(
+        app.get("/", Some("s")).await.status,
+        login_timeout_status(),
+        "the background request did not refresh the session"
+    );
+}

@@ -411,8 +411,15 @@ impl Shard {
         let Some(slot) = self.find(key) else {
             return false;
         };
-        let State::Active { record, .. } = self.slots[slot].state() else {
-            return false;
+        let record = match self.slots[slot].state() {
+            // Forgotten at this `now`, as check and begin would find it: left in place, a
+            // clock stepping back would find it again.
+            State::Tombstone { until, .. } if until <= now => {
+                self.remove(slot);
+                return false;
+            }
+            State::Tombstone { .. } => return false,
+            State::Active { record, .. } => record,
         };
         match policy.expiry(&record, now) {
             None => {

@@ -331,6 +331,17 @@ impl SessionStore for PostgresStore {
                     .fetch_optional(&store.pool)
                     .await
                     .map_err(sql::backend)?;
+            if state.is_none() {
+                // Nothing active to end. A row past its retention is forgotten at this `now`,
+                // as check and begin find it; left in place, a clock stepping back would find
+                // it again. Rare (an end on a session long gone), so a second statement.
+                sqlx::query(&store.queries.shared.forget)
+                    .bind(p.key.to_vec())
+                    .bind(p.now)
+                    .execute(&store.pool)
+                    .await
+                    .map_err(sql::backend)?;
+            }
             Ok(state.as_deref() == Some("ended"))
         })
     }

@@ -284,8 +284,8 @@ pub(crate) struct Queries {
     pub end: String,
     /// `$1`: deletes up to [`PURGE_BATCH`] rows whose `expires_at` has passed.
     pub purge: String,
-    /// `$1`, `$2` (now): deletes one row whose `expires_at` has passed, when a check finds it
-    /// forgotten, so a clock stepping back later cannot find it again.
+    /// `$1`, `$2` (now): deletes one row whose `expires_at` has passed, when a check or an end
+    /// finds it forgotten, so a clock stepping back later cannot find it again.
     pub forget: String,
 }
 

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod demo_binary;
 pub mod failing;
 pub mod faulty;
+pub mod long;
 pub mod model;
 pub mod redis_server;
 pub mod store_suite;

@@ -201,6 +201,17 @@ pub fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// 2026-01-01T00:00:00Z: runs start here, never at the real clock, so a failing run is
+/// reproduced exactly from its proptest seed.
+pub const EPOCH: u64 = 1_767_225_600_000;
+
+/// Where a run's clock starts: [`EPOCH`] plus an offset within a second. The offset is drawn,
+/// not fixed, because `MemoryStore`'s wheel turns in whole seconds: where a deadline falls
+/// within its second decides whether a sweep at that deadline already finds it due.
+pub fn start() -> impl Strategy<Value = u64> {
+    (0u64..1_000).prop_map(|offset| EPOCH + offset)
+}
+
 /// The policies runs draw from: with or without an absolute timeout and a touch interval.
 pub fn policy() -> impl Strategy<Value = Policy> {
     (any::<bool>(), any::<bool>()).prop_map(|(absolute, touch)| {
@@ -227,16 +238,18 @@ fn same_answer(store: Check, model: Check) -> bool {
     }
 }
 
-/// Runs `ops` on `store` and on the model, failing at the first answer that differs.
-/// `namespace` keeps this run's ids apart from other runs on a shared server.
+/// Runs `ops` on `store` and on the model from the clock reading `start` (Unix ms), failing at
+/// the first answer that differs. `namespace` keeps this run's ids apart from other runs on a
+/// shared server.
 pub async fn run<St: SessionStore>(
     store: &St,
     policy: &Policy,
+    start: u64,
     ops: &[Op],
     namespace: u128,
 ) -> Result<(), TestCaseError> {
     let mut model = Model::new(policy);
-    let mut now = Timestamp::from_system_time(std::time::SystemTime::now()).as_unix_millis();
+    let mut now = start;
     let key = |id: u8| SessionKey::from_id(&format!("model-{namespace:032x}-{id}"));
     let mut retired_reported: HashMap<u8, u32> = HashMap::new();
     let mut ended: HashMap<u8, bool> = HashMap::new();

@@ -71,6 +71,7 @@ pub async fn run<St: SessionStore>(store: St) {
     end_leaves_a_tombstone(&store).await;
     expired_ids_are_never_revived(&store).await;
     tombstones_are_forgotten_after_retention(&store).await;
+    an_end_at_the_horizon_forgets(&store).await;
     clock_backwards_never_makes_a_session_younger(&store).await;
     touch_interval_skips_young_writes(&store).await;
     concurrent_checks_at_the_deadline_agree(&store).await;
@@ -263,6 +264,42 @@ async fn tombstones_are_forgotten_after_retention<St: SessionStore>(store: &St) 
         Begin::Began,
         "forgotten ids are new again"
     );
+}
+
+/// Issue #17: past its horizon (deadline plus retention) a session is forgotten by whatever
+/// call is made at that `now`, `end` as much as `check` and `begin`; what a call forgot, a
+/// clock stepping back does not bring back. Both forms are tried: a tombstone a check made,
+/// and a record nobody asked about.
+async fn an_end_at_the_horizon_forgets<St: SessionStore>(store: &St) {
+    // Half a second into a second: `MemoryStore`'s wheel then has not reached the tombstone
+    // when the end comes, so only the end itself can forget it.
+    let t0 = Timestamp::from_unix_millis(start().as_unix_millis() / 1000 * 1000 + 500);
+    let retired = fresh_key("horizon-retired");
+    let unasked = fresh_key("horizon-unasked");
+    begin(store, &retired, t0).await;
+    begin(store, &unasked, t0).await;
+    assert_eq!(
+        check(
+            store,
+            &retired,
+            at(t0, Duration::from_millis(63_326)),
+            Touch::Refresh
+        )
+        .await,
+        Check::Retired(ExpiryReason::Idle)
+    );
+    let horizon = at(t0, IDLE + RETENTION);
+    for key in [retired, unasked] {
+        assert!(
+            !store.end(&key, horizon, &policy()).await.expect("end"),
+            "nothing active to end"
+        );
+        assert_eq!(
+            begin(store, &key, just_before(horizon, Duration::ZERO)).await,
+            Begin::Began,
+            "the end forgot the id; a clock 1 ms back must find it new"
+        );
+    }
 }
 
 async fn clock_backwards_never_makes_a_session_younger<St: SessionStore>(store: &St) {
