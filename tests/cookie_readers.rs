@@ -8,6 +8,10 @@
 #[path = "../fuzz/harness.rs"]
 mod harness;
 
+#[allow(dead_code)]
+#[path = "common/long.rs"]
+mod long;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use harness::{check_cookie_readers, ACTIVE_ID, EXPIRED_ID};
@@ -82,11 +86,9 @@ fn header() -> impl Strategy<Value = String> {
     })
 }
 
+/// 4,096 headers in CI; `TST_LONG=1` runs the long mode's count.
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|cases| cases.parse().ok())
-        .unwrap_or(4096)
+    long::cases(4096)
 }
 
 #[test]
