@@ -76,7 +76,9 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
     fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture;
 
     /// Ends an active session, leaving a tombstone with [`ExpiryReason::Ended`]. Returns
-    /// whether there was an active session to end; an unknown key writes nothing.
+    /// whether there was an active session to end; an unknown key writes nothing. A record
+    /// past its retention at `now` is forgotten, as [`check`](SessionStore::check) and
+    /// [`begin`](SessionStore::begin) forget it, so a clock stepping back cannot find it again.
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture;
 
     /// Removes every record whose session expired and whose tombstone is past its retention
