@@ -220,3 +220,36 @@ pub(crate) fn annotate<B>(
     request.extensions_mut().insert(handle.clone());
     handle
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// hyper slices every header value out of one read buffer, so neighbouring values can sit
+    /// back to back in memory: the id is found in its own header, never a neighbour.
+    #[test]
+    fn an_id_is_located_in_its_own_header_among_slices_of_one_buffer() {
+        let (one, two) = ("a=1; id=first-id-000000", "id=second-id-000000");
+        let buffer = bytes::Bytes::from(format!("{one}{two}"));
+        let mut headers = HeaderMap::new();
+        for range in [0..one.len(), one.len()..one.len() + two.len()] {
+            let value = HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap();
+            headers.append(COOKIE, value);
+        }
+        let id_in = |index: usize, skip: usize| {
+            let header = headers
+                .get_all(COOKIE)
+                .iter()
+                .nth(index)
+                .unwrap()
+                .as_bytes();
+            std::str::from_utf8(&header[skip..]).unwrap()
+        };
+        let located = SessionId::locate(&headers, id_in(1, 3)).expect("found");
+        assert_eq!(located.as_str(), "second-id-000000");
+        let located = SessionId::locate(&headers, id_in(0, 8)).expect("found");
+        assert_eq!(located.as_str(), "first-id-000000");
+        // The same text from elsewhere is in no header.
+        assert!(SessionId::locate(&headers, "first-id-000000").is_none());
+    }
+}
