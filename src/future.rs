@@ -242,7 +242,9 @@ where
             }
         }
         Err(error) => {
-            if !config.fail_open {
+            // The keep-alive and status routes are the layer's own: no app route could stand
+            // in for them, so they say the store failed even when fail-open.
+            if !config.fail_open || matches!(route, Route::KeepAlive | Route::Status) {
                 config.errors.record(&error, "answered 503 (fail-closed)");
                 let mut answer = answer::store_unavailable();
                 expired::finish(&mut answer);
@@ -307,9 +309,14 @@ fn settle<St: SessionStore, T>(
     let mut end = None;
     match cookie::observe(response.headers(), name, now) {
         ResponseCookie::Set(id) => {
-            if let Some(key) = key_to_begin(&id, after.carried, config) {
-                begin = Some(key);
-                // A new id replacing the request's one is a rotation: the old id ends.
+            begin = key_to_begin(&id, after.carried, config);
+            // Any other value replacing the request's id ends it (a rotation, or a sign-out
+            // that writes a placeholder such as `id=deleted`), whether or not the new value
+            // is one the layer tracks: the browser will not send the old id again.
+            if after
+                .carried
+                .is_some_and(|carried| carried != SessionKey::from_id(&id))
+            {
                 end = after.carried;
             }
         }

@@ -194,7 +194,8 @@ impl SessionId {
         headers.get_all(COOKIE).iter().find_map(|header| {
             let bytes = header.as_bytes().as_ptr_range();
             let offset = start.checked_sub(bytes.start as usize)?;
-            (start < bytes.end as usize).then(|| SessionId {
+            // The whole id within this header: values built by hand may overlap.
+            (start + id.len() <= bytes.end as usize).then(|| SessionId {
                 header: header.clone(),
                 range: offset..offset + id.len(),
             })
@@ -251,5 +252,21 @@ mod tests {
         assert_eq!(located.as_str(), "first-id-000000");
         // The same text from elsewhere is in no header.
         assert!(SessionId::locate(&headers, "first-id-000000").is_none());
+    }
+
+    /// Values built by hand from one buffer may overlap; the id is placed in a header that
+    /// holds all of it, never read past a header's end.
+    #[test]
+    fn overlapping_header_values_do_not_panic() {
+        let buffer = bytes::Bytes::from_static(b"xxxxxxxxxxid=overlapping-idxxx");
+        let mut headers = HeaderMap::new();
+        for range in [0..20, 10..30] {
+            let value = HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap();
+            headers.append(COOKIE, value);
+        }
+        let second = headers.get_all(COOKIE).iter().nth(1).unwrap().as_bytes();
+        let id = std::str::from_utf8(&second[3..17]).unwrap();
+        let located = SessionId::locate(&headers, id).expect("found");
+        assert_eq!(located.as_str(), "overlapping-id");
     }
 }

@@ -237,8 +237,11 @@
 //! | shorter than [`min_id_len`](SessionTimeoutBuilder::min_id_len) (default 16 bytes) or longer than [`max_id_len`](SessionTimeoutBuilder::max_id_len) (default 1024 bytes) | 440 `unknown`, not looked up: never an id the layer began |
 //! | thousands of other cookies, or other cookies with non-UTF-8 bytes | ignored; only the session cookie counts |
 //!
-//! On an exempt route each of these is removed from the request (in every spelling) and
-//! cleared in the response instead. The size of the whole header is bounded by the server
+//! Where this table says "cleared", the response clears the cookie named as configured
+//! (`id`); a cookie stored under another spelling (`%69d`), or with a `Domain` the layer was
+//! not given, is not cleared, as the layer cannot name it. Browsers send such cookies only
+//! if something other than the app set them. On an exempt route each of these is removed
+//! from the request (in every spelling) and cleared in the response instead. The size of the whole header is bounded by the server
 //! (hyper's header limits).
 //!
 //! Path prefixes ([`exempt_prefix`](SessionTimeoutBuilder::exempt_prefix),

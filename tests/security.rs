@@ -302,3 +302,49 @@ async fn exempt_prefixes_agree_with_axums_router() {
         );
     }
 }
+
+/// A response replacing the request's id with a value the layer will not track (a
+/// placeholder like `id=deleted` at sign-out, an id with a `%`, one over the length limit)
+/// still ends the old session: the browser will not send it again, and nobody else should.
+#[tokio::test]
+async fn a_replacement_the_layer_will_not_track_still_ends_the_old_id() {
+    let app = app(|builder| builder.max_id_len(8));
+    for (old, replacement) in [("s1", "bad%25id"), ("s2", "far-too-long-id")] {
+        app.login(old).await;
+        let answer = app
+            .get(&format!("/login?id={replacement}"), Some(old))
+            .await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(
+            app.get_json(old).await.reason(),
+            "ended",
+            "{old} -> {replacement}"
+        );
+    }
+    // The same id set again is no replacement.
+    app.login("s3").await;
+    app.get("/login?id=s3", Some("s3")).await;
+    assert_eq!(app.get("/", Some("s3")).await.status, StatusCode::OK);
+}
+
+/// The keep-alive and status routes are the layer's own, so when the store fails they say
+/// so even with fail-open, instead of falling through to an app that has no such route.
+#[tokio::test]
+async fn the_layers_own_routes_answer_503_when_the_store_fails_even_fail_open() {
+    let app = app_with_store(FailingStore, ManualClock::new(), |builder| {
+        builder
+            .fail_open(true)
+            .keep_alive_path("/session/keepalive")
+            .status_path("/session/status")
+    });
+    for path in ["/session/keepalive", "/session/status"] {
+        let answer = app.get(path, Some("s1")).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+    }
+    assert_eq!(app.calls(), 0);
+    assert_eq!(
+        app.get("/", Some("s1")).await.status,
+        StatusCode::OK,
+        "fail-open elsewhere"
+    );
+}
