@@ -10,7 +10,8 @@ use std::time::Duration;
 use crate::store::{Policy, SessionRecord};
 use crate::Timestamp;
 
-/// The times of the request's active session, put in the request extensions.
+/// The times of the request's active session, put in the request extensions (with the
+/// `axum` feature, also an extractor of its own: `SessionInfo` or `Option<SessionInfo>`).
 ///
 /// ```
 /// # use axum::{Extension, response::IntoResponse};
