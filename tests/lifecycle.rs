@@ -113,7 +113,7 @@ async fn a_handler_reads_the_checked_id_and_the_time_left() {
     app.advance(Duration::from_secs(10));
     // The id as the layer checked it, whichever spelling carried it.
     let answer = app
-        .send(request_with_cookie("/whoami", "theme=dark; %69d=s1"))
+        .get_with_cookie_header("/whoami", "theme=dark; %69d=s1")
         .await;
     assert_eq!(
         answer.text(),
@@ -122,14 +122,4 @@ async fn a_handler_reads_the_checked_id_and_the_time_left() {
     );
     let answer = app.get("/whoami", None).await;
     assert_eq!(answer.text(), "none 0");
-}
-
-fn request_with_cookie(
-    path: &str,
-    cookie: &str,
-) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
-    http::Request::get(path)
-        .header(http::header::COOKIE, cookie)
-        .body(http_body_util::Empty::new())
-        .unwrap()
 }

@@ -207,6 +207,15 @@ impl<St: SessionStore> TestApp<St> {
         self.send(request.body(Empty::new()).unwrap()).await
     }
 
+    /// `GET path` with this whole `Cookie` header (other cookies, other spellings).
+    pub async fn get_with_cookie_header(&self, path: &str, cookie: &str) -> Answer {
+        let request = Request::get(path)
+            .header(COOKIE, cookie)
+            .body(Empty::new())
+            .unwrap();
+        self.send(request).await
+    }
+
     /// `GET /` with `Cookie: id=<id>`, asking for JSON, so a 440 says its reason.
     pub async fn get_json(&self, id: &str) -> Answer {
         let request = Request::get("/")
