@@ -97,7 +97,12 @@ fn fill(store: &MemoryStore, layer: &SessionTimeoutLayer, t0: u64) {
     for i in 0..SESSIONS {
         let now = Timestamp::from_unix_millis(t0 + i * SPREAD / SESSIONS);
         store
-            .begin(&key(i), now, &policy)
+            .begin(
+                &key(i),
+                now,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
             .into_inner()
             .expect("begin");
     }
@@ -180,7 +185,12 @@ fn purge(under_load: bool) {
         .map(|i| {
             let id = format!("bench-live-{i:08}");
             store
-                .begin(&SessionKey::from_id(&id), layer.now(), &policy)
+                .begin(
+                    &SessionKey::from_id(&id),
+                    layer.now(),
+                    &policy,
+                    tower_session_timeout::store::NewSession::plain(),
+                )
                 .into_inner()
                 .expect("begin");
             HeaderValue::from_str(&format!("id={id}")).unwrap()

@@ -332,7 +332,12 @@ pub fn check_cookie_readers(path: &str, cookies: &[HeaderValue]) -> ReaderOutcom
         .build()
         .expect("valid settings");
     let begin = |id: &str| {
-        let began = now(store.begin(&SessionKey::from_id(id), layer.now(), layer.policy()));
+        let began = now(store.begin(
+            &SessionKey::from_id(id),
+            layer.now(),
+            layer.policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        ));
         began.expect("the memory store does not fail");
     };
     begin(EXPIRED_ID);

@@ -65,6 +65,18 @@ pub(crate) fn client_script(script: &Bytes) -> Response<Bytes> {
     response
 }
 
+/// The answer to a sign-in refused by the session limit ([`OnLimit::Refuse`](crate::OnLimit)):
+/// `409 Conflict` with RFC 9457 problem details the app's front end can show.
+pub(crate) fn session_limit() -> Response<Bytes> {
+    plain(
+        StatusCode::CONFLICT,
+        "application/problem+json",
+        Bytes::from_static(
+            b"{\"type\":\"https://docs.rs/tower-session-timeout/latest/tower_session_timeout/enum.OnLimit.html#session-limit\",\"title\":\"Too many sessions\",\"status\":409,\"detail\":\"This account has as many active sessions as allowed. Sign out on another device, then sign in again.\",\"reason\":\"session-limit\"}",
+        ),
+    )
+}
+
 /// The fail-closed answer when the store could not be asked.
 pub(crate) fn store_unavailable() -> Response<Bytes> {
     plain(

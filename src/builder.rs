@@ -14,7 +14,7 @@ use crate::error_log::ErrorLog;
 use crate::expired::{ExpiredSession, Responder};
 use crate::expiry_hook::{ExpiryEvent, ExpiryHook};
 use crate::routes::{Matcher, RequestHead, Routes};
-use crate::store::Policy;
+use crate::store::{OnLimit, Policy, SessionLimit, SessionTimeouts};
 use crate::{Clock, ConfigError, Preset, SessionStore, SessionTimeoutLayer, SystemClock};
 
 /// The idle timeout when none is set: 20 minutes, IIS's `sessionState` default.
@@ -81,6 +81,8 @@ pub struct SessionTimeoutBuilder<St> {
     store_timeout: Option<Duration>,
     on_expiry: Option<ExpiryHook>,
     client: ClientOptions,
+    max_session_timeouts: Option<SessionTimeouts>,
+    session_limit: Option<(u32, OnLimit)>,
 }
 
 impl<St> SessionTimeoutBuilder<St> {
@@ -105,6 +107,8 @@ impl<St> SessionTimeoutBuilder<St> {
             store_timeout: Some(DEFAULT_STORE_TIMEOUT),
             on_expiry: None,
             client: ClientOptions::default(),
+            max_session_timeouts: None,
+            session_limit: None,
         }
     }
 
@@ -130,6 +134,8 @@ impl<St> SessionTimeoutBuilder<St> {
             store_timeout: self.store_timeout,
             on_expiry: self.on_expiry,
             client: self.client,
+            max_session_timeouts: self.max_session_timeouts,
+            session_limit: self.session_limit,
         }
     }
 
@@ -159,6 +165,48 @@ impl<St> SessionTimeoutBuilder<St> {
     /// than the idle timeout.
     pub fn touch_interval(mut self, interval: Duration) -> Self {
         self.touch_interval = Some(interval);
+        self
+    }
+
+    /// The longest timeouts a session may be given of its own, through
+    /// [`SessionHandle::set_timeouts`](crate::SessionHandle::set_timeouts) (default: the
+    /// layer's own, so sessions may only be given shorter ones). Longer ones are cut to these.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_session_timeout::{SessionTimeoutLayer, SessionTimeouts};
+    ///
+    /// const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+    /// // Sessions get 30 idle minutes; "remember me" ones up to 7 days idle, 30 days in all.
+    /// let layer = SessionTimeoutLayer::builder()
+    ///     .idle_timeout(Duration::from_secs(30 * 60))
+    ///     .max_session_timeouts(SessionTimeouts::new(7 * DAY).with_absolute(30 * DAY))
+    ///     .build()?;
+    /// assert_eq!(layer.policy().max_session_timeouts().idle(), 7 * DAY);
+    /// # Ok::<(), tower_session_timeout::ConfigError>(())
+    /// ```
+    pub fn max_session_timeouts(mut self, bound: SessionTimeouts) -> Self {
+        self.max_session_timeouts = Some(bound);
+        self
+    }
+
+    /// At most `max` active sessions per owner (named with
+    /// [`SessionHandle::set_owner`](crate::SessionHandle::set_owner)); default: no limit.
+    /// A sign-in beyond it ends the owner's oldest sessions, which then answer 440 with
+    /// reason `superseded` ([`OnLimit::EndOldest`]), or is refused with `409 Conflict`
+    /// ([`OnLimit::Refuse`]). Zero is a [`ConfigError::ZeroSessionLimit`].
+    ///
+    /// ```
+    /// use tower_session_timeout::{OnLimit, SessionTimeoutLayer};
+    ///
+    /// let layer = SessionTimeoutLayer::builder()
+    ///     .max_sessions_per_owner(3, OnLimit::EndOldest)
+    ///     .build()?;
+    /// assert_eq!(layer.policy().session_limit().unwrap().max.get(), 3);
+    /// # Ok::<(), tower_session_timeout::ConfigError>(())
+    /// ```
+    pub fn max_sessions_per_owner(mut self, max: u32, on_limit: OnLimit) -> Self {
+        self.session_limit = Some((max, on_limit));
         self
     }
 
@@ -454,6 +502,13 @@ impl<St> SessionTimeoutBuilder<St> {
         if self.store_timeout.is_some_and(|timeout| timeout.is_zero()) {
             return Err(ConfigError::ZeroStoreTimeout);
         }
+        let session_limit = match self.session_limit {
+            Some((max, on_limit)) => Some(SessionLimit {
+                max: std::num::NonZeroU32::new(max).ok_or(ConfigError::ZeroSessionLimit)?,
+                on_limit,
+            }),
+            None => None,
+        };
         self.validate_cookie()?;
         self.validate_routes()?;
         self.client.validate()?;
@@ -485,7 +540,8 @@ impl<St> SessionTimeoutBuilder<St> {
                 self.absolute_timeout,
                 self.touch_interval,
                 self.tombstone_retention,
-            ),
+            )
+            .with_owner_rules(self.max_session_timeouts, session_limit),
             cookie: CookieSettings::new(
                 self.cookie_name,
                 &self.cookie_path,

@@ -90,6 +90,9 @@ pub enum ConfigError {
         /// The idle timeout set.
         idle: Duration,
     },
+    /// `max_sessions_per_owner` is zero.
+    #[error("max_sessions_per_owner is zero: no one could ever sign in; set the most sessions one user may have at once, or leave it unset for no limit")]
+    ZeroSessionLimit,
     /// The client script is enabled without the routes it talks to.
     #[error("client_script_path needs keep_alive_path and status_path: the script refreshes the session through the first and reads its deadline from the second; add both, e.g. .keep_alive_path(\"/session/keepalive\").status_path(\"/session/status\")")]
     ClientScriptNeedsRoutes,
@@ -111,6 +114,10 @@ pub enum StoreError {
         "the session store did not answer within {0:?}; check its load, or raise the store timeout"
     )]
     Timeout(Duration),
+    /// The store does not implement this operation (per-owner operations and per-session
+    /// timeouts are optional for a [`SessionStore`](crate::SessionStore)).
+    #[error("this session store cannot {0}; use one of the crate's stores, or implement the operation in yours")]
+    Unsupported(&'static str),
 }
 
 impl StoreError {
@@ -122,5 +129,5 @@ impl StoreError {
 
 /// Text that is not one of [`ExpiryReason`](crate::ExpiryReason)'s names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a session end reason: expected idle, absolute, ended or unknown")]
+#[error("{0:?} is not a session end reason: expected idle, absolute, ended, superseded or unknown")]
 pub struct ParseExpiryReasonError(pub(crate) String);

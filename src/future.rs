@@ -17,7 +17,8 @@ use crate::cookie::{self, ResponseCookie};
 use crate::handle::{annotate, SessionId};
 use crate::inactive::inactive;
 use crate::routes::Route;
-use crate::store::{Begin, Check, SessionKey};
+use crate::sessions::Sessions;
+use crate::store::{Begin, Check, NewSession, SessionKey, SessionTimeouts, StoreFuture};
 use crate::{
     answer, expired, ExpiryReason, ResponseBody, SessionHandle, SessionInfo, SessionStore,
     StoreError, Timestamp,
@@ -54,12 +55,15 @@ impl After {
         id: Option<SessionId>,
         stale: bool,
         request: &mut Request<B>,
+        sessions: Sessions,
     ) -> Self {
+        // The handle knows the key only of a session the layer found active.
+        let active = carried.filter(|_| info.is_some());
         After {
             carried,
             info,
             stale,
-            handle: annotate(request, info, id),
+            handle: annotate(request, info, id, active, sessions),
         }
     }
 }
@@ -158,7 +162,7 @@ where
                 StateProj::Checking { check, pending } => {
                     let checked = ready!(check.poll(cx));
                     let pending = pending.take().expect(POLLED_AFTER_COMPLETION);
-                    decide(checked, pending, config)
+                    decide(checked, pending, this.config)
                 }
                 StateProj::Calling { call, after } => {
                     let mut response = ready!(call.poll(cx))?;
@@ -172,16 +176,27 @@ where
                     }
                 }
                 StateProj::Settling { settle, response } => {
-                    let end_failed = ready!(settle.poll_settle(cx, config));
+                    let settled = ready!(settle.poll_settle(cx, config));
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
-                    if end_failed && !config.fail_open {
+                    let mut answer = match settled {
+                        Settled::Done => return Poll::Ready(Ok(response.map(ResponseBody::inner))),
+                        Settled::EndFailed if config.fail_open => {
+                            return Poll::Ready(Ok(response.map(ResponseBody::inner)))
+                        }
                         // The session the app ended is still active: not a success.
-                        drop(response);
-                        let mut answer = answer::store_unavailable();
-                        expired::finish(&mut answer);
-                        return Poll::Ready(Ok(answer.map(ResponseBody::full)));
-                    }
-                    return Poll::Ready(Ok(response.map(ResponseBody::inner)));
+                        Settled::EndFailed => answer::store_unavailable(),
+                        // The new session was not begun: the app's sign-in did not happen.
+                        Settled::LimitReached => {
+                            let mut answer = answer::session_limit();
+                            answer
+                                .headers_mut()
+                                .append(SET_COOKIE, config.cookie.clear.clone());
+                            answer
+                        }
+                    };
+                    drop(response);
+                    expired::finish(&mut answer);
+                    return Poll::Ready(Ok(answer.map(ResponseBody::full)));
                 }
                 StateProj::Answered { response } => {
                     let response = response.take().expect(POLLED_AFTER_COMPLETION);
@@ -197,12 +212,13 @@ where
 fn decide<S, St, B>(
     checked: Result<Check, crate::StoreError>,
     pending: Pending<S, B>,
-    config: &Config<St>,
+    shared: &Arc<Config<St>>,
 ) -> State<S, St, B>
 where
     S: Service<Request<B>>,
     St: SessionStore,
 {
+    let config = &**shared;
     let Pending {
         mut inner,
         mut request,
@@ -262,7 +278,8 @@ where
     };
     // The handler sees the id only of a session the layer found active.
     let id = id.filter(|_| info.is_some());
-    let after = After::new(carried, info, id, stale, &mut request);
+    let sessions = Sessions::new(Arc::clone(shared));
+    let after = After::new(carried, info, id, stale, &mut request, sessions);
     State::Calling {
         call: inner.call(request),
         after: Some(after),
@@ -329,20 +346,42 @@ fn settle<St: SessionStore, T>(
             }
         }
     }
-    let (asked_begin, asked_end) = after.handle.take_requests();
-    if let Some(id) = asked_begin {
-        begin = key_to_begin(&id, after.carried, config).or(begin);
+    let asked = after.handle.take_requests();
+    if let Some(id) = &asked.begin {
+        begin = key_to_begin(id, after.carried, config).or(begin);
     }
-    if asked_end {
+    if asked.end {
         end = after.carried;
+    }
+    let timeouts = asked
+        .timeouts
+        .map(|timeouts| timeouts.within(config.policy.max_session_timeouts()));
+    // New timeouts go to the session this response begins, or else to the request's own,
+    // unless it is ending.
+    let retime = match (begin, end, after.info, timeouts) {
+        (None, None, Some(_), Some(timeouts)) => after.carried.map(|key| (key, timeouts)),
+        _ => None,
+    };
+    if asked.owner.is_some() && begin.is_none() {
+        tracing::warn!("set_owner on a response that begins no session; ignored");
     }
     if let (Some(info), None, Some(_)) = (&after.info, end, &config.seconds_left_header) {
         set_seconds_left(response, info, now(), config);
     }
-    if begin.is_none() && end.is_none() {
+    if begin.is_none() && end.is_none() && retime.is_none() {
         return None;
     }
-    Some(Settle::new(begin, end, now(), config))
+    let new = NewSession {
+        owner: asked.owner.as_deref(),
+        timeouts,
+    };
+    Some(Settle::new(
+        begin.map(|key| (key, new)),
+        end,
+        retime,
+        now(),
+        config,
+    ))
 }
 
 /// The key of an id a response or handler begins, unless it is the request's own session (a
@@ -384,34 +423,56 @@ pin_project! {
         begin: Option<Bounded<St::BeginFuture>>,
         #[pin]
         end: Option<Ending<Bounded<St::EndFuture>>>,
+        #[pin]
+        retime: Option<Bounded<StoreFuture<bool>>>,
         began: Option<SessionKey>,
         ended: Option<SessionKey>,
         now: Timestamp,
+        limit_reached: bool,
     }
+}
+
+/// How the store calls after a response went.
+enum Settled {
+    Done,
+    /// An end failed: the session the app meant to end is still active.
+    EndFailed,
+    /// The owner has as many sessions as the limit allows, which refuses more.
+    LimitReached,
 }
 
 impl<St: SessionStore> Settle<St> {
     fn new(
-        begin: Option<SessionKey>,
+        begin: Option<(SessionKey, NewSession<'_>)>,
         end: Option<SessionKey>,
+        retime: Option<(SessionKey, SessionTimeouts)>,
         now: Timestamp,
         config: &Config<St>,
     ) -> Self {
         let (store, policy, limit) = (&config.store, &config.policy, config.store_timeout);
         Settle {
-            begin: begin.map(|key| Bounded::new(store.begin(&key, now, policy), limit)),
+            begin: begin.map(|(key, new)| Bounded::new(store.begin(&key, now, policy, new), limit)),
             end: end.map(|key| Ending::start(Bounded::new(store.end(&key, now, policy), limit))),
-            began: begin,
+            retime: retime.map(|(key, timeouts)| {
+                Bounded::new(store.set_timeouts(&key, now, policy, timeouts), limit)
+            }),
+            began: begin.map(|(key, _)| key),
             ended: end,
             now,
+            limit_reached: false,
         }
     }
 
-    /// Drives the calls to completion, and answers whether an end failed. A failed begin is
-    /// logged, not answered: the next request on the untracked session gets 440, which fails
-    /// safe. A failed end left a session active that the app meant to end, so with
-    /// fail-closed the response must not look like a success.
-    fn poll_settle(self: Pin<&mut Self>, cx: &mut Context<'_>, config: &Config<St>) -> Poll<bool> {
+    /// Drives the calls to completion, and answers how they went. A failed begin is logged,
+    /// not answered: the next request on the untracked session gets 440, which fails safe
+    /// (so does a failed change of timeouts: the session keeps the ones it had). A failed
+    /// end left a session active that the app meant to end, so with fail-closed the response
+    /// must not look like a success.
+    fn poll_settle(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        config: &Config<St>,
+    ) -> Poll<Settled> {
         let mut this = self.project();
         if let Some(begin) = this.begin.as_mut().as_pin_mut() {
             let outcome = ready!(begin.poll(cx));
@@ -422,12 +483,24 @@ impl<St: SessionStore> Settle<St> {
                     Ok(Begin::Refused(reason)) => {
                         tracing::warn!(%session, %reason, "the app set a session id that already expired; not revived")
                     }
+                    Ok(Begin::LimitReached) => {
+                        tracing::info!(%session, "sign-in refused: the owner has as many sessions as the limit allows");
+                        *this.limit_reached = true;
+                    }
                     Err(error) => config
                         .errors
                         .record(&error, "did not begin a session; its requests will get 440"),
                 }
             }
             this.begin.set(None);
+        }
+        if let Some(retime) = this.retime.as_mut().as_pin_mut() {
+            if let Err(error) = ready!(retime.poll(cx)) {
+                config
+                    .errors
+                    .record(&error, "did not change a session's timeouts");
+            }
+            this.retime.set(None);
         }
         let mut end_failed = false;
         if let Some(end) = this.end.as_mut().as_pin_mut() {
@@ -449,7 +522,13 @@ impl<St: SessionStore> Settle<St> {
             }
             this.end.set(None);
         }
-        Poll::Ready(end_failed)
+        Poll::Ready(if end_failed {
+            Settled::EndFailed
+        } else if *this.limit_reached {
+            Settled::LimitReached
+        } else {
+            Settled::Done
+        })
     }
 }
 

@@ -7,8 +7,9 @@ use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 use std::time::Duration;
 
-use crate::store::{Policy, SessionRecord};
-use crate::Timestamp;
+use crate::sessions::{SessionRef, SessionSummary, Sessions};
+use crate::store::{Policy, SessionKey, SessionRecord, SessionTimeouts};
+use crate::{StoreError, Timestamp};
 
 /// The times of the request's active session, put in the request extensions (with the
 /// `axum` feature, also an extractor of its own: `SessionInfo` or `Option<SessionInfo>`).
@@ -85,11 +86,15 @@ impl SessionInfo {
     }
 }
 
-/// Lets a handler begin or end a session explicitly, and read the current one.
+/// Lets a handler begin or end a session explicitly, name its owner and timeouts, read the
+/// current one, and manage the owner's other sessions.
 ///
 /// The layer puts one in the extensions of every request it passes on. What the handler asks
+/// through [`begin`](SessionHandle::begin), [`end`](SessionHandle::end),
+/// [`set_owner`](SessionHandle::set_owner) and [`set_timeouts`](SessionHandle::set_timeouts)
 /// is carried out when its response passes back through the layer, in the same way as a
-/// `Set-Cookie` the layer observes.
+/// `Set-Cookie` the layer observes; the per-owner calls ([`sessions`](SessionHandle::sessions),
+/// [`end_others`](SessionHandle::end_others)) are carried out at once.
 ///
 /// ```
 /// # use axum::Extension;
@@ -100,31 +105,43 @@ impl SessionInfo {
 ///     "signed out"
 /// }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SessionHandle {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     info: Option<SessionInfo>,
     id: Option<SessionId>,
+    /// The key of the request's active session.
+    key: Option<SessionKey>,
+    sessions: Sessions,
     requests: Mutex<Requests>,
 }
 
 /// What the handler asked of the layer.
 #[derive(Debug, Default)]
-struct Requests {
-    begin: Option<String>,
-    end: bool,
+pub(crate) struct Requests {
+    pub(crate) begin: Option<String>,
+    pub(crate) end: bool,
+    pub(crate) owner: Option<String>,
+    pub(crate) timeouts: Option<SessionTimeouts>,
 }
 
 impl SessionHandle {
-    pub(crate) fn new(info: Option<SessionInfo>, id: Option<SessionId>) -> Self {
+    pub(crate) fn new(
+        info: Option<SessionInfo>,
+        id: Option<SessionId>,
+        key: Option<SessionKey>,
+        sessions: Sessions,
+    ) -> Self {
         SessionHandle {
             shared: Arc::new(Shared {
                 info,
                 id,
+                key,
+                sessions,
                 requests: Mutex::default(),
             }),
         }
@@ -173,10 +190,80 @@ impl SessionHandle {
         self.requests().end = true;
     }
 
+    /// Names the principal (a user id) the session that this response begins belongs to, so
+    /// [`Sessions`] can list and end it and
+    /// [`max_sessions_per_owner`](crate::SessionTimeoutBuilder::max_sessions_per_owner) can
+    /// count it. Call it at sign-in, where the response sets the new session cookie (with
+    /// axum-login, next to its `login`); a response that begins no session ignores it, as the
+    /// owner of a session never changes.
+    ///
+    /// ```
+    /// # use axum::Extension;
+    /// use tower_session_timeout::SessionHandle;
+    ///
+    /// async fn sign_in(Extension(session): Extension<SessionHandle>) -> &'static str {
+    ///     // ... check the password, set the new session cookie ...
+    ///     session.set_owner("alice");
+    ///     "welcome"
+    /// }
+    /// ```
+    pub fn set_owner(&self, owner: impl Into<String>) {
+        self.requests().owner = Some(owner.into());
+    }
+
+    /// Gives the session its own timeouts ("remember me" at sign-in, or shorter ones after a
+    /// sensitive action), cut to the layer's
+    /// [`max_session_timeouts`](crate::SessionTimeoutBuilder::max_session_timeouts). They
+    /// apply to the session this response begins, or else to the request's active session,
+    /// from when the response passes back through the layer.
+    ///
+    /// ```
+    /// # use axum::Extension;
+    /// use std::time::Duration;
+    /// use tower_session_timeout::{SessionHandle, SessionTimeouts};
+    ///
+    /// async fn change_email(Extension(session): Extension<SessionHandle>) -> &'static str {
+    ///     // From here on, five idle minutes end the session.
+    ///     session.set_timeouts(SessionTimeouts::new(Duration::from_secs(5 * 60)));
+    ///     "changed"
+    /// }
+    /// ```
+    pub fn set_timeouts(&self, timeouts: SessionTimeouts) {
+        self.requests().timeouts = Some(timeouts);
+    }
+
+    /// A reference to the request's active session, as [`SessionSummary::session`] gives it.
+    pub fn session_ref(&self) -> Option<SessionRef> {
+        self.shared.key.as_ref().map(SessionRef::of)
+    }
+
+    /// The owner's sessions, for the app to list or end; see [`Sessions`].
+    pub fn sessions(&self) -> &Sessions {
+        &self.shared.sessions
+    }
+
+    /// The owner's active sessions, oldest first, the request's own marked
+    /// [`is_current`](SessionSummary::is_current). `owner` is the signed-in user, as the app
+    /// knows it.
+    pub async fn list_sessions(&self, owner: &str) -> Result<Vec<SessionSummary>, StoreError> {
+        self.shared
+            .sessions
+            .list_marking(owner, self.shared.key)
+            .await
+    }
+
+    /// Ends every active session of `owner` but the request's own ("sign out my other
+    /// devices", or after a password change); answers how many it ended.
+    pub async fn end_others(&self, owner: &str) -> Result<u64, StoreError> {
+        self.shared
+            .sessions
+            .end_all_but(owner, self.shared.key)
+            .await
+    }
+
     /// Takes what the handler asked, leaving nothing for a second take.
-    pub(crate) fn take_requests(&self) -> (Option<String>, bool) {
-        let mut requests = self.requests();
-        (requests.begin.take(), std::mem::take(&mut requests.end))
+    pub(crate) fn take_requests(&self) -> Requests {
+        std::mem::take(&mut *self.requests())
     }
 }
 
@@ -214,8 +301,10 @@ pub(crate) fn annotate<B>(
     request: &mut http::Request<B>,
     info: Option<SessionInfo>,
     id: Option<SessionId>,
+    key: Option<SessionKey>,
+    sessions: Sessions,
 ) -> SessionHandle {
-    let handle = SessionHandle::new(info, id);
+    let handle = SessionHandle::new(info, id, key, sessions);
     if let Some(info) = info {
         request.extensions_mut().insert(info);
     }

@@ -37,6 +37,12 @@ impl<St: SessionStore> SessionTimeoutLayer<St> {
         &self.config.policy
     }
 
+    /// The sessions of each owner, to list and end them (admin tools, "sign out
+    /// everywhere"); see [`Sessions`](crate::Sessions).
+    pub fn sessions(&self) -> crate::Sessions {
+        crate::Sessions::new(Arc::clone(&self.config))
+    }
+
     /// The current time by the layer's clock.
     pub fn now(&self) -> Timestamp {
         self.config.now()

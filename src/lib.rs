@@ -326,6 +326,7 @@ mod layer;
 mod preset;
 mod routes;
 mod service;
+mod sessions;
 pub mod store;
 
 pub use body::ResponseBody;
@@ -347,9 +348,10 @@ pub use layer::SessionTimeoutLayer;
 pub use preset::Preset;
 pub use routes::RequestHead;
 pub use service::SessionTimeout;
+pub use sessions::{ParseSessionRefError, SessionRef, SessionSummary, Sessions};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
-pub use store::{ExpiryReason, MemoryStore, SessionKey, SessionStore};
+pub use store::{ExpiryReason, MemoryStore, OnLimit, SessionKey, SessionStore, SessionTimeouts};
 
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;

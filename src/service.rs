@@ -14,6 +14,7 @@ use crate::future::{After, Pending, ResponseFuture};
 use crate::handle::SessionId;
 use crate::inactive::inactive;
 use crate::routes::Route;
+use crate::sessions::Sessions;
 use crate::store::{SessionKey, Touch};
 use crate::{answer, ExpiryReason, MemoryStore, ResponseBody, SessionStore};
 
@@ -117,7 +118,8 @@ where
                 Some(ExpiryReason::Unknown)
             }
             RequestCookie::Absent => {
-                let after = After::new(None, None, None, false, &mut request);
+                let sessions = Sessions::new(Arc::clone(&config));
+                let after = After::new(None, None, None, false, &mut request, sessions);
                 return ResponseFuture::calling(self.inner.call(request), after, config);
             }
             RequestCookie::Untracked => {
@@ -132,7 +134,8 @@ where
         match inactive(&config, route, reason, &mut request) {
             Some(answer) => ResponseFuture::answered(answer, config),
             None => {
-                let after = After::new(None, None, None, true, &mut request);
+                let sessions = Sessions::new(Arc::clone(&config));
+                let after = After::new(None, None, None, true, &mut request, sessions);
                 ResponseFuture::calling(self.inner.call(request), after, config)
             }
         }

@@ -116,7 +116,12 @@ async fn a_request_waits_for_the_inner_service() {
     let key = SessionKey::from_id("session-0123456789abcdef");
     let begun = layer
         .store()
-        .begin(&key, layer.now(), layer.policy())
+        .begin(
+            &key,
+            layer.now(),
+            layer.policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        )
         .await
         .expect("begin");
     assert_eq!(begun, Begin::Began);

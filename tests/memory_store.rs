@@ -30,12 +30,28 @@ async fn purge_removes_only_what_expired() {
     let t0 = start();
     let old: Vec<_> = (0..100).map(|i| fresh_key(&format!("old{i}"))).collect();
     for key in &old {
-        store.begin(key, t0, &policy).await.unwrap();
+        store
+            .begin(
+                key,
+                t0,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
     }
     let t1 = t0.saturating_add(IDLE);
     let young: Vec<_> = (0..50).map(|i| fresh_key(&format!("young{i}"))).collect();
     for key in &young {
-        store.begin(key, t1, &policy).await.unwrap();
+        store
+            .begin(
+                key,
+                t1,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
     }
     assert_eq!(store.len(), 150);
 
@@ -67,7 +83,15 @@ async fn purge_keeps_sessions_whose_deadline_moved() {
     let policy = policy();
     let t0 = start();
     let key = fresh_key("moved");
-    store.begin(&key, t0, &policy).await.unwrap();
+    store
+        .begin(
+            &key,
+            t0,
+            &policy,
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .unwrap();
     let t1 = t0.saturating_add(IDLE - Duration::from_secs(1));
     store
         .check(&key, t1, &policy, Touch::Refresh)
@@ -89,7 +113,15 @@ async fn a_sweep_reports_the_same_reason_a_check_would() {
     let policy = policy();
     let t0 = start();
     let key = fresh_key("swept");
-    store.begin(&key, t0, &policy).await.unwrap();
+    store
+        .begin(
+            &key,
+            t0,
+            &policy,
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .unwrap();
     let after = t0.saturating_add(IDLE + Duration::from_secs(1));
     // The purge retires the record before any request asks about it.
     assert_eq!(store.purge(after).await.unwrap(), 0);
@@ -111,7 +143,12 @@ async fn requests_sweep_due_records_as_they_go() {
     let t0 = start();
     for i in 0..20 {
         store
-            .begin(&fresh_key(&format!("swept{i}")), t0, &policy)
+            .begin(
+                &fresh_key(&format!("swept{i}")),
+                t0,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
             .await
             .unwrap();
     }
@@ -133,7 +170,12 @@ async fn is_empty_says_whether_any_record_is_kept() {
     let store = MemoryStore::with_shards(2);
     assert!(store.is_empty());
     store
-        .begin(&fresh_key("kept"), t0(), &policy())
+        .begin(
+            &fresh_key("kept"),
+            t0(),
+            &policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        )
         .await
         .unwrap();
     assert!(!store.is_empty());
@@ -151,7 +193,12 @@ async fn purge_goes_on_past_one_chunk() {
     let policy = policy();
     for i in 0..1_000 {
         store
-            .begin(&fresh_key(&format!("many{i}")), t0(), &policy)
+            .begin(
+                &fresh_key(&format!("many{i}")),
+                t0(),
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
             .await
             .unwrap();
     }
@@ -167,7 +214,15 @@ async fn an_ended_session_is_purged_when_its_retention_ends() {
     let store = MemoryStore::with_shards(1);
     let policy = policy();
     let key = fresh_key("ended");
-    store.begin(&key, t0(), &policy).await.unwrap();
+    store
+        .begin(
+            &key,
+            t0(),
+            &policy,
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .unwrap();
     let ended_at = t0().saturating_add(Duration::from_secs(1));
     assert!(store.end(&key, ended_at, &policy).await.unwrap());
     let after_retention = ended_at.saturating_add(RETENTION + Duration::from_secs(1));
@@ -186,17 +241,38 @@ async fn an_end_at_the_horizon_forgets_a_record_the_sweep_has_not_reached() {
     let earlier = Timestamp::from_unix_millis(t0().as_unix_millis() - 10_000);
     for i in 0..20 {
         store
-            .begin(&fresh_key(&format!("busy{i}")), earlier, &policy)
+            .begin(
+                &fresh_key(&format!("busy{i}")),
+                earlier,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
             .await
             .unwrap();
     }
     let key = fresh_key("unasked");
-    store.begin(&key, t0(), &policy).await.unwrap();
+    store
+        .begin(
+            &key,
+            t0(),
+            &policy,
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .unwrap();
     let horizon = t0().saturating_add(IDLE + RETENTION);
     assert!(!store.end(&key, horizon, &policy).await.unwrap());
     let back = Timestamp::from_unix_millis(horizon.as_unix_millis() - 1);
     assert_eq!(
-        store.begin(&key, back, &policy).await.unwrap(),
+        store
+            .begin(
+                &key,
+                back,
+                &policy,
+                tower_session_timeout::store::NewSession::plain()
+            )
+            .await
+            .unwrap(),
         Begin::Began
     );
 }

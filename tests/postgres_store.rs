@@ -161,9 +161,16 @@ async fn instances_racing_on_one_session_agree() {
     let mut tasks = Vec::new();
     for i in 0..16 {
         let store = stores[i % 2].clone();
-        tasks.push(tokio::spawn(
-            async move { store.begin(&key, t0, &policy).await },
-        ));
+        tasks.push(tokio::spawn(async move {
+            store
+                .begin(
+                    &key,
+                    t0,
+                    &policy,
+                    tower_session_timeout::store::NewSession::plain(),
+                )
+                .await
+        }));
     }
     let mut began = 0;
     for task in tasks {
@@ -208,13 +215,29 @@ async fn instances_racing_on_one_session_agree() {
         "a lagging clock on the other instance cannot revive it"
     );
     assert_eq!(
-        stores[0].begin(&key, early, &policy).await.expect("begin"),
+        stores[0]
+            .begin(
+                &key,
+                early,
+                &policy,
+                tower_session_timeout::store::NewSession::plain()
+            )
+            .await
+            .expect("begin"),
         tower_session_timeout::store::Begin::Refused(ExpiryReason::Idle)
     );
 
     // An end racing with refreshes: afterwards the session is ended for everyone.
     let key = fresh_key("race-end");
-    stores[0].begin(&key, t0, &policy).await.expect("begin");
+    stores[0]
+        .begin(
+            &key,
+            t0,
+            &policy,
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .expect("begin");
     let mut tasks = Vec::new();
     for i in 0..16 {
         let store = stores[i % 2].clone();

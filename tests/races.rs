@@ -36,7 +36,15 @@ async fn race<St: SessionStore>(store: St, absolute: bool) {
     let policy = policy(absolute);
     let key = fresh_key("race");
     let t0 = start();
-    store.begin(&key, t0, &policy).await.expect("begin");
+    store
+        .begin(
+            &key,
+            t0,
+            &policy,
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .expect("begin");
     // With the absolute timeout equal to the idle one, both deadlines fall together: the
     // absolute one is reported.
     let deadline = t0.saturating_add(Duration::from_secs(60));

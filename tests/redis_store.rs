@@ -78,7 +78,14 @@ async fn passes_the_store_suite_after_the_script_cache_is_flushed() {
     let key = fresh_key("flushed");
     let t0 = start();
     assert_eq!(
-        within(store.begin(&key, t0, &policy())).await.unwrap(),
+        within(store.begin(
+            &key,
+            t0,
+            &policy(),
+            tower_session_timeout::store::NewSession::plain()
+        ))
+        .await
+        .unwrap(),
         Begin::Began
     );
     let mut connection = inspector().await;
@@ -155,7 +162,14 @@ async fn tombstone_ttl_runs_from_the_deadline() {
     let store = store("tombstone-ttl").await;
     let key = fresh_key("tombstone-ttl");
     let t0 = start();
-    within(store.begin(&key, t0, &policy())).await.unwrap();
+    within(store.begin(
+        &key,
+        t0,
+        &policy(),
+        tower_session_timeout::store::NewSession::plain(),
+    ))
+    .await
+    .unwrap();
     // Found expired 10 s after its deadline: 20 of the 30 s retention are left.
     let late = t0.saturating_add(IDLE + Duration::from_secs(10));
     let check = within(store.check(&key, late, &policy(), Touch::Refresh))
@@ -168,7 +182,14 @@ async fn tombstone_ttl_runs_from_the_deadline() {
 
     // Found after its retention: nothing is kept at all.
     let other = fresh_key("tombstone-gone");
-    within(store.begin(&other, t0, &policy())).await.unwrap();
+    within(store.begin(
+        &other,
+        t0,
+        &policy(),
+        tower_session_timeout::store::NewSession::plain(),
+    ))
+    .await
+    .unwrap();
     let gone = t0.saturating_add(IDLE + RETENTION);
     let check = within(store.check(&other, gone, &policy(), Touch::Refresh))
         .await
@@ -209,7 +230,13 @@ async fn malformed_records_are_store_errors() {
             matches!(check, Err(StoreError::CorruptRecord(_))),
             "{check:?}"
         );
-        let begin = within(store.begin(&key, now, &policy())).await;
+        let begin = within(store.begin(
+            &key,
+            now,
+            &policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        ))
+        .await;
         assert!(
             matches!(begin, Err(StoreError::CorruptRecord(_))),
             "{begin:?}"

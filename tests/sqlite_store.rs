@@ -193,13 +193,23 @@ async fn the_background_purge_uses_the_given_clock() {
     let clock = ManualClock::new();
     let t0 = Timestamp::from_system_time(tower_session_timeout::Clock::now(&clock));
     store
-        .begin(&fresh_key("bg-old"), t0, &policy())
+        .begin(
+            &fresh_key("bg-old"),
+            t0,
+            &policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        )
         .await
         .expect("begin");
     clock.advance(IDLE + RETENTION);
     let now = Timestamp::from_system_time(tower_session_timeout::Clock::now(&clock));
     store
-        .begin(&fresh_key("bg-young"), now, &policy())
+        .begin(
+            &fresh_key("bg-young"),
+            now,
+            &policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        )
         .await
         .expect("begin");
     let task = store.spawn_purge(Duration::from_secs(3600), clock.clone());

@@ -1,14 +1,17 @@
 //! [`MemoryStore`]: sessions in this process, sharded so requests on different sessions do
 //! not wait on each other.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::{ready, Ready};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hashbrown::HashTable;
 
-use super::{Begin, Check, ExpiryReason, Policy, SessionKey, SessionRecord, SessionStore, Touch};
+use super::{
+    oldest_first, Begin, Check, ExpiryReason, NewSession, OnLimit, OwnedSession, Policy,
+    SessionKey, SessionRecord, SessionStore, SessionTimeouts, StoreFuture, Touch,
+};
 use crate::{StoreError, Timestamp};
 
 /// How many due records a request sweeps from its shard, so purging is spread over requests
@@ -35,7 +38,13 @@ const PURGE_CHUNK: usize = 256;
 #[derive(Clone)]
 pub struct MemoryStore {
     shards: Arc<[Mutex<Shard>]>,
+    /// Each owner's sessions, possibly with some that have ended (pruned whenever the owner's
+    /// sessions are counted or listed, and when a record is removed). Locked before any
+    /// shard, never while one is held, so no two locks are taken in opposite orders.
+    owners: Arc<Mutex<Owners>>,
 }
+
+type Owners = HashMap<Arc<str>, Vec<SessionKey>>;
 
 impl MemoryStore {
     /// An empty store with a shard count fitted to the machine.
@@ -49,6 +58,7 @@ impl MemoryStore {
         let count = shards.max(1).next_power_of_two();
         MemoryStore {
             shards: (0..count).map(|_| Mutex::new(Shard::default())).collect(),
+            owners: Arc::default(),
         }
     }
 
@@ -85,12 +95,94 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-/// A poisoned shard still holds consistent data (every update is a single assignment), so
+/// A poisoned lock still guards consistent data (every update is a single assignment), so
 /// a panic elsewhere must not take the store down with it.
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    shard
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl MemoryStore {
+    /// The owner's sessions active at `now`, oldest first, after dropping from its index
+    /// every session no longer active (and, from every index, the removed records the shards
+    /// reported). Called with the owners' lock held.
+    fn active_of(
+        &self,
+        owners: &mut Owners,
+        owner: &str,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Vec<OwnedSession> {
+        for shard in self.shards.iter() {
+            let released = std::mem::take(&mut lock(shard).released);
+            for (owner, key) in released {
+                if let Some(keys) = owners.get_mut(&owner) {
+                    keys.retain(|listed| *listed != key);
+                    if keys.is_empty() {
+                        owners.remove(&owner);
+                    }
+                }
+            }
+        }
+        let Some(keys) = owners.get_mut(owner) else {
+            return Vec::new();
+        };
+        let mut active = Vec::with_capacity(keys.len());
+        keys.retain(|key| match self.shard(key).active(key, now, policy) {
+            Some(record) => {
+                active.push(OwnedSession { key: *key, record });
+                true
+            }
+            None => false,
+        });
+        if keys.is_empty() {
+            owners.remove(owner);
+        }
+        oldest_first(&mut active);
+        active
+    }
+
+    fn begin_owned(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        owner: &str,
+        timeouts: Option<SessionTimeouts>,
+    ) -> Begin {
+        let mut owners = lock(&self.owners);
+        let mut active = self.active_of(&mut owners, owner, now, policy);
+        let limit = policy.session_limit();
+        let already = active.iter().any(|session| session.key == *key);
+        if let Some(limit) = limit {
+            if limit.on_limit == OnLimit::Refuse
+                && !already
+                && active.len() >= limit.max.get() as usize
+            {
+                return Begin::LimitReached;
+            }
+        }
+        let owner: Arc<str> = owners
+            .get_key_value(owner)
+            .map_or_else(|| Arc::from(owner), |(name, _)| Arc::clone(name));
+        let began = self
+            .shard(key)
+            .begin(key, now, policy, Some(&owner), timeouts);
+        if began != Begin::Began {
+            return began;
+        }
+        owners.entry(Arc::clone(&owner)).or_default().push(*key);
+        active.push(OwnedSession {
+            key: *key,
+            record: SessionRecord::new(now, now).with_timeouts(timeouts),
+        });
+        for superseded in policy.superseded(&mut active) {
+            self.shard(&superseded)
+                .end(&superseded, now, policy, ExpiryReason::Superseded);
+        }
+        Begin::Began
+    }
 }
 
 impl SessionStore for MemoryStore {
@@ -113,10 +205,19 @@ impl SessionStore for MemoryStore {
         ready(Ok(check))
     }
 
-    fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
+    fn begin(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        new: NewSession<'_>,
+    ) -> Self::BeginFuture {
+        if let Some(owner) = new.owner {
+            return ready(Ok(self.begin_owned(key, now, policy, owner, new.timeouts)));
+        }
         let mut shard = self.shard(key);
         shard.retention = policy.tombstone_retention();
-        let begin = shard.begin(key, now, policy);
+        let begin = shard.begin(key, now, policy, None, new.timeouts);
         shard.sweep(now, SWEEP_PER_CALL);
         ready(Ok(begin))
     }
@@ -124,9 +225,52 @@ impl SessionStore for MemoryStore {
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
         let mut shard = self.shard(key);
         shard.retention = policy.tombstone_retention();
-        let ended = shard.end(key, now, policy);
+        let ended = shard.end(key, now, policy, ExpiryReason::Ended);
         shard.sweep(now, SWEEP_PER_CALL);
         ready(Ok(ended))
+    }
+
+    fn set_timeouts(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        timeouts: SessionTimeouts,
+    ) -> StoreFuture<bool> {
+        let changed = self.shard(key).set_timeouts(key, now, policy, timeouts);
+        Box::pin(ready(Ok(changed)))
+    }
+
+    fn sessions_of(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Vec<OwnedSession>> {
+        let mut owners = lock(&self.owners);
+        let active = self.active_of(&mut owners, owner, now, policy);
+        Box::pin(ready(Ok(active)))
+    }
+
+    fn end_sessions_of(
+        &self,
+        owner: &str,
+        keep: Option<&SessionKey>,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<u64> {
+        let mut owners = lock(&self.owners);
+        let mut ended = 0;
+        for session in self.active_of(&mut owners, owner, now, policy) {
+            if Some(&session.key) != keep
+                && self
+                    .shard(&session.key)
+                    .end(&session.key, now, policy, ExpiryReason::Ended)
+            {
+                ended += 1;
+            }
+        }
+        Box::pin(ready(Ok(ended)))
     }
 
     fn purge(&self, now: Timestamp) -> Self::PurgeFuture {
@@ -165,6 +309,17 @@ struct Shard {
     wheel: BTreeMap<u32, Vec<u32>>,
     /// The tombstone retention of the latest call, for tombstones a sweep makes.
     retention: Duration,
+    /// What records with [`Slot::extra`] set keep beyond the slot: most sessions have no
+    /// owner and the layer's timeouts, so the slot stays 64 bytes.
+    extras: HashMap<SessionKey, Extra>,
+    /// Owned records removed since the owners' index last looked, so it can drop them.
+    released: Vec<(Arc<str>, SessionKey)>,
+}
+
+/// A record's owner and own timeouts.
+struct Extra {
+    owner: Option<Arc<str>>,
+    timeouts: Option<SessionTimeouts>,
 }
 
 /// One record: 64 bytes.
@@ -182,6 +337,8 @@ struct Slot {
     kind: Kind,
     /// Active: which deadline `due` is. Tombstone: why the session is not active.
     reason: ExpiryReason,
+    /// Whether the shard keeps an [`Extra`] for this record.
+    extra: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -201,19 +358,18 @@ impl Slot {
             bucket,
             kind: Kind::Free,
             reason: ExpiryReason::Unknown,
+            extra: false,
         };
         slot.set(state);
         slot
     }
 
-    /// The record's state; only called on a slot in use.
+    /// The record's state, without its own timeouts (see [`Shard::state`]); only called on a
+    /// slot in use.
     fn state(&self) -> State {
         match self.kind {
             Kind::Active => State::Active {
-                record: SessionRecord {
-                    created_at: self.created_at,
-                    last_seen: self.last_seen,
-                },
+                record: SessionRecord::new(self.created_at, self.last_seen),
                 deadline: self.due,
                 reason: self.reason,
             },
@@ -330,12 +486,88 @@ impl Shard {
 
     /// Forgets the record in `slot`; its wheel listings become stale.
     fn remove(&mut self, slot: usize) {
-        let hash = hash_of(&self.slots[slot].key);
-        if let Ok(entry) = self.index.find_entry(hash, |&other| other as usize == slot) {
+        let key = self.slots[slot].key;
+        if let Ok(entry) = self
+            .index
+            .find_entry(hash_of(&key), |&other| other as usize == slot)
+        {
             entry.remove();
+        }
+        if std::mem::take(&mut self.slots[slot].extra) {
+            if let Some(owner) = self.extras.remove(&key).and_then(|extra| extra.owner) {
+                self.released.push((owner, key));
+            }
         }
         self.slots[slot].kind = Kind::Free;
         self.free.push(slot as u32);
+    }
+
+    /// The record's state, with its own timeouts.
+    fn state(&self, slot: usize) -> State {
+        let mut state = self.slots[slot].state();
+        if let State::Active { record, .. } = &mut state {
+            if self.slots[slot].extra {
+                let extra = self.extras.get(&self.slots[slot].key);
+                record.timeouts = extra.and_then(|extra| extra.timeouts);
+            }
+        }
+        state
+    }
+
+    /// The session's record if it is active at `now`; writes nothing.
+    fn active(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Option<SessionRecord> {
+        match self.state(self.find(key)?) {
+            State::Active { record, .. } if policy.expiry(&record, now).is_none() => Some(record),
+            _ => None,
+        }
+    }
+
+    /// Gives an active session new timeouts of its own, retiring it if they put its deadline
+    /// at or before `now`. Answers whether the session was active.
+    fn set_timeouts(
+        &mut self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        timeouts: SessionTimeouts,
+    ) -> bool {
+        let Some(slot) = self.find(key) else {
+            return false;
+        };
+        let State::Active { record, .. } = self.state(slot) else {
+            return false;
+        };
+        if let Some(reason) = policy.expiry(&record, now) {
+            // Already over: settled as a check would settle it.
+            if policy.tombstone_until(&record) <= now {
+                self.remove(slot);
+            } else {
+                self.retire_expired(slot, &record, reason, policy);
+            }
+            return false;
+        }
+        let record = record.with_timeouts(Some(timeouts));
+        self.slots[slot].extra = true;
+        self.extras
+            .entry(*key)
+            .or_insert(Extra {
+                owner: None,
+                timeouts: None,
+            })
+            .timeouts = Some(timeouts);
+        match policy.expiry(&record, now) {
+            Some(reason) => self.retire_expired(slot, &record, reason, policy),
+            None => {
+                let state = State::active(record, policy);
+                self.slots[slot].set(state);
+                // Shorter timeouts can bring the deadline before the bucket it is listed in.
+                let bucket = bucket_of(state.due());
+                if bucket < self.slots[slot].bucket {
+                    self.relist(slot, state.due());
+                }
+            }
+        }
+        true
     }
 
     fn list(&mut self, slot: usize, bucket: u32) {
@@ -346,7 +578,7 @@ impl Shard {
         let Some(slot) = self.find(key) else {
             return Check::Expired(ExpiryReason::Unknown);
         };
-        match self.slots[slot].state() {
+        match self.state(slot) {
             State::Tombstone { until, .. } if until <= now => {
                 self.remove(slot);
                 Check::Expired(ExpiryReason::Unknown)
@@ -372,19 +604,26 @@ impl Shard {
         }
     }
 
-    fn begin(&mut self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Begin {
+    fn begin(
+        &mut self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        owner: Option<&Arc<str>>,
+        timeouts: Option<SessionTimeouts>,
+    ) -> Begin {
         if let Some(slot) = self.find(key) {
-            return match self.slots[slot].state() {
+            return match self.state(slot) {
                 // Forgotten: the listing in the wheel is stale once the record is replaced.
                 State::Tombstone { until, .. } if until <= now => {
                     self.remove(slot);
-                    self.begin(key, now, policy)
+                    self.begin(key, now, policy, owner, timeouts)
                 }
                 State::Active { record, .. } => match policy.expiry(&record, now) {
                     None => Begin::AlreadyActive,
                     Some(_) if policy.tombstone_until(&record) <= now => {
                         self.remove(slot);
-                        self.begin(key, now, policy)
+                        self.begin(key, now, policy, owner, timeouts)
                     }
                     Some(reason) => {
                         self.retire_expired(slot, &record, reason, policy);
@@ -394,24 +633,34 @@ impl Shard {
                 State::Tombstone { reason, .. } => Begin::Refused(reason),
             };
         }
-        let state = State::active(
-            SessionRecord {
-                created_at: now,
-                last_seen: now,
-            },
-            policy,
-        );
+        let state = State::active(SessionRecord::new(now, now).with_timeouts(timeouts), policy);
         let bucket = bucket_of(state.due());
         let slot = self.insert(key, state, bucket);
+        if owner.is_some() || timeouts.is_some() {
+            self.slots[slot as usize].extra = true;
+            self.extras.insert(
+                *key,
+                Extra {
+                    owner: owner.cloned(),
+                    timeouts,
+                },
+            );
+        }
         self.list(slot as usize, bucket);
         Begin::Began
     }
 
-    fn end(&mut self, key: &SessionKey, now: Timestamp, policy: &Policy) -> bool {
+    fn end(
+        &mut self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        reason: ExpiryReason,
+    ) -> bool {
         let Some(slot) = self.find(key) else {
             return false;
         };
-        let record = match self.slots[slot].state() {
+        let record = match self.state(slot) {
             // Forgotten at this `now`, as check and begin would find it: left in place, a
             // clock stepping back would find it again.
             State::Tombstone { until, .. } if until <= now => {
@@ -424,7 +673,7 @@ impl Shard {
         match policy.expiry(&record, now) {
             None => {
                 let until = now.saturating_add(policy.tombstone_retention());
-                self.retire(slot, ExpiryReason::Ended, until);
+                self.retire(slot, reason, until);
                 true
             }
             Some(_) if policy.tombstone_until(&record) <= now => {

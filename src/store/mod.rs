@@ -7,6 +7,7 @@
 
 mod key;
 mod memory;
+mod owner;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod redact;
@@ -22,6 +23,10 @@ use std::time::Duration;
 
 pub use self::key::SessionKey;
 pub use self::memory::MemoryStore;
+pub(crate) use self::owner::unsupported;
+pub use self::owner::{
+    NewSession, OnLimit, OwnedSession, SessionLimit, SessionTimeouts, StoreFuture,
+};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresStore;
 pub use self::redact::redact_credentials;
@@ -71,9 +76,22 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         touch: Touch,
     ) -> Self::CheckFuture;
 
-    /// Begins tracking a session created at `now`. Beginning a session that is already active
-    /// changes nothing; one that expired or ended is refused while its tombstone is kept.
-    fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture;
+    /// Begins tracking a session created at `now`, with the owner and own timeouts `new`
+    /// gives. Beginning a session that is already active changes nothing; one that expired or
+    /// ended is refused while its tombstone is kept.
+    ///
+    /// With an owner and a [`Policy::session_limit`], the new session and the owner's others
+    /// are counted in the same step (or, on a store without multi-key atomicity, in an order
+    /// that every instance settles the same way): beyond the limit, the owner's oldest
+    /// sessions (by `created_at`, then key) end with [`ExpiryReason::Superseded`], or with
+    /// [`OnLimit::Refuse`] the new one is not begun ([`Begin::LimitReached`]).
+    fn begin(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        new: NewSession<'_>,
+    ) -> Self::BeginFuture;
 
     /// Ends an active session, leaving a tombstone with [`ExpiryReason::Ended`]. Returns
     /// whether there was an active session to end; an unknown key writes nothing. A record
@@ -85,6 +103,51 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
     /// as of `now`, and returns how many it removed. Its cost grows with what expired, not
     /// with what is stored.
     fn purge(&self, now: Timestamp) -> Self::PurgeFuture;
+
+    /// Replaces an active session's own timeouts (already within the layer's bounds) and
+    /// answers whether there was an active session. If the new timeouts put its deadline at
+    /// or before `now`, the session is retired as a check would retire it.
+    ///
+    /// Optional: the default answers [`StoreError::Unsupported`].
+    fn set_timeouts(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        timeouts: SessionTimeouts,
+    ) -> StoreFuture<bool> {
+        let _ = (key, now, policy, timeouts);
+        unsupported("change a session's timeouts")
+    }
+
+    /// The owner's sessions active at `now`, oldest first (by `created_at`, then key). Never
+    /// lists an expired or ended session, however the owner's index lags behind.
+    ///
+    /// Optional: the default answers [`StoreError::Unsupported`].
+    fn sessions_of(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Vec<OwnedSession>> {
+        let _ = (owner, now, policy);
+        unsupported("list a principal's sessions")
+    }
+
+    /// Ends every session of the owner active at `now` except `keep`, each as
+    /// [`end`](SessionStore::end) would, and answers how many it ended.
+    ///
+    /// Optional: the default answers [`StoreError::Unsupported`].
+    fn end_sessions_of(
+        &self,
+        owner: &str,
+        keep: Option<&SessionKey>,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<u64> {
+        let _ = (owner, keep, now, policy);
+        unsupported("end a principal's sessions")
+    }
 }
 
 /// Whether a request refreshes its session.
@@ -118,6 +181,9 @@ pub enum Begin {
     AlreadyActive,
     /// The id expired or ended and may not come back to life.
     Refused(ExpiryReason),
+    /// The owner already has as many active sessions as the [`SessionLimit`] allows, and it
+    /// refuses more ([`OnLimit::Refuse`]); nothing was written.
+    LimitReached,
 }
 
 /// Why a session is not active.
@@ -130,18 +196,22 @@ pub enum ExpiryReason {
     Absolute,
     /// The app ended the session (sign-out or id rotation).
     Ended,
+    /// The owner signed in elsewhere beyond the [`SessionLimit`], which ended this, their
+    /// oldest session.
+    Superseded,
     /// The store has never known this id, or has forgotten it.
     Unknown,
 }
 
 impl ExpiryReason {
-    /// The reason as it appears in the problem+json answer: `idle`, `absolute`, `ended` or
-    /// `unknown`.
+    /// The reason as it appears in the problem+json answer: `idle`, `absolute`, `ended`,
+    /// `superseded` or `unknown`.
     pub const fn as_str(self) -> &'static str {
         match self {
             ExpiryReason::Idle => "idle",
             ExpiryReason::Absolute => "absolute",
             ExpiryReason::Ended => "ended",
+            ExpiryReason::Superseded => "superseded",
             ExpiryReason::Unknown => "unknown",
         }
     }
@@ -163,6 +233,7 @@ impl std::str::FromStr for ExpiryReason {
             "idle" => Ok(ExpiryReason::Idle),
             "absolute" => Ok(ExpiryReason::Absolute),
             "ended" => Ok(ExpiryReason::Ended),
+            "superseded" => Ok(ExpiryReason::Superseded),
             "unknown" => Ok(ExpiryReason::Unknown),
             _ => Err(crate::ParseExpiryReasonError(text.to_owned())),
         }
@@ -175,25 +246,50 @@ impl std::fmt::Display for ExpiryReason {
     }
 }
 
-/// The two times a store keeps for an active session.
+/// What a store keeps for an active session: its two times and its own timeouts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionRecord {
     /// When the session began.
     pub created_at: Timestamp,
     /// When the session was last refreshed.
     pub last_seen: Timestamp,
+    /// The session's own timeouts, or `None` for the layer's.
+    pub timeouts: Option<SessionTimeouts>,
+}
+
+impl SessionRecord {
+    /// A session with the layer's timeouts that began at `created_at` and was last seen at
+    /// `last_seen`.
+    pub const fn new(created_at: Timestamp, last_seen: Timestamp) -> Self {
+        SessionRecord {
+            created_at,
+            last_seen,
+            timeouts: None,
+        }
+    }
+
+    /// The record with its own timeouts.
+    pub const fn with_timeouts(mut self, timeouts: Option<SessionTimeouts>) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
 }
 
 /// The timeouts a store applies, handed to every store call by the layer.
 ///
 /// Built by [`SessionTimeoutBuilder::build`](crate::SessionTimeoutBuilder::build), which guarantees its rules
 /// (non-zero timeouts, absolute not shorter than idle, touch interval shorter than idle).
+/// A record with its own [`SessionTimeouts`] is judged by those instead of the layer's; every
+/// deadline method here takes that into account, so a store that judges records through them
+/// enforces per-session timeouts with no code of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     idle_timeout: Duration,
     absolute_timeout: Option<Duration>,
     touch_interval: Option<Duration>,
     tombstone_retention: Duration,
+    max_session_timeouts: SessionTimeouts,
+    session_limit: Option<SessionLimit>,
 }
 
 impl Policy {
@@ -208,15 +304,34 @@ impl Policy {
             absolute_timeout,
             touch_interval,
             tombstone_retention,
+            max_session_timeouts: SessionTimeouts {
+                idle: idle_timeout,
+                absolute: absolute_timeout,
+            },
+            session_limit: None,
         }
     }
 
-    /// A session expires when `now - last_seen >= idle_timeout`.
+    pub(crate) fn with_owner_rules(
+        mut self,
+        max_session_timeouts: Option<SessionTimeouts>,
+        session_limit: Option<SessionLimit>,
+    ) -> Self {
+        if let Some(bound) = max_session_timeouts {
+            self.max_session_timeouts = bound;
+        }
+        self.session_limit = session_limit;
+        self
+    }
+
+    /// The layer's idle timeout: a session without its own expires when
+    /// `now - last_seen >= idle_timeout`.
     pub fn idle_timeout(&self) -> Duration {
         self.idle_timeout
     }
 
-    /// A session expires when `now - created_at >= absolute_timeout`, whatever its activity.
+    /// The layer's absolute timeout: a session without its own expires when
+    /// `now - created_at >= absolute_timeout`, whatever its activity.
     pub fn absolute_timeout(&self) -> Option<Duration> {
         self.absolute_timeout
     }
@@ -232,14 +347,48 @@ impl Policy {
         self.tombstone_retention
     }
 
+    /// The longest timeouts a session may have of its own (by default the layer's).
+    pub fn max_session_timeouts(&self) -> SessionTimeouts {
+        self.max_session_timeouts
+    }
+
+    /// The cap on one owner's active sessions, if any.
+    pub fn session_limit(&self) -> Option<SessionLimit> {
+        self.session_limit
+    }
+
+    /// The idle timeout that applies to the record: its own, or the layer's.
+    pub fn idle_timeout_of(&self, record: &SessionRecord) -> Duration {
+        record
+            .timeouts
+            .map_or(self.idle_timeout, |timeouts| timeouts.idle)
+    }
+
+    /// The absolute timeout that applies to the record: its own, or the layer's.
+    pub fn absolute_timeout_of(&self, record: &SessionRecord) -> Option<Duration> {
+        record
+            .timeouts
+            .map_or(self.absolute_timeout, |timeouts| timeouts.absolute)
+    }
+
+    /// The touch interval that applies to the record: none (a write on every refresh) when
+    /// the record's own idle timeout is not longer than the layer's touch interval, as a
+    /// skipped write could then let an active session expire.
+    pub fn touch_interval_of(&self, record: &SessionRecord) -> Option<Duration> {
+        self.touch_interval
+            .filter(|&touch| touch < self.idle_timeout_of(record))
+    }
+
     /// When the record's session goes idle.
     pub fn idle_deadline(&self, record: &SessionRecord) -> Timestamp {
-        record.last_seen.saturating_add(self.idle_timeout)
+        record
+            .last_seen
+            .saturating_add(self.idle_timeout_of(record))
     }
 
     /// When the record's session reaches its absolute timeout, if there is one.
     pub fn absolute_deadline(&self, record: &SessionRecord) -> Option<Timestamp> {
-        self.absolute_timeout
+        self.absolute_timeout_of(record)
             .map(|timeout| record.created_at.saturating_add(timeout))
     }
 
@@ -268,11 +417,35 @@ impl Policy {
         (now >= deadline).then_some(reason)
     }
 
-    /// Whether a refresh at `now` must write, given the touch interval.
+    /// Whether a refresh at `now` must write, given the record's touch interval.
     pub fn needs_touch(&self, record: &SessionRecord, now: Timestamp) -> bool {
-        match self.touch_interval {
+        match self.touch_interval_of(record) {
             Some(interval) => now.saturating_since(record.last_seen) >= interval,
             None => now > record.last_seen,
         }
     }
+
+    /// Which of the owner's active sessions a limit ends so that `max` remain: the oldest,
+    /// by `created_at` then key. `sessions` holds every active session of the owner, the new
+    /// one included; the answer lists the keys to end, oldest first.
+    pub fn superseded(&self, sessions: &mut [OwnedSession]) -> Vec<SessionKey> {
+        let Some(limit) = self.session_limit else {
+            return Vec::new();
+        };
+        oldest_first(sessions);
+        let max = limit.max.get() as usize;
+        let excess = sessions.len().saturating_sub(max);
+        sessions[..excess]
+            .iter()
+            .map(|session| session.key)
+            .collect()
+    }
+}
+
+/// Sorts an owner's sessions oldest first: by `created_at`, then by key, the order every
+/// store and instance agrees on.
+pub fn oldest_first(sessions: &mut [OwnedSession]) {
+    sessions.sort_by(|a, b| {
+        (a.record.created_at, a.key.as_bytes()).cmp(&(b.record.created_at, b.key.as_bytes()))
+    });
 }

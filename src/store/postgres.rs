@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
 use sqlx::Row;
 
 use super::sql::{self, BoxFuture, Params, Queries, SqlOptions};
-use super::{Begin, Check, Policy, SessionKey, SessionStore, Touch};
+use super::{Begin, Check, NewSession, Policy, SessionKey, SessionStore, Touch};
 use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
 
@@ -301,7 +301,13 @@ impl SessionStore for PostgresStore {
         })
     }
 
-    fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
+    fn begin(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        _new: NewSession<'_>,
+    ) -> Self::BeginFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
         sql::logged(&self.log, "begin", async move {

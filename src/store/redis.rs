@@ -25,7 +25,9 @@ use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Client, FromRedisValue, IntoConnectionInfo, RedisError, Script};
 
-use super::{Begin, Check, ExpiryReason, Policy, SessionKey, SessionRecord, SessionStore, Touch};
+use super::{
+    Begin, Check, ExpiryReason, NewSession, Policy, SessionKey, SessionRecord, SessionStore, Touch,
+};
 use crate::error_log::StoreLog;
 use crate::{StoreError, Timestamp};
 
@@ -607,7 +609,13 @@ impl SessionStore for RedisStore {
         self.call("check", key, now, policy, touch, parse_check)
     }
 
-    fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
+    fn begin(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        _new: NewSession<'_>,
+    ) -> Self::BeginFuture {
         self.call("begin", key, now, policy, Touch::Passive, parse_begin)
     }
 
@@ -658,6 +666,7 @@ fn parse_check(reply: &[String]) -> Result<Check, StoreError> {
         [tag, created_at, last_seen] if tag == "active" => Ok(Check::Active(SessionRecord {
             created_at: timestamp(created_at, reply)?,
             last_seen: timestamp(last_seen, reply)?,
+            timeouts: None,
         })),
         [tag, why] if tag == "expired" => Ok(Check::Expired(reason(why, reply)?)),
         [tag, why] if tag == "retired" => Ok(Check::Retired(reason(why, reply)?)),
@@ -694,10 +703,10 @@ mod tests {
     fn parses_replies() {
         assert_eq!(
             parse_check(&strings(&["active", "1767225600000", "1767225601000"])).ok(),
-            Some(Check::Active(SessionRecord {
-                created_at: Timestamp::from_unix_millis(1_767_225_600_000),
-                last_seen: Timestamp::from_unix_millis(1_767_225_601_000),
-            }))
+            Some(Check::Active(SessionRecord::new(
+                Timestamp::from_unix_millis(1_767_225_600_000),
+                Timestamp::from_unix_millis(1_767_225_601_000),
+            )))
         );
         assert_eq!(
             parse_check(&strings(&["expired", "absolute"])).ok(),

@@ -516,6 +516,7 @@ pub(crate) fn read_check(row: Option<StoredRow>, written: bool, p: &Params) -> O
             Some(Check::Active(SessionRecord {
                 created_at: timestamp(row.created_at),
                 last_seen: timestamp(row.last_seen),
+                timeouts: None,
             }))
         }
     }

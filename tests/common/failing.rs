@@ -22,7 +22,13 @@ impl SessionStore for FailingStore {
         failure()
     }
 
-    fn begin(&self, _: &SessionKey, _: Timestamp, _: &Policy) -> Self::BeginFuture {
+    fn begin(
+        &self,
+        _: &SessionKey,
+        _: Timestamp,
+        _: &Policy,
+        _: tower_session_timeout::store::NewSession<'_>,
+    ) -> Self::BeginFuture {
         failure()
     }
 

@@ -75,8 +75,14 @@ impl SessionStore for FaultyStore {
         self.wrap(answer)
     }
 
-    fn begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::BeginFuture {
-        self.wrap(self.inner.begin(key, now, policy).into_inner())
+    fn begin(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        new: tower_session_timeout::store::NewSession<'_>,
+    ) -> Self::BeginFuture {
+        self.wrap(self.inner.begin(key, now, policy, new).into_inner())
     }
 
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {

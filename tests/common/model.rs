@@ -132,6 +132,7 @@ impl Model {
                 Check::Active(SessionRecord {
                     created_at: Timestamp::from_unix_millis(*created),
                     last_seen: Timestamp::from_unix_millis(*last_seen),
+                    timeouts: None,
                 })
             }
         }
@@ -262,7 +263,12 @@ pub async fn run<St: SessionStore>(
             Op::Begin(id) => {
                 let was_ambiguous = ambiguous(&model, id);
                 let got = store
-                    .begin(&key(id), at, policy)
+                    .begin(
+                        &key(id),
+                        at,
+                        policy,
+                        tower_session_timeout::store::NewSession::plain(),
+                    )
                     .await
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 match got {

@@ -90,7 +90,15 @@ async fn check<St: SessionStore>(
 }
 
 async fn begin<St: SessionStore>(store: &St, key: &SessionKey, now: Timestamp) -> Begin {
-    store.begin(key, now, &policy()).await.expect("begin")
+    store
+        .begin(
+            key,
+            now,
+            &policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .expect("begin")
 }
 
 async fn unknown_ids_are_unknown_and_write_nothing<St: SessionStore>(store: &St) {
@@ -324,7 +332,15 @@ async fn touch_interval_skips_young_writes<St: SessionStore>(store: &St) {
     let policy = policy_with_touch();
     let key = fresh_key("touch");
     let t0 = start();
-    store.begin(&key, t0, &policy).await.expect("begin");
+    store
+        .begin(
+            &key,
+            t0,
+            &policy,
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .expect("begin");
     let young = just_before(t0, TOUCH);
     let record = active(
         store
@@ -404,18 +420,42 @@ where
     let t0 = start();
     let old: Vec<_> = (0..100).map(|i| fresh_key(&format!("old{i}"))).collect();
     for key in &old {
-        store.begin(key, t0, &policy).await.expect("begin");
+        store
+            .begin(
+                key,
+                t0,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .expect("begin");
     }
     let t1 = t0.saturating_add(IDLE);
     let young: Vec<_> = (0..50).map(|i| fresh_key(&format!("young{i}"))).collect();
     for key in &young {
-        store.begin(key, t1, &policy).await.expect("begin");
+        store
+            .begin(
+                key,
+                t1,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .expect("begin");
     }
     // Ended a second later than the old ones' deadline: their tombstones outlive the purge.
     let ended: Vec<_> = (0..10).map(|i| fresh_key(&format!("ended{i}"))).collect();
     let t2 = t1.saturating_add(Duration::from_secs(1));
     for key in &ended {
-        store.begin(key, t2, &policy).await.expect("begin");
+        store
+            .begin(
+                key,
+                t2,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .expect("begin");
         assert!(store.end(key, t2, &policy).await.expect("end"));
     }
     assert_eq!(count().await, 160);
