@@ -304,6 +304,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod announcer;
 mod answer;
 mod body;
 mod bounded;
@@ -323,12 +324,16 @@ mod handle;
 mod inactive;
 mod json;
 mod layer;
+mod metrics;
 mod preset;
 mod routes;
 mod service;
 mod sessions;
 pub mod store;
 
+pub use announcer::{
+    ANNOUNCE_BATCH, ANNOUNCE_LEASE, DEFAULT_SWEEP_INTERVAL, HOOK_ATTEMPTS, HOOK_TIMEOUT,
+};
 pub use body::ResponseBody;
 pub use builder::{
     SessionTimeoutBuilder, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ID_LEN,
@@ -351,7 +356,9 @@ pub use service::SessionTimeout;
 pub use sessions::{ParseSessionRefError, SessionRef, SessionSummary, Sessions};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
-pub use store::{ExpiryReason, MemoryStore, OnLimit, SessionKey, SessionStore, SessionTimeouts};
+pub use store::{
+    ExpiryReason, MemoryStore, OnLimit, SessionEnd, SessionKey, SessionStore, SessionTimeouts,
+};
 
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;

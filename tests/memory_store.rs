@@ -24,6 +24,37 @@ async fn passes_the_store_suite_with_one_shard() {
 }
 
 #[tokio::test]
+async fn passes_the_announce_suite() {
+    let store = MemoryStore::new();
+    common::announce_suite::run(store.clone(), store).await;
+}
+
+#[tokio::test]
+async fn counts_its_active_sessions() {
+    let store = MemoryStore::with_shards(2);
+    let policy = policy();
+    let t0 = t0();
+    let keys: Vec<_> = (0..3).map(|i| fresh_key(&format!("count{i}"))).collect();
+    for key in &keys {
+        store
+            .begin(
+                key,
+                t0,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.active_sessions(), Some(3));
+    store.end(&keys[0], t0, &policy).await.unwrap();
+    assert_eq!(store.active_sessions(), Some(2));
+    // Expired but not yet swept still counts; a purge retires them.
+    store.purge(t0.saturating_add(IDLE)).await.unwrap();
+    assert_eq!(store.active_sessions(), Some(0));
+}
+
+#[tokio::test]
 async fn passes_the_owner_suite() {
     common::owner_suite::run(MemoryStore::new()).await;
 }
