@@ -29,6 +29,41 @@ async fn passes_the_announce_suite() {
     common::announce_suite::run(store.clone(), store).await;
 }
 
+/// Ends are listed for announcement from the start, whether or not anyone claims yet, and
+/// the list is compacted as it grows, without losing one.
+#[tokio::test]
+async fn ends_before_the_first_claim_are_announced() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = t0();
+    for i in 0..1000 {
+        let key = fresh_key(&format!("early{i}"));
+        store
+            .begin(
+                &key,
+                t0,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
+        assert!(store.end(&key, t0, &policy).await.unwrap());
+    }
+    let claimed = store
+        .claim_ends(
+            t0.saturating_add(Duration::from_secs(1)),
+            &policy,
+            5000,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1000);
+    assert!(claimed
+        .iter()
+        .all(|end| end.reason == ExpiryReason::Ended && end.at == t0));
+}
+
 #[tokio::test]
 async fn counts_its_active_sessions() {
     let store = MemoryStore::with_shards(2);

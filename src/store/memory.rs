@@ -322,7 +322,6 @@ impl SessionStore for MemoryStore {
             loop {
                 let mut shard = lock(shard);
                 shard.retention = policy.tombstone_retention();
-                shard.ends.get_or_insert_with(Vec::new);
                 let (_, seen) = shard.sweep(now, PURGE_CHUNK);
                 if seen < PURGE_CHUNK {
                     let retention = policy.tombstone_retention();
@@ -400,9 +399,11 @@ struct Shard {
     extras: HashMap<SessionKey, Extra>,
     /// Owned records removed since the owners' index last looked, so it can drop them.
     released: Vec<(Arc<str>, SessionKey)>,
-    /// Once ends are announced ([`SessionStore::claim_ends`] was called): the tombstones whose
-    /// end is not yet acknowledged (some may be stale: checked when claimed).
-    ends: Option<Vec<SessionKey>>,
+    /// Tombstones whose end is not yet acknowledged ([`SessionStore::ack_ends`]); some may
+    /// be stale (forgotten since), dropped when claimed or when they outnumber the
+    /// tombstones, so the list stays within twice the tombstones whether or not anyone
+    /// claims.
+    ends: Vec<SessionKey>,
     /// Ends claimed and not yet acknowledged, and until when.
     leases: HashMap<SessionKey, Timestamp>,
     /// How many records are active (not yet retired), for the active-sessions gauge.
@@ -850,16 +851,27 @@ impl Shard {
         self.retire(slot, reason, policy.tombstone_until(record));
     }
 
-    /// Lists a new tombstone's end for announcement, once ends are announced.
+    /// Lists a new tombstone's end for announcement.
     fn ended(&mut self, slot: usize) {
-        if let Some(ends) = &mut self.ends {
-            ends.push(self.slots[slot].key);
+        self.ends.push(self.slots[slot].key);
+        let tombstones = self.len() - self.active;
+        if self.ends.len() > 2 * tombstones + 64 {
+            let mut ends = std::mem::take(&mut self.ends);
+            ends.retain(|key| self.unannounced(key));
+            self.ends = ends;
         }
+    }
+
+    /// Whether `key` is a tombstone whose end is not yet acknowledged.
+    fn unannounced(&self, key: &SessionKey) -> bool {
+        self.find(key).is_some_and(|slot| {
+            let record = &self.slots[slot];
+            record.kind == Kind::Tombstone && !record.announced
+        })
     }
 
     /// Replaces a record with a tombstone kept until `until`.
     fn retire(&mut self, slot: usize, reason: ExpiryReason, until: Timestamp) {
-        self.ended(slot);
         self.active -= 1;
         let record = &mut self.slots[slot];
         record.set(State::Tombstone { reason, until });
@@ -870,6 +882,7 @@ impl Shard {
             record.bucket = bucket;
             self.list(slot, bucket);
         }
+        self.ended(slot);
     }
 
     /// Looks at up to `budget` records listed in buckets that are due at `now`: retires
@@ -940,7 +953,7 @@ impl Shard {
         lease_until: Timestamp,
         out: &mut Vec<SessionEnd>,
     ) {
-        let mut ends = self.ends.take().unwrap_or_default();
+        let mut ends = std::mem::take(&mut self.ends);
         ends.retain(|key| {
             let Some(slot) = self.find(key) else {
                 self.leases.remove(key);
@@ -976,7 +989,7 @@ impl Shard {
             }
             true
         });
-        self.ends = Some(ends);
+        self.ends = ends;
     }
 
     /// Marks a tombstone's end announced.
