@@ -944,7 +944,8 @@ impl Shard {
     }
 
     /// Hands out up to `limit` ends not yet announced and not leased at `now`, leasing each
-    /// until `lease_until`; drops listings of records since forgotten or announced.
+    /// until `lease_until`; drops listings of records since forgotten or announced. Stops at
+    /// `limit`, so a claim costs what it hands out (and what it drops), not the whole list.
     fn claim(
         &mut self,
         now: Timestamp,
@@ -953,43 +954,46 @@ impl Shard {
         lease_until: Timestamp,
         out: &mut Vec<SessionEnd>,
     ) {
-        let mut ends = std::mem::take(&mut self.ends);
-        ends.retain(|key| {
-            let Some(slot) = self.find(key) else {
-                self.leases.remove(key);
-                return false;
+        let mut next = 0;
+        while next < self.ends.len() && out.len() < limit {
+            let key = self.ends[next];
+            let listed = self.find(&key).and_then(|slot| {
+                let record = &self.slots[slot];
+                match record.state() {
+                    State::Tombstone { reason, until } if !record.announced && until > now => {
+                        Some((slot, reason, until))
+                    }
+                    _ => None,
+                }
+            });
+            let Some((slot, reason, until)) = listed else {
+                // Forgotten, announced, or past its horizon: no longer anyone's to announce.
+                self.leases.remove(&key);
+                self.ends.swap_remove(next);
+                continue;
             };
-            let record = &self.slots[slot];
-            let State::Tombstone { reason, until } = record.state() else {
-                return false;
-            };
-            if record.announced || until <= now {
-                self.leases.remove(key);
-                return false;
+            next += 1;
+            if self.leases.get(&key).is_some_and(|&lease| lease > now) {
+                continue;
             }
-            let leased = self.leases.get(key).is_some_and(|&lease| lease > now);
-            if out.len() < limit && !leased {
-                self.leases.insert(*key, lease_until);
-                let owner = record
-                    .extra
-                    .then(|| self.extras.get(key))
-                    .flatten()
-                    .and_then(|extra| extra.owner.as_deref())
-                    .map(str::to_owned);
-                out.push(SessionEnd {
-                    key: *key,
-                    owner,
-                    reason,
-                    at: Timestamp::from_unix_millis(
-                        until
-                            .as_unix_millis()
-                            .saturating_sub(retention.as_millis() as u64),
-                    ),
-                });
-            }
-            true
-        });
-        self.ends = ends;
+            self.leases.insert(key, lease_until);
+            let owner = self.slots[slot]
+                .extra
+                .then(|| self.extras.get(&key))
+                .flatten()
+                .and_then(|extra| extra.owner.as_deref())
+                .map(str::to_owned);
+            out.push(SessionEnd {
+                key,
+                owner,
+                reason,
+                at: Timestamp::from_unix_millis(
+                    until
+                        .as_unix_millis()
+                        .saturating_sub(retention.as_millis() as u64),
+                ),
+            });
+        }
     }
 
     /// Marks a tombstone's end announced.
