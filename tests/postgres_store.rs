@@ -85,6 +85,12 @@ async fn passes_the_store_suite() {
 }
 
 #[tokio::test]
+async fn passes_the_owner_suite() {
+    let db = TestDb::new().await;
+    common::owner_suite::run(db.store().await).await;
+}
+
+#[tokio::test]
 async fn migrate_is_idempotent_and_names_are_checked() {
     let db = TestDb::new().await;
     let store = db.store().await;

@@ -54,6 +54,12 @@ async fn passes_the_store_suite() {
 }
 
 #[tokio::test]
+async fn passes_the_owner_suite() {
+    let db = TempDb::new();
+    common::owner_suite::run(db.store().await).await;
+}
+
+#[tokio::test]
 async fn the_file_is_created_and_migrate_is_idempotent() {
     let db = TempDb::new();
     assert!(!db.0.exists());

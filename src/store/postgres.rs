@@ -360,11 +360,14 @@ impl PostgresStore {
         let mut tx = self.owner_transaction(owner).await?;
         let active = sessions_on(&mut tx, &self.queries.shared, owner, p).await?;
         let key = SessionKey::from_bytes(p.key);
-        if sql::refuses(policy, &key, &active) {
+        let began = begin_on(&mut tx, &self.queries, p, Some(owner), timeouts).await?;
+        // The id's own state answers first (an active id is already begun, a retired one is
+        // refused): only a new session counts against the limit, and a refused one is rolled
+        // back, so nothing of it is written.
+        if began == Begin::Began && sql::refuses(policy, &key, &active) {
             tx.rollback().await.map_err(sql::backend)?;
             return Ok(Begin::LimitReached);
         }
-        let began = begin_on(&mut tx, &self.queries, p, Some(owner), timeouts).await?;
         for superseded in sql::superseded(policy, began, &key, p.now, timeouts, active) {
             sql::bind_params!(
                 sqlx::query(&self.queries.shared.supersede),
@@ -384,6 +387,17 @@ fn decode(row: &PgRow) -> Result<(bool, sql::StoredRow), StoreError> {
         .try_get("written")
         .map_err(|e| StoreError::CorruptRecord(e.to_string()))?;
     Ok((written, sql::decode_row(row)?))
+}
+
+/// Deletes the key's row if it is past its `expires_at`.
+async fn forget(conn: &mut PgConnection, queries: &Queries, p: &Params) -> Result<(), StoreError> {
+    sqlx::query(&queries.forget)
+        .bind(p.key.to_vec())
+        .bind(p.now)
+        .execute(conn)
+        .await
+        .map_err(sql::backend)?;
+    Ok(())
 }
 
 /// [`SessionStore::check`] on one connection: the check statement, and when it finds the row
@@ -409,12 +423,7 @@ async fn check_on(
             if sql::found_forgotten(row.as_ref().map(|(_, row)| row), &answer) {
                 // Rare (a row nobody asked about until its retention passed), so a second
                 // statement here costs nothing on the common path.
-                sqlx::query(&queries.shared.forget)
-                    .bind(p.key.to_vec())
-                    .bind(p.now)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(sql::backend)?;
+                forget(conn, &queries.shared, p).await?;
             }
             return Ok(answer);
         }
@@ -535,12 +544,8 @@ impl SessionStore for PostgresStore {
                 // Nothing active to end. A row past its retention is forgotten at this `now`,
                 // as check and begin find it; left in place, a clock stepping back would find
                 // it again. Rare (an end on a session long gone), so a second statement.
-                sqlx::query(&store.queries.shared.forget)
-                    .bind(p.key.to_vec())
-                    .bind(p.now)
-                    .execute(&store.pool)
-                    .await
-                    .map_err(sql::backend)?;
+                let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+                forget(&mut conn, &store.queries.shared, &p).await?;
             }
             Ok(state.as_deref() == Some("ended"))
         })
@@ -583,7 +588,12 @@ impl SessionStore for PostgresStore {
                     .fetch_optional(&mut *conn)
                     .await
                     .map_err(sql::backend)?;
-            if state.is_some() {
+            if let Some(state) = state {
+                if state != "active" {
+                    // Retired by its new timeouts; if so long ago that the tombstone is over
+                    // too, forgotten, as a check at `now` would forget it.
+                    forget(&mut conn, &store.queries.shared, &p).await?;
+                }
                 return Ok(true);
             }
             // Not active at `now`: an expired row is settled as a check settles it.

@@ -306,11 +306,14 @@ impl SqliteStore {
             .map_err(sql::backend)?;
         let active = sessions_on(&mut tx, &self.queries, owner, p).await?;
         let key = SessionKey::from_bytes(p.key);
-        if sql::refuses(policy, &key, &active) {
+        let began = begin_on(&mut tx, &self.queries, p, Some(owner), timeouts).await?;
+        // The id's own state answers first (an active id is already begun, a retired one is
+        // refused): only a new session counts against the limit, and a refused one is rolled
+        // back, so nothing of it is written.
+        if began == Begin::Began && sql::refuses(policy, &key, &active) {
             tx.rollback().await.map_err(sql::backend)?;
             return Ok(Begin::LimitReached);
         }
-        let began = begin_on(&mut tx, &self.queries, p, Some(owner), timeouts).await?;
         for superseded in sql::superseded(policy, began, &key, p.now, timeouts, active) {
             sql::bind_params!(sqlx::query(&self.queries.supersede), p.for_key(&superseded))
                 .execute(&mut *tx)
@@ -550,7 +553,12 @@ impl SessionStore for SqliteStore {
                     .fetch_optional(&mut *conn)
                     .await
                     .map_err(sql::backend)?;
-            if state.is_some() {
+            if let Some(state) = state {
+                if state != "active" {
+                    // Retired by its new timeouts; if so long ago that the tombstone is over
+                    // too, forgotten, as a check at `now` would forget it.
+                    forget(&mut conn, &store.queries, &p).await?;
+                }
                 return Ok(true);
             }
             // Not active at `now`: an expired row is settled as a check settles it.

@@ -30,9 +30,9 @@ where
     })
 }
 
-/// Whether a sign-in of `key` is refused: the limit refuses more, and the owner's sessions
-/// active at `now` (`active`, which the query listed) already fill it without `key`. As the
-/// memory store judges it: a key already among them is never refused.
+/// Whether a sign-in that began `key` as a new session is refused after all (and rolled
+/// back): the limit refuses more, and the owner's sessions active at `now` (`active`, which
+/// the query listed before the begin) already fill it without `key`.
 pub(crate) fn refuses(policy: &Policy, key: &SessionKey, active: &[OwnedSession]) -> bool {
     policy.session_limit().is_some_and(|limit| {
         limit.on_limit == OnLimit::Refuse
