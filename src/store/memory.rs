@@ -263,6 +263,16 @@ impl SessionStore for MemoryStore {
         Box::pin(ready(Ok(changed)))
     }
 
+    fn owner_of(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Option<String>> {
+        let owner = self.shard(key).owner_of(key, now, policy);
+        Box::pin(ready(Ok(owner)))
+    }
+
     fn sessions_of(
         &self,
         owner: &str,
@@ -555,6 +565,19 @@ impl Shard {
             None => true,
             Some(State::Tombstone { until, .. }) => until <= now,
             Some(State::Active { record, .. }) => policy.tombstone_until(&record) <= now,
+        }
+    }
+
+    /// The owner of the session if it is active at `now`; writes nothing.
+    fn owner_of(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Option<String> {
+        let slot = self.find(key)?;
+        match self.state(slot) {
+            State::Active { record, .. } if policy.expiry(&record, now).is_none() => self
+                .extras
+                .get(key)
+                .and_then(|extra| extra.owner.as_deref())
+                .map(str::to_owned),
+            _ => None,
         }
     }
 

@@ -342,10 +342,10 @@ impl Model {
         true
     }
 
-    /// The owner of an id the model holds as active.
-    pub fn owner_of(&self, id: u8) -> Option<u8> {
+    /// The owner of a session active at `now`.
+    pub fn owner_of(&self, id: u8, now: u64) -> Option<u8> {
         match self.entries.get(&id) {
-            Some(Entry::Active { owner, .. }) => *owner,
+            Some(Entry::Active { owner, .. }) if self.state_at(id, now) == 0 => *owner,
             _ => None,
         }
     }
@@ -385,6 +385,8 @@ pub enum Op {
     List(u8),
     /// Ends the owner's sessions but the given id's.
     EndOwner(u8, Option<u8>),
+    /// Asks the id's owner.
+    OwnerOf(u8),
     Request(u8),
     Passive(u8),
     End(u8),
@@ -405,6 +407,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         3 => (id.clone(), 0u8..2, 0u8..4).prop_map(|(id, owner, own)| Op::BeginAs(id, owner, own)),
         1 => (id.clone(), 1u8..4).prop_map(|(id, own)| Op::SetTimeouts(id, own)),
         1 => (0u8..2).prop_map(Op::List),
+        1 => (0u8..4).prop_map(Op::OwnerOf),
         1 => (0u8..2, prop::option::of(id)).prop_map(|(owner, keep)| Op::EndOwner(owner, keep)),
         5 => prop_oneof![0u64..2_000, 55_000u64..65_000, 0u64..120_000].prop_map(Op::Forward),
         1 => (0u64..10_000).prop_map(Op::Back),
@@ -681,6 +684,19 @@ impl<St: SessionStore> Run<'_, St> {
                 for id in ended {
                     self.ended.insert(id, true);
                 }
+            }
+            Op::OwnerOf(id) => {
+                self.settle_ambiguous(step).await?;
+                let got = self
+                    .store
+                    .owner_of(&self.keys[id as usize], self.at(), self.policy)
+                    .await
+                    .map_err(failed)?;
+                let want = self
+                    .model
+                    .owner_of(id, self.now)
+                    .map(|owner| self.owner(owner));
+                prop_assert_eq!(got, want, "step {} {:?}", step, op);
             }
             Op::Forward(ms) => self.now += ms,
             Op::Back(ms) => self.now -= ms,

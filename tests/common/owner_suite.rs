@@ -92,6 +92,7 @@ pub async fn run<St: SessionStore>(store: St) {
     the_limit_can_refuse_and_write_nothing(&store).await;
     an_owned_id_is_never_revived(&store).await;
     a_second_begin_is_listed_once(&store).await;
+    the_owner_is_told_while_the_session_is_active(&store).await;
 }
 
 async fn own_timeouts_replace_the_layers<St: SessionStore>(store: &St) {
@@ -353,11 +354,11 @@ async fn the_limit_can_refuse_and_write_nothing<St: SessionStore>(store: &St) {
         Begin::Began
     );
     assert_eq!(
-        begin_as(store, &policy, &keys[1], t0, Some(&owner), None).await,
+        begin_as(store, &policy, &keys[1], at(t0, 1), Some(&owner), None).await,
         Begin::Began
     );
     assert_eq!(
-        begin_as(store, &policy, &keys[2], at(t0, 1), Some(&owner), None).await,
+        begin_as(store, &policy, &keys[2], at(t0, 2), Some(&owner), None).await,
         Begin::LimitReached
     );
     assert_eq!(
@@ -378,7 +379,7 @@ async fn the_limit_can_refuse_and_write_nothing<St: SessionStore>(store: &St) {
     assert_eq!(
         begin_as(store, &policy, &late, at(t0, 61), Some(&owner), None).await,
         Begin::Began,
-        "keys[1] went idle at 60 s, so it no longer counts"
+        "keys[1] went idle at 61 s, so it no longer counts"
     );
 }
 
@@ -412,4 +413,27 @@ async fn a_second_begin_is_listed_once<St: SessionStore>(store: &St) {
         Begin::AlreadyActive
     );
     assert_eq!(listed(store, &owner, at(t0, 3)).await, vec![a, b]);
+}
+
+async fn the_owner_is_told_while_the_session_is_active<St: SessionStore>(store: &St) {
+    let policy = policy();
+    let owner = fresh_owner("owner-of");
+    let t0 = start();
+    let (owned, plain, unknown) = (fresh_key("owned"), fresh_key("unowned"), fresh_key("none"));
+    begin_as(store, &policy, &owned, t0, Some(&owner), None).await;
+    begin_as(store, &policy, &plain, t0, None, None).await;
+    let owner_of = |key: SessionKey, now: Timestamp| async move {
+        store.owner_of(&key, now, &policy).await.expect("owner_of")
+    };
+    assert_eq!(owner_of(owned, at(t0, 1)).await, Some(owner.clone()));
+    assert_eq!(owner_of(plain, at(t0, 1)).await, None);
+    assert_eq!(owner_of(unknown, at(t0, 1)).await, None);
+    // Past its deadline the session has no owner to tell, asked or not.
+    assert_eq!(owner_of(owned, at(t0, 60)).await, None);
+    assert!(
+        matches!(check(store, &owned, at(t0, 59)).await, Check::Active(_)),
+        "asking wrote nothing"
+    );
+    assert!(store.end(&owned, at(t0, 61), &policy).await.expect("end"));
+    assert_eq!(owner_of(owned, at(t0, 62)).await, None);
 }
