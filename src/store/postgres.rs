@@ -602,6 +602,24 @@ impl SessionStore for PostgresStore {
         })
     }
 
+    fn owner_of(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Option<String>> {
+        let store = self.clone();
+        let p = Params::new(key, now, policy, Touch::Passive);
+        sql::logged(&self.log, "owner_of", async move {
+            let owner: Option<Option<String>> =
+                sql::bind_key_at!(sqlx::query_scalar(&store.queries.shared.owner_of), p)
+                    .fetch_optional(&store.pool)
+                    .await
+                    .map_err(sql::backend)?;
+            Ok(owner.flatten())
+        })
+    }
+
     fn sessions_of(
         &self,
         owner: &str,

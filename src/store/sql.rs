@@ -239,6 +239,20 @@ macro_rules! bind_owner {
 }
 pub(crate) use bind_owner;
 
+/// Binds `$1`..`$5` of [`Params`] (the key, now and the layer's timeouts), for
+/// [`Queries::owner_of`].
+macro_rules! bind_key_at {
+    ($query:expr, $p:expr) => {
+        $query
+            .bind($p.key.to_vec())
+            .bind($p.now)
+            .bind($p.idle)
+            .bind($p.has_absolute)
+            .bind($p.absolute)
+    };
+}
+pub(crate) use bind_key_at;
+
 /// How often a statement that found the row changed under it is run again before giving up.
 /// Each retry follows a write by another instance, so more than a couple is already unusual.
 pub(crate) const ATTEMPTS: usize = 8;
@@ -408,6 +422,8 @@ pub(crate) struct Queries {
     /// timeouts, retired at once when they put its deadline at or before `now`; returns its
     /// state, nothing when the row was not active at `now`.
     pub set_timeouts: String,
+    /// `$1`..`$5`: the row's owner, if the row is active at `now` (null when it has none).
+    pub owner_of: String,
     /// `$1` owner, `$2`..`$5`: the owner's rows active at `now`, `key` and [`COLUMNS`],
     /// oldest first (`created_at`, then key bytes, as [`oldest_first`](super::oldest_first)).
     pub sessions_of: String,
@@ -593,6 +609,9 @@ impl Queries {
             end: end_as("ended"),
             supersede: end_as("superseded"),
             set_timeouts,
+            owner_of: format!(
+                "SELECT owner FROM {t} WHERE key = $1 AND state = 'active' AND $2 < {row_deadline}"
+            ),
             sessions_of: format!(
                 "SELECT key, {COLUMNS} FROM {t} WHERE {owned_active} ORDER BY created_at, key"
             ),
