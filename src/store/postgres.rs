@@ -18,14 +18,22 @@ use crate::{Clock, StoreError, Timestamp};
 /// Keeps sessions in a PostgreSQL table, so several app instances share them and they outlive
 /// restarts.
 ///
-/// Every operation is one statement, so two instances racing on one session cannot revive it:
-/// a check that finds the session expired retires it in the same `UPDATE` that would have
-/// refreshed it (a CTE then reads the row when no write was needed; if that read comes from a
-/// snapshot older than another instance's write in the same instant, the statement runs
-/// again). Rows are keyed by the SHA-256 of the session id, never the id.
+/// Every operation on one session is one statement, so two instances racing on one session
+/// cannot revive it: a check that finds the session expired retires it in the same `UPDATE`
+/// that would have refreshed it (a CTE then reads the row when no write was needed; if that
+/// read comes from a snapshot older than another instance's write in the same instant, the
+/// statement runs again). Rows are keyed by the SHA-256 of the session id, never the id.
 ///
-/// Call [`migrate`](PostgresStore::migrate) once at start-up to create the table and its index
-/// on the expiry time, and [`spawn_purge`](PostgresStore::spawn_purge) (or call
+/// A session may have an owner and timeouts of its own. An owner's sessions are listed by one
+/// `SELECT` and ended by one `UPDATE`, which locks and judges each row as it stands, so a
+/// request racing with it either comes first or finds its session ended. A sign-in under
+/// [`max_sessions_per_owner`](crate::SessionTimeoutBuilder::max_sessions_per_owner) is one
+/// transaction holding an advisory lock on the owner (ending all of an owner's sessions takes
+/// it too), so sign-ins of one user on several instances take turns and never leave more
+/// than the limit; a sign-in without a limit stays one statement.
+///
+/// Call [`migrate`](PostgresStore::migrate) once at start-up to create the table and its
+/// indexes (or upgrade a table of an earlier version), and [`spawn_purge`](PostgresStore::spawn_purge) (or call
 /// [`purge`](SessionStore::purge) yourself) so expired rows do not accumulate.
 ///
 /// [`connect`](PostgresStore::connect) bounds every call: a second to get a connection from
@@ -52,12 +60,15 @@ use crate::{Clock, StoreError, Timestamp};
 ///
 /// `tower_session_timeout` by default ([`with_table_name`](PostgresStore::with_table_name)): `key`
 /// (the 32-byte SHA-256 of the id, primary key), `created_at` and `last_seen` (Unix
-/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`) and
-/// `expires_at`, the time from which the row may be deleted: for an active session its deadline
-/// plus the tombstone retention (until then an expired session still answers its reason), for
-/// an ended or expired one the end of that retention. The purge is
-/// `DELETE ... WHERE expires_at <= now`, through the index on `expires_at`, so its cost grows
-/// with what expired, not with what is stored.
+/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`,
+/// `superseded`), `expires_at`, the time from which the row may be deleted: for an active
+/// session its deadline plus the tombstone retention (until then an expired session still
+/// answers its reason), for an ended or expired one the end of that retention; and three
+/// nullable columns: `owner` (indexed where set), and the session's own timeouts `idle_ms`
+/// and `absolute_ms` (its own exactly when `idle_ms` is set; `absolute_ms` null then means no
+/// absolute timeout). The purge is `DELETE ... WHERE expires_at <= now`, through the index on
+/// `expires_at`, so its cost grows with what expired, not with what is stored; an owner's
+/// rows go with it like any other, so the owner index never holds more than the table.
 ///
 /// # Why the app's clock
 ///
@@ -162,10 +173,10 @@ impl PostgresStore {
         }
     }
 
-    /// Uses the table `name` instead of `tower_session_timeout` (its index is
-    /// `<name>_expires_at_idx`). The name must be a plain identifier (ASCII letters, digits and
-    /// `_`, at most 48): it is part of the SQL text. To use another schema, set `search_path`
-    /// on the pool's connections.
+    /// Uses the table `name` instead of `tower_session_timeout` (its indexes are
+    /// `<name>_expires_at_idx` and `<name>_owner_idx`). The name must be a plain identifier
+    /// (ASCII letters, digits and `_`, at most 48): it is part of the SQL text. To use another
+    /// schema, set `search_path` on the pool's connections.
     ///
     /// ```no_run
     /// # async fn run(store: tower_session_timeout::PostgresStore) -> Result<(), tower_session_timeout::StoreError> {

@@ -27,8 +27,14 @@ use crate::{Clock, StoreError, Timestamp};
 /// same statement, and when the row changed since the read, the read runs again. Rows are
 /// keyed by the SHA-256 of the session id, never the id.
 ///
-/// Call [`migrate`](SqliteStore::migrate) once at start-up to create the table and its index
-/// on the expiry time, and [`spawn_purge`](SqliteStore::spawn_purge) (or call
+/// A session may have an owner and timeouts of its own. Ending all of an owner's sessions is
+/// one `UPDATE`; a sign-in under
+/// [`max_sessions_per_owner`](crate::SessionTimeoutBuilder::max_sessions_per_owner) is one
+/// write transaction (`BEGIN IMMEDIATE`), so sign-ins from several processes on the file take
+/// turns and never leave more than the limit; a sign-in without a limit stays one statement.
+///
+/// Call [`migrate`](SqliteStore::migrate) once at start-up to create the table and its
+/// indexes (or upgrade a table of an earlier version), and [`spawn_purge`](SqliteStore::spawn_purge) (or call
 /// [`purge`](SessionStore::purge) yourself) so expired rows do not accumulate.
 ///
 /// Every call is bounded: a second to get a connection from the pool, and two seconds of
@@ -52,12 +58,15 @@ use crate::{Clock, StoreError, Timestamp};
 ///
 /// `tower_session_timeout` by default ([`with_table_name`](SqliteStore::with_table_name)): `key`
 /// (the 32-byte SHA-256 of the id, primary key), `created_at` and `last_seen` (Unix
-/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`) and
-/// `expires_at`, the time from which the row may be deleted: for an active session its deadline
-/// plus the tombstone retention (until then an expired session still answers its reason), for
-/// an ended or expired one the end of that retention. The purge is
-/// `DELETE ... WHERE expires_at <= now`, through the index on `expires_at`, so its cost grows
-/// with what expired, not with what is stored.
+/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`,
+/// `superseded`), `expires_at`, the time from which the row may be deleted: for an active
+/// session its deadline plus the tombstone retention (until then an expired session still
+/// answers its reason), for an ended or expired one the end of that retention; and three
+/// nullable columns: `owner` (indexed where set), and the session's own timeouts `idle_ms`
+/// and `absolute_ms` (its own exactly when `idle_ms` is set; `absolute_ms` null then means no
+/// absolute timeout). The purge is `DELETE ... WHERE expires_at <= now`, through the index on
+/// `expires_at`, so its cost grows with what expired, not with what is stored; an owner's
+/// rows go with it like any other, so the owner index never holds more than the table.
 ///
 /// # Why the app's clock
 ///
@@ -161,9 +170,9 @@ impl SqliteStore {
         }
     }
 
-    /// Uses the table `name` instead of `tower_session_timeout` (its index is
-    /// `<name>_expires_at_idx`). The name must be a plain identifier (ASCII letters, digits and
-    /// `_`, at most 48): it is part of the SQL text.
+    /// Uses the table `name` instead of `tower_session_timeout` (its indexes are
+    /// `<name>_expires_at_idx` and `<name>_owner_idx`). The name must be a plain identifier
+    /// (ASCII letters, digits and `_`, at most 48): it is part of the SQL text.
     ///
     /// ```no_run
     /// # async fn run(store: tower_session_timeout::SqliteStore) -> Result<(), tower_session_timeout::StoreError> {
