@@ -10,6 +10,8 @@ pub mod failing;
 pub mod faulty;
 pub mod long;
 pub mod model;
+pub mod owner_races;
 pub mod owner_suite;
+pub mod previous_table;
 pub mod redis_server;
 pub mod store_suite;
