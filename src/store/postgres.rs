@@ -7,10 +7,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgRow};
 use sqlx::Row;
 
+use super::sql::ends::Claim;
 use super::sql::{self, BoxFuture, OwnTimeouts, Params, Queries, SqlOptions};
 use super::{
-    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionKey, SessionStore,
-    SessionTimeouts, StoreFuture, Touch,
+    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionEnd, SessionKey,
+    SessionStore, SessionTimeouts, StoreFuture, Touch,
 };
 use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
@@ -94,6 +95,10 @@ struct PgQueries {
     check: String,
     /// The begin upsert, then the row as it stands if it wrote nothing: one statement.
     begin: String,
+    /// The claim, its rows taken `FOR UPDATE SKIP LOCKED`.
+    claim: String,
+    /// The acknowledgement of `$1`, an array of keys.
+    ack: String,
 }
 
 impl From<Queries> for PgQueries {
@@ -101,6 +106,8 @@ impl From<Queries> for PgQueries {
         PgQueries {
             check: shared.written_or_current(&shared.check),
             begin: shared.written_or_current(&shared.begin),
+            claim: sql::ends::claim_sql(&shared.table, sql::ends::picked_postgres),
+            ack: sql::ends::ack_sql(&shared.table, "= ANY($1)"),
             shared,
         }
     }
@@ -226,7 +233,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(sql::backend)?;
-        if let Some(upgrade) = self.upgrade(&mut tx).await? {
+        for upgrade in self.upgrade(&mut tx).await? {
             sqlx::query(&upgrade)
                 .execute(&mut *tx)
                 .await
@@ -241,14 +248,27 @@ impl PostgresStore {
         tx.commit().await.map_err(sql::backend)
     }
 
-    /// The `ALTER TABLE` that brings a table of an earlier version up to this one, `None`
-    /// when it is current. Read from the catalog, so a current table is not locked.
-    async fn upgrade(&self, conn: &mut PgConnection) -> Result<Option<String>, StoreError> {
+    /// The statements that bring a table of an earlier version up to this one (an `ALTER
+    /// TABLE`, and the drop of the old index on `expires_at` alone), none when it is current.
+    /// Read from the catalog, so a current table is not locked.
+    async fn upgrade(&self, conn: &mut PgConnection) -> Result<Vec<String>, StoreError> {
         let queries = &self.queries.shared;
         let table = &queries.table;
+        let mut statements = Vec::new();
+        let old_index: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&queries.old_index)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(sql::backend)?;
+        if old_index {
+            // Replaced by the index on `(announced, expires_at)`, which serves the purge too:
+            // keeping both would cost every refresh a second index write.
+            statements.push(format!("DROP INDEX {}", queries.old_index));
+        }
         let columns: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM pg_attribute WHERE attrelid = $1::regclass \
-             AND attname IN ('owner', 'idle_ms', 'absolute_ms') AND NOT attisdropped",
+             AND attname IN ('owner', 'idle_ms', 'absolute_ms', 'announced', 'lease_until') \
+             AND NOT attisdropped",
         )
         .bind(table)
         .fetch_one(&mut *conn)
@@ -272,14 +292,18 @@ impl PostgresStore {
             .filter(|(_, current)| !current)
             .map(|(name, _)| name.as_str())
             .collect();
-        if columns == 3 && current && stale.is_empty() {
-            return Ok(None);
+        if columns == 5 && current && stale.is_empty() {
+            return Ok(statements);
         }
         let mut changes = vec![
             "ADD COLUMN IF NOT EXISTS owner TEXT".to_owned(),
             "ADD COLUMN IF NOT EXISTS idle_ms BIGINT".to_owned(),
             "ADD COLUMN IF NOT EXISTS absolute_ms BIGINT".to_owned(),
         ];
+        // A constant default: PostgreSQL (11 and later) adds it without rewriting the table.
+        for (column, definition) in sql::ANNOUNCE_COLUMNS {
+            changes.push(format!("ADD COLUMN IF NOT EXISTS {column} {definition}"));
+        }
         for name in stale {
             changes.push(format!("DROP CONSTRAINT \"{}\"", name.replace('"', "\"\"")));
         }
@@ -288,7 +312,8 @@ impl PostgresStore {
             // nothing: `NOT VALID` skips the scan, and new rows are checked all the same.
             changes.push(format!("ADD {} NOT VALID", queries.state_constraint()));
         }
-        Ok(Some(format!("ALTER TABLE {table} {}", changes.join(", "))))
+        statements.push(format!("ALTER TABLE {table} {}", changes.join(", ")));
+        Ok(statements)
     }
 
     /// Runs [`purge`](SessionStore::purge) every `interval` (at least a second) in a Tokio
@@ -643,6 +668,45 @@ impl SessionStore for PostgresStore {
         sql::logged(&self.log, "sessions_of", async move {
             let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
             sessions_on(&mut conn, &store.queries.shared, &owner, &p).await
+        })
+    }
+
+    fn claim_ends(
+        &self,
+        now: Timestamp,
+        policy: &Policy,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreFuture<Vec<SessionEnd>> {
+        let store = self.clone();
+        let claim = Claim::new(now, policy, limit, lease);
+        sql::logged(&self.log, "claim_ends", async move {
+            if claim.limit == 0 {
+                return Ok(Vec::new());
+            }
+            // One statement: the rows it picks are locked `SKIP LOCKED`, so a claimer never
+            // waits on another, nor on a request's statement, and never shares a row with one.
+            let rows = sql::ends::bind_claim!(sqlx::query(&store.queries.claim), claim)
+                .fetch_all(&store.pool)
+                .await
+                .map_err(sql::backend)?;
+            sql::ends::decode_ends(&rows, &claim)
+        })
+    }
+
+    fn ack_ends(&self, keys: &[SessionKey], _now: Timestamp, _policy: &Policy) -> StoreFuture<()> {
+        let store = self.clone();
+        let keys: Vec<Vec<u8>> = keys.iter().map(|key| key.as_bytes().to_vec()).collect();
+        sql::logged(&self.log, "ack_ends", async move {
+            if keys.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(&store.queries.ack)
+                .bind(keys)
+                .execute(&store.pool)
+                .await
+                .map_err(sql::backend)?;
+            Ok(())
         })
     }
 

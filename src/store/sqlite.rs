@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool};
 
+use super::sql::ends::Claim;
 use super::sql::{self, BoxFuture, OwnTimeouts, Params, Queries, SqlOptions, StoredRow};
 use super::{
-    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionKey, SessionStore,
-    SessionTimeouts, StoreFuture, Touch,
+    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionEnd, SessionKey,
+    SessionStore, SessionTimeouts, StoreFuture, Touch,
 };
 use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
@@ -242,8 +243,26 @@ impl SqliteStore {
                 statements.push(format!("DROP TABLE {table}"));
                 statements.push(format!("ALTER TABLE {new} RENAME TO {table}"));
             }
-            Some(_) => {}
+            Some(_) => {
+                // A table of the version before announcements: two columns more, added in
+                // place (SQLite does not rewrite the rows for that).
+                let existing: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
+                        .bind(table)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(sql::backend)?;
+                for (column, definition) in sql::ANNOUNCE_COLUMNS {
+                    if !existing.iter().any(|name| name == column) {
+                        statements.push(format!(
+                            "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                        ));
+                    }
+                }
+            }
         }
+        // Replaced by the index on `(announced, expires_at)`, which serves the purge too.
+        statements.push(format!("DROP INDEX IF EXISTS {}", queries.old_index));
         statements.extend(queries.create_indexes());
         for statement in statements {
             sqlx::query(&statement)
@@ -333,6 +352,10 @@ impl SqliteStore {
         Ok(began)
     }
 }
+
+/// The most keys one acknowledgement statement names: the announcer's whole batch
+/// ([`ANNOUNCE_BATCH`](crate::ANNOUNCE_BATCH)), far below SQLite's limit on parameters.
+const ACK_CHUNK: usize = 256;
 
 /// The row for `p.key` as it stands.
 async fn current(
@@ -606,6 +629,53 @@ impl SessionStore for SqliteStore {
         sql::logged(&self.log, "sessions_of", async move {
             let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
             sessions_on(&mut conn, &store.queries, &owner, &p).await
+        })
+    }
+
+    fn claim_ends(
+        &self,
+        now: Timestamp,
+        policy: &Policy,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreFuture<Vec<SessionEnd>> {
+        let store = self.clone();
+        let claim = Claim::new(now, policy, limit, lease);
+        sql::logged(&self.log, "claim_ends", async move {
+            if claim.limit == 0 {
+                return Ok(Vec::new());
+            }
+            // One statement, which takes SQLite's write lock as it starts: the rows it picks
+            // are leased before any other claimer, in any process, can read them.
+            let rows = sql::ends::bind_claim!(sqlx::query(&store.queries.claim), claim)
+                .fetch_all(&store.pool)
+                .await
+                .map_err(sql::backend)?;
+            sql::ends::decode_ends(&rows, &claim)
+        })
+    }
+
+    fn ack_ends(&self, keys: &[SessionKey], _now: Timestamp, _policy: &Policy) -> StoreFuture<()> {
+        let store = self.clone();
+        let keys: Vec<SessionKey> = keys.to_vec();
+        sql::logged(&self.log, "ack_ends", async move {
+            // SQLite has no arrays: the keys go in as `IN` lists of a bounded length (one
+            // statement for the announcer's batch). Each statement may stand alone, as an end
+            // left unacknowledged is only announced again after its lease.
+            for chunk in keys.chunks(ACK_CHUNK) {
+                let placeholders = (1..=chunk.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let statement =
+                    sql::ends::ack_sql(&store.queries.table, &format!("IN ({placeholders})"));
+                let mut query = sqlx::query(&statement);
+                for key in chunk {
+                    query = query.bind(key.as_bytes().to_vec());
+                }
+                query.execute(&store.pool).await.map_err(sql::backend)?;
+            }
+            Ok(())
         })
     }
 
