@@ -33,6 +33,15 @@ use crate::{Clock, StoreError, Timestamp};
 /// it too), so sign-ins of one user on several instances take turns and never leave more
 /// than the limit; a sign-in without a limit stays one statement.
 ///
+/// Every session end is announced once across instances
+/// ([`on_session_end`](crate::SessionTimeoutBuilder::on_session_end)):
+/// [`claim_ends`](SessionStore::claim_ends) is one `UPDATE` that retires the sessions found past
+/// their deadline, as a check would, and leases the ends due, found through an index rather
+/// than a scan of the live sessions. It takes their rows `FOR UPDATE SKIP LOCKED`, so two
+/// instances claiming at once take different ends and never wait on each other or on a
+/// request; an end stays leased until its announcement is acknowledged, or its lease runs out
+/// and another instance takes it.
+///
 /// Call [`migrate`](PostgresStore::migrate) once at start-up to create the table and its
 /// indexes (or upgrade a table of an earlier version), and [`spawn_purge`](PostgresStore::spawn_purge) (or call
 /// [`purge`](SessionStore::purge) yourself) so expired rows do not accumulate.
@@ -67,9 +76,15 @@ use crate::{Clock, StoreError, Timestamp};
 /// answers its reason), for an ended or expired one the end of that retention; and three
 /// nullable columns: `owner` (indexed where set), and the session's own timeouts `idle_ms`
 /// and `absolute_ms` (its own exactly when `idle_ms` is set; `absolute_ms` null then means no
-/// absolute timeout). The purge is `DELETE ... WHERE expires_at <= now`, through the index on
-/// `expires_at`, so its cost grows with what expired, not with what is stored; an owner's
-/// rows go with it like any other, so the owner index never holds more than the table.
+/// absolute timeout); and for the announcement of each end, `announced` (0, or 1 once
+/// announced) and `lease_until` (null, or until when an instance holds the end to announce
+/// it). The index `<table>_expiry_idx` on `(announced, expires_at)` serves the purge,
+/// `DELETE ... WHERE expires_at <= now`, whose cost so grows with what expired, not with what
+/// is stored, and the announcement sweep, which reads the unannounced rows whose
+/// `expires_at` lies within a retention of now: the ends due, never the live sessions. An
+/// owner's rows go with the purge like any other, so the owner index never holds more than
+/// the table. The purge may delete an end nobody announced once it is past its retention:
+/// it is forgotten with its announcement.
 ///
 /// # Why the app's clock
 ///
@@ -181,7 +196,7 @@ impl PostgresStore {
     }
 
     /// Uses the table `name` instead of `tower_session_timeout` (its indexes are
-    /// `<name>_expires_at_idx` and `<name>_owner_idx`). The name must be a plain identifier
+    /// `<name>_expiry_idx` and `<name>_owner_idx`). The name must be a plain identifier
     /// (ASCII letters, digits and `_`, at most 48): it is part of the SQL text. To use another
     /// schema, set `search_path` on the pool's connections.
     ///
@@ -198,14 +213,21 @@ impl PostgresStore {
         })
     }
 
-    /// Creates the table and its indexes (on `expires_at`, and on `owner` where set) if they
-    /// are missing, and upgrades a table of an earlier version in place, keeping its rows.
-    /// Safe to call from several instances at once: an advisory lock makes them take turns.
+    /// Creates the table and its indexes (on `(announced, expires_at)`, and on `owner` where
+    /// set) if they are missing, and upgrades a table of an earlier version in place, keeping
+    /// its rows. Safe to call from several instances at once: an advisory lock makes them take
+    /// turns.
     ///
-    /// The upgrade (from before owners and per-session timeouts) adds three nullable columns
-    /// without a default, which PostgreSQL does without rewriting the table, and replaces the
-    /// `CHECK` on `state` with one that allows `superseded`. It takes the table's exclusive
-    /// lock for a moment, once: a later `migrate` finds the table current and alters nothing.
+    /// The upgrade adds the columns earlier versions lack (`owner`, `idle_ms`, `absolute_ms`,
+    /// `lease_until`, nullable, and `announced` with the constant default 0: PostgreSQL adds
+    /// them without rewriting the table), replaces the `CHECK` on `state` with one that allows
+    /// `superseded`, and replaces the index on `expires_at` alone with the one on
+    /// `(announced, expires_at)`. It takes the table's exclusive lock for a moment, once: a
+    /// later `migrate` finds the table current and alters nothing. Building the new index
+    /// blocks writes to the table while it runs (about a second per million rows); to avoid
+    /// that on a large table, add the columns and build the index beforehand with
+    /// `CREATE INDEX CONCURRENTLY <table>_expiry_idx ON <table> (announced, expires_at)`,
+    /// which `migrate` then keeps.
     ///
     /// ```no_run
     /// # async fn run(store: tower_session_timeout::PostgresStore) -> Result<(), tower_session_timeout::StoreError> {
@@ -349,7 +371,8 @@ impl PostgresStore {
         &self.queries.shared.table
     }
 
-    /// The name of the index on `expires_at`.
+    /// The name of the index on `(announced, expires_at)`, which the purge and the
+    /// announcement sweep read through.
     pub fn index_name(&self) -> &str {
         &self.queries.shared.index
     }
