@@ -18,6 +18,10 @@
 //! acknowledges until nothing is left. In the run under load one task sends `check` with a
 //! refresh (a write each time: no touch interval) round robin over the live sessions, for
 //! 2 s before the sweep, during it, and 2 s after.
+//!
+//! Last, what one refresh of a live session writes under this version's index layout,
+//! compared with the layout before announcements and with the alternative of a partial index
+//! on the unannounced rows ([`refresh_cost`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -290,6 +294,111 @@ async fn run(store: &PostgresStore, admin: &mut sqlx::PgConnection, n: i64, unde
     println!();
 }
 
+/// The index layouts compared for what a refresh writes: the one before announcements, this
+/// version's, and the alternative of a partial index on the unannounced rows beside the old one.
+const LAYOUTS: [(&str, &str); 3] = [
+    ("before announcements: `(expires_at)`", "(expires_at)"),
+    (
+        "**this version: `(announced, expires_at)`**",
+        "(announced, expires_at)",
+    ),
+    (
+        "alternative: `(expires_at)` and `(expires_at) WHERE announced = 0`",
+        "(expires_at)|(expires_at) WHERE announced = 0",
+    ),
+];
+
+/// What one refresh of an active row writes under each index layout: WAL bytes, which count
+/// the index entries written whatever else the machine does, and the time, which does not.
+/// 100,000 rows with owners per layout (the owner index in every one), 30,000 refreshes of
+/// rows spread over the table, in one server-side loop, three rounds taking turns.
+async fn refresh_cost(admin: &mut sqlx::PgConnection) {
+    let rows = 100_000;
+    for (i, (_, indexes)) in LAYOUTS.iter().enumerate() {
+        let table = format!("layout_{i}");
+        sqlx::query(&format!(
+            "CREATE TABLE {table} (key BYTEA PRIMARY KEY NOT NULL, created_at BIGINT NOT NULL, \
+             last_seen BIGINT NOT NULL, state TEXT NOT NULL, expires_at BIGINT NOT NULL, \
+             owner TEXT, idle_ms BIGINT, absolute_ms BIGINT, \
+             announced SMALLINT NOT NULL DEFAULT 0, lease_until BIGINT)"
+        ))
+        .execute(&mut *admin)
+        .await
+        .expect("create");
+        let mut statements: Vec<String> = indexes
+            .split('|')
+            .enumerate()
+            .map(|(j, index)| format!("CREATE INDEX {table}_{j} ON {table} {index}"))
+            .collect();
+        statements.push(format!(
+            "CREATE INDEX {table}_owner ON {table} (owner) WHERE owner IS NOT NULL"
+        ));
+        statements.push(format!(
+            "INSERT INTO {table} (key, created_at, last_seen, state, expires_at, owner) \
+             SELECT sha256(int8send(i)), 0, 0, 'active', 87600000, 'user-' || (i % 50000) \
+             FROM generate_series(0::bigint, {rows}::bigint - 1) AS i"
+        ));
+        statements.push(format!("VACUUM ANALYZE {table}"));
+        for statement in statements {
+            sqlx::query(&statement)
+                .execute(&mut *admin)
+                .await
+                .expect("layout");
+        }
+    }
+    let refreshes = 30_000;
+    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); LAYOUTS.len()];
+    for round in 1..=3 {
+        for (i, result) in results.iter_mut().enumerate() {
+            let table = format!("layout_{i}");
+            let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+                .fetch_one(&mut *admin)
+                .await
+                .expect("lsn");
+            let started = Instant::now();
+            // The refresh of the check statement: `last_seen` and `expires_at` move.
+            sqlx::query(&format!(
+                "DO $$ BEGIN FOR j IN 1..{refreshes} LOOP \
+                   UPDATE {table} SET last_seen = {round} * 100000 + j, \
+                     expires_at = {round} * 100000 + j + 87600000 \
+                   WHERE key = sha256(int8send((j * 7919) % {rows})) AND state = 'active'; \
+                 END LOOP; END $$"
+            ))
+            .execute(&mut *admin)
+            .await
+            .expect("refreshes");
+            let took = started.elapsed();
+            let wal: f64 = sqlx::query_scalar(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::float8",
+            )
+            .bind(lsn)
+            .fetch_one(&mut *admin)
+            .await
+            .expect("wal");
+            result.0.push(wal / refreshes as f64);
+            result
+                .1
+                .push(took.as_nanos() as f64 / 1000.0 / refreshes as f64);
+        }
+    }
+    println!();
+    println!("## what a refresh writes, by index layout");
+    println!();
+    println!("| indexes beside the primary key and the owner's | WAL bytes per refresh (3 rounds) | µs per refresh (3 rounds) |");
+    println!("|---|---|---|");
+    for ((name, _), (wal, us)) in LAYOUTS.iter().zip(results) {
+        let list = |values: &[f64]| {
+            values
+                .iter()
+                .map(|v| format!("{v:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("| {name} | {} | {} |", list(&wal), list(&us));
+    }
+    println!();
+}
+
 async fn bench() {
     let server = server_url();
     let name = format!("bench_sweep_{:016x}", rand::random::<u64>());
@@ -307,6 +416,7 @@ async fn bench() {
     let n = sessions();
     run(&store, &mut conn, n, false).await;
     run(&store, &mut conn, n, true).await;
+    refresh_cost(&mut conn).await;
     drop(conn);
     store.pool().close().await;
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
