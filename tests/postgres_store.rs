@@ -300,7 +300,10 @@ async fn purge_removes_only_expired_rows() {
 /// A store whose pool has one connection, so what it prepared can be read back from
 /// `pg_prepared_statements` on that connection.
 async fn one_connection_store(db: &TestDb) -> PostgresStore {
-    let options = SqlOptions::new().max_connections(1);
+    // Filling and analyzing take longer than a request may, on a busy machine.
+    let options = SqlOptions::new()
+        .max_connections(1)
+        .statement_timeout(Duration::from_secs(60));
     let store = PostgresStore::connect_with_options(&db.url(), options)
         .await
         .expect("connect");
@@ -466,7 +469,8 @@ async fn the_claim_reads_the_ends_due_through_the_index_not_the_live_sessions() 
         .bind(1_i64)
         .bind(ABSOLUTE.as_millis() as i64)
         .bind(retention)
-        .bind(256_i64);
+        .bind(256_i64)
+        .bind(0_i64);
     let scans = explain_analyze(&store, query).await;
     assert_read_through_the_index(&store, &scans, 100.0);
     let claimed = store
@@ -527,6 +531,72 @@ async fn a_claim_skips_an_end_another_transaction_holds_and_never_waits_for_it()
         claimed.iter().map(|end| end.key).collect::<Vec<_>>(),
         vec![held]
     );
+}
+
+/// A claim in a backlog starts where the one before left off; an end it passed over (held
+/// by a request's row lock) is found once the backlog is through.
+#[tokio::test]
+async fn an_end_passed_over_in_a_backlog_is_claimed_after_it() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let policy = policy();
+    let t = 10_000_000_i64;
+    let retention = RETENTION.as_millis() as i64;
+    // 600 ends, one every 10 ms, all due at `t`.
+    sqlx::query(&format!(
+        "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at) \
+         SELECT sha256(int8send(i)), 0, 0, 'ended', {t} + i * 10 \
+         FROM generate_series(1::bigint, 600::bigint) AS i"
+    ))
+    .execute(store.pool())
+    .await
+    .expect("fill");
+    let held: Vec<u8> = sqlx::query_scalar("SELECT sha256(int8send(100::bigint))")
+        .fetch_one(store.pool())
+        .await
+        .expect("a key");
+    let mut other = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    let mut tx = other.begin().await.expect("begin");
+    sqlx::query("SELECT key FROM tower_session_timeout WHERE key = $1 FOR UPDATE")
+        .bind(&held)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("lock the row");
+    let now = tower_session_timeout::Timestamp::from_unix_millis(t as u64);
+    let lease = Duration::from_secs(30);
+    let mut sizes = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let batch = store
+            .claim_ends(now, &policy, 256, lease)
+            .await
+            .expect("claim_ends");
+        sizes.push(batch.len());
+        let keys: Vec<SessionKey> = batch.iter().map(|end| end.key).collect();
+        for key in &keys {
+            assert!(seen.insert(*key), "{key:?} handed out twice");
+        }
+        store.ack_ends(&keys, now, &policy).await.expect("ack_ends");
+        if batch.len() < 256 {
+            break;
+        }
+    }
+    assert_eq!(sizes, [256, 256, 87]);
+    tx.rollback().await.expect("rollback");
+    let after = store
+        .claim_ends(now, &policy, 256, lease)
+        .await
+        .expect("claim_ends");
+    assert_eq!(
+        after
+            .iter()
+            .map(|end| end.key.as_bytes().to_vec())
+            .collect::<Vec<_>>(),
+        vec![held]
+    );
+    assert_eq!(after[0].at.as_unix_millis() as i64, t + 1000 - retention);
 }
 
 #[tokio::test]

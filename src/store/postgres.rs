@@ -7,7 +7,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgRow};
 use sqlx::Row;
 
-use super::sql::ends::Claim;
+use super::sql::ends::{Claim, Resume};
 use super::sql::{self, BoxFuture, OwnTimeouts, Params, Queries, SqlOptions};
 use super::{
     oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionEnd, SessionKey,
@@ -101,6 +101,8 @@ pub struct PostgresStore {
     pool: PgPool,
     queries: Arc<PgQueries>,
     log: Arc<StoreLog>,
+    /// Where the next claim of ends starts reading.
+    resume: Arc<Resume>,
 }
 
 #[derive(Debug)]
@@ -192,6 +194,7 @@ impl PostgresStore {
             pool,
             queries: Arc::new(PgQueries::from(Queries::default_table())),
             log: Arc::new(StoreLog::new("postgres")),
+            resume: Arc::default(),
         }
     }
 
@@ -210,6 +213,7 @@ impl PostgresStore {
             pool: self.pool,
             queries: Arc::new(PgQueries::from(Queries::new(name)?)),
             log: self.log,
+            resume: Arc::default(),
         })
     }
 
@@ -702,7 +706,10 @@ impl SessionStore for PostgresStore {
         lease: Duration,
     ) -> StoreFuture<Vec<SessionEnd>> {
         let store = self.clone();
-        let claim = Claim::new(now, policy, limit, lease);
+        let claim = Claim {
+            from: self.resume.from(),
+            ..Claim::new(now, policy, limit, lease)
+        };
         sql::logged(&self.log, "claim_ends", async move {
             if claim.limit == 0 {
                 return Ok(Vec::new());
@@ -713,7 +720,9 @@ impl SessionStore for PostgresStore {
                 .fetch_all(&store.pool)
                 .await
                 .map_err(sql::backend)?;
-            sql::ends::decode_ends(&rows, &claim)
+            let ends = sql::ends::decode_ends(&rows, &claim)?;
+            store.resume.claimed(&claim, &ends);
+            Ok(ends)
         })
     }
 

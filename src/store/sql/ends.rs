@@ -41,7 +41,8 @@ use crate::{StoreError, Timestamp};
 /// The claim `UPDATE` for `table`; `picked` turns the `SELECT` of the due keys into the
 /// condition on `key` ([`picked_postgres`], [`picked_sqlite`]). Parameters: `$1` the lease's
 /// end, `$2` now, `$3`..`$5` the layer's timeouts (as [`Params`]), `$6` retention, `$7` the
-/// most rows; returns `key`, `owner`, `state` and `expires_at` of each row claimed.
+/// most rows, `$8` the least `expires_at` to read (see [`Resume`]); returns `key`, `owner`,
+/// `state` and `expires_at` of each row claimed.
 pub(crate) fn claim_sql(table: &str, picked: fn(&str) -> String) -> String {
     let t = table;
     let own = TimeoutsSql::of_row("");
@@ -51,7 +52,8 @@ pub(crate) fn claim_sql(table: &str, picked: fn(&str) -> String) -> String {
     // check statement judges it.
     let due = format!(
         "SELECT key FROM {t} \
-         WHERE announced = 0 AND expires_at > $2 AND expires_at <= $2 + $6 \
+         WHERE announced = 0 AND expires_at > $2 AND expires_at >= $8 \
+           AND expires_at <= $2 + $6 \
            AND (lease_until IS NULL OR lease_until <= $2) \
            AND (state <> 'active' \
                 OR ($2 >= {row_deadline} AND {row_deadline} + $6 > $2)) \
@@ -99,6 +101,8 @@ pub(crate) struct Claim {
     pub lease_until: i64,
     pub p: Params,
     pub limit: i64,
+    /// The least `expires_at` the claim reads: 0 for the whole range.
+    pub from: i64,
 }
 
 impl Claim {
@@ -112,11 +116,49 @@ impl Claim {
                 Touch::Passive,
             ),
             limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            from: 0,
         }
     }
 }
 
-/// Binds `$1`..`$7` of a [`Claim`] to [`claim_sql`]'s statement, for either driver.
+/// Where a store's next claim starts reading, so that claims working through a backlog each
+/// read their own batch rather than everything the claims before them went through.
+///
+/// PostgreSQL keeps an updated row's old index entries until the table is vacuumed: each end
+/// claimed and acknowledged leaves up to two in the range of unannounced rows (killed by the
+/// first read that finds them dead, but still read past). A claim that started at `now` every
+/// time would read past all of them, so announcing a backlog would cost the square of its
+/// size between vacuums. After a full batch the next claim starts at the last `expires_at`
+/// handed out instead: nothing newly due can lie below it (an end at or after the earlier
+/// claim's `now` has `expires_at` past that claim's whole range), only ends it skipped (held
+/// by another claimer's lease or a request's row lock) or whose lease ran out since. A batch
+/// short of the limit means the backlog is through, and the next claim reads the whole range
+/// again, finding those. SQLite rewrites its index entries in place and needs none of this.
+#[derive(Debug, Default)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct Resume(std::sync::atomic::AtomicI64);
+
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+impl Resume {
+    /// The `from` of the next claim.
+    pub fn from(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records what a claim handed out.
+    pub fn claimed(&self, claim: &Claim, ends: &[SessionEnd]) {
+        let next = if (ends.len() as i64) < claim.limit {
+            0
+        } else {
+            // The ends are in `expires_at` order, which is `at` plus the retention.
+            ends.last()
+                .map_or(0, |end| millis(end.at).saturating_add(claim.p.retention))
+        };
+        self.0.store(next, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Binds `$1`..`$8` of a [`Claim`] to [`claim_sql`]'s statement, for either driver.
 macro_rules! bind_claim {
     ($query:expr, $c:expr) => {
         $query
@@ -127,6 +169,7 @@ macro_rules! bind_claim {
             .bind($c.p.absolute)
             .bind($c.p.retention)
             .bind($c.limit)
+            .bind($c.from)
     };
 }
 pub(crate) use bind_claim;
