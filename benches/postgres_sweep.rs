@@ -17,7 +17,8 @@
 //! the clock past every deadline. The clock then runs with real time. The sweep claims and
 //! acknowledges until nothing is left. In the run under load one task sends `check` with a
 //! refresh (a write each time: no touch interval) round robin over the live sessions, for
-//! 2 s before the sweep, during it, and 2 s after.
+//! 2 s before the sweep, for 10 s of sweeps at the announcer's pace (one batch a second),
+//! during the sweep of the rest batch after batch, and 2 s after.
 //!
 //! Last, what one refresh of a live session writes under this version's index layout,
 //! compared with the layout before announcements and with the alternative of a partial index
@@ -34,6 +35,8 @@ use tower_session_timeout::{
 };
 
 const LIVE: usize = 1_000;
+/// How many sweeps of one batch a second run before the sweep without pause.
+const PACED: usize = 10;
 const SPREAD_MS: i64 = 10 * 60 * 1000;
 const FILL_CHUNK: i64 = 100_000;
 /// The sessions begin from here (Unix ms), far from the real clock: times are passed in.
@@ -143,19 +146,29 @@ struct Swept {
     took: Duration,
     claims: Vec<u64>,
     acks: Vec<u64>,
+    /// Store calls that failed (the statement timeout, 2 s), each tried again at once as the
+    /// announcer's next sweep would.
+    failed: Vec<String>,
 }
 
 /// Claims and acknowledges every end due, as the announcer does, with the time from `clock`.
 async fn sweep(store: &PostgresStore, clock: Clock, policy: &Policy) -> Swept {
     let started = Instant::now();
     let (mut ends, mut batches) = (0, 0);
-    let (mut claims, mut acks) = (Vec::new(), Vec::new());
+    let (mut claims, mut acks, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     loop {
         let t = Instant::now();
-        let batch = store
+        let batch = match store
             .claim_ends(clock.now(), policy, ANNOUNCE_BATCH, ANNOUNCE_LEASE)
             .await
-            .expect("claim_ends");
+        {
+            Ok(batch) => batch,
+            Err(error) => {
+                // Rolled back: nothing was leased.
+                failed.push(format!("claim_ends after {:?}: {error}", t.elapsed()));
+                continue;
+            }
+        };
         claims.push(t.elapsed().as_nanos() as u64);
         if batch.is_empty() {
             break;
@@ -163,12 +176,16 @@ async fn sweep(store: &PostgresStore, clock: Clock, policy: &Policy) -> Swept {
         ends += batch.len() as u64;
         batches += 1;
         let keys: Vec<SessionKey> = batch.iter().map(|end| end.key).collect();
-        let t = Instant::now();
-        store
-            .ack_ends(&keys, clock.now(), policy)
-            .await
-            .expect("ack_ends");
-        acks.push(t.elapsed().as_nanos() as u64);
+        loop {
+            let t = Instant::now();
+            match store.ack_ends(&keys, clock.now(), policy).await {
+                Ok(()) => {
+                    acks.push(t.elapsed().as_nanos() as u64);
+                    break;
+                }
+                Err(error) => failed.push(format!("ack_ends after {:?}: {error}", t.elapsed())),
+            }
+        }
     }
     Swept {
         ends,
@@ -176,7 +193,16 @@ async fn sweep(store: &PostgresStore, clock: Clock, policy: &Policy) -> Swept {
         took: started.elapsed(),
         claims,
         acks,
+        failed,
     }
+}
+
+/// The load average of the last minute, as `/proc/loadavg` has it.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 async fn run(store: &PostgresStore, admin: &mut sqlx::PgConnection, n: i64, under_load: bool) {
@@ -221,11 +247,32 @@ async fn run(store: &PostgresStore, admin: &mut sqlx::PgConnection, n: i64, unde
             samples
         })
     });
+    // At the announcer's own pace first: one batch per sweep (here every second, the
+    // shortest interval the demo takes), for `PACED` sweeps.
+    let mut paced = 0;
+    let paced_from = Instant::now() + Duration::from_secs(2);
     if under_load {
         tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        for _ in 0..PACED {
+            ticks.tick().await;
+            let batch = store
+                .claim_ends(clock.now(), &policy, ANNOUNCE_BATCH, ANNOUNCE_LEASE)
+                .await
+                .expect("claim_ends");
+            let keys: Vec<SessionKey> = batch.iter().map(|end| end.key).collect();
+            store
+                .ack_ends(&keys, clock.now(), &policy)
+                .await
+                .expect("ack_ends");
+            paced += keys.len() as u64;
+        }
+        ticks.tick().await;
     }
     let from = Instant::now();
+    let load_before = load_average();
     let swept = sweep(store, clock, &policy).await;
+    let load_after = load_average();
     let to = Instant::now();
     if under_load {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -236,7 +283,7 @@ async fn run(store: &PostgresStore, admin: &mut sqlx::PgConnection, n: i64, unde
             .fetch_one(&mut *admin)
             .await
             .expect("count");
-    assert_eq!(swept.ends, n as u64, "every end claimed once");
+    assert_eq!(paced + swept.ends, n as u64, "every end claimed once");
     assert_eq!(announced, n, "every end acknowledged");
 
     println!();
@@ -250,12 +297,20 @@ async fn run(store: &PostgresStore, admin: &mut sqlx::PgConnection, n: i64, unde
     );
     println!();
     println!(
-        "{} ends in {} batches of up to {ANNOUNCE_BATCH}: {:.2?} ({:.1} µs per end)",
+        "{} ends (after {paced} at the announcer's pace) in {} batches of up to {ANNOUNCE_BATCH}: {:.2?} ({:.1} µs per end)",
         swept.ends,
         swept.batches,
         swept.took,
         swept.took.as_nanos() as f64 / 1000.0 / swept.ends.max(1) as f64
     );
+    println!(
+        "load average (1 min) {load_before} as the sweep began, {load_after} as it ended; \
+         store calls that failed and were tried again: {}",
+        swept.failed.len()
+    );
+    for failure in &swept.failed {
+        println!("- {failure}");
+    }
     println!();
     println!("| store call, µs | calls | p50 | p99 | p99.9 | max | mean |");
     println!("|---|---|---|---|---|---|---|");
@@ -272,10 +327,14 @@ async fn run(store: &PostgresStore, admin: &mut sqlx::PgConnection, n: i64, unde
     if let Some(requests) = requests {
         let samples = requests.await.expect("the request task");
         let (mut before, mut during, mut after) = (Vec::new(), Vec::new(), Vec::new());
+        let mut at_pace = Vec::new();
         for (began, latency) in samples {
-            // A request that began before the sweep but ended inside it counts as during.
-            if began + Duration::from_nanos(latency) < from {
+            // A request that began before a window but ended inside it counts in it.
+            let ended = began + Duration::from_nanos(latency);
+            if ended < paced_from {
                 before.push(latency);
+            } else if ended < from {
+                at_pace.push(latency);
             } else if began <= to {
                 during.push(latency);
             } else {
@@ -288,7 +347,11 @@ async fn run(store: &PostgresStore, admin: &mut sqlx::PgConnection, n: i64, unde
         );
         println!("|---|---|---|---|---|---|---|");
         summary("before the sweep (2 s)", &mut before);
-        summary("**during the sweep**", &mut during);
+        summary(
+            &format!("at the announcer's pace, one batch a second ({PACED} s)"),
+            &mut at_pace,
+        );
+        summary("**during the sweep, batch after batch**", &mut during);
         summary("after the sweep (2 s)", &mut after);
     }
     println!();
@@ -308,12 +371,18 @@ const LAYOUTS: [(&str, &str); 3] = [
     ),
 ];
 
-/// What one refresh of an active row writes under each index layout: WAL bytes, which count
-/// the index entries written whatever else the machine does, and the time, which does not.
-/// 100,000 rows with owners per layout (the owner index in every one), 30,000 refreshes of
-/// rows spread over the table, in one server-side loop, three rounds taking turns.
+/// What one refresh of an active row writes under each index layout, read from the WAL with
+/// `pg_walinspect` (so whatever else the machine does): index entries (B-tree leaf inserts,
+/// splits included) and WAL bytes without full-page images (which depend on when the last
+/// checkpoint was); and the time, which depends on everything. 100,000 rows with owners per
+/// layout (the owner index in every one), 30,000 refreshes of rows spread over the table, in
+/// one server-side loop, three rounds taking turns.
 async fn refresh_cost(admin: &mut sqlx::PgConnection) {
     let rows = 100_000;
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        .execute(&mut *admin)
+        .await
+        .expect("pg_walinspect (PostgreSQL 15 or later, as a superuser)");
     for (i, (_, indexes)) in LAYOUTS.iter().enumerate() {
         let table = format!("layout_{i}");
         sqlx::query(&format!(
@@ -347,7 +416,8 @@ async fn refresh_cost(admin: &mut sqlx::PgConnection) {
         }
     }
     let refreshes = 30_000;
-    let mut results: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); LAYOUTS.len()];
+    // Per layout: index entries, WAL bytes, µs, per refresh, one of each per round.
+    let mut results = vec![[Vec::new(), Vec::new(), Vec::new()]; LAYOUTS.len()];
     for round in 1..=3 {
         for (i, result) in results.iter_mut().enumerate() {
             let table = format!("layout_{i}");
@@ -368,33 +438,44 @@ async fn refresh_cost(admin: &mut sqlx::PgConnection) {
             .await
             .expect("refreshes");
             let took = started.elapsed();
-            let wal: f64 = sqlx::query_scalar(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::float8",
+            let (entries, bytes): (f64, f64) = sqlx::query_as(
+                "SELECT COALESCE(SUM(count) FILTER (WHERE \"resource_manager/record_type\" \
+                   IN ('Btree/INSERT_LEAF', 'Btree/SPLIT_L', 'Btree/SPLIT_R')), 0)::float8, \
+                   SUM(record_size)::float8 \
+                 FROM pg_get_wal_stats($1::pg_lsn, pg_current_wal_flush_lsn(), true)",
             )
             .bind(lsn)
             .fetch_one(&mut *admin)
             .await
-            .expect("wal");
-            result.0.push(wal / refreshes as f64);
-            result
-                .1
-                .push(took.as_nanos() as f64 / 1000.0 / refreshes as f64);
+            .expect("wal stats");
+            let per = |total: f64| total / refreshes as f64;
+            result[0].push(per(entries));
+            result[1].push(per(bytes));
+            result[2].push(per(took.as_nanos() as f64 / 1000.0));
         }
     }
     println!();
     println!("## what a refresh writes, by index layout");
     println!();
-    println!("| indexes beside the primary key and the owner's | WAL bytes per refresh (3 rounds) | µs per refresh (3 rounds) |");
-    println!("|---|---|---|");
-    for ((name, _), (wal, us)) in LAYOUTS.iter().zip(results) {
-        let list = |values: &[f64]| {
+    println!(
+        "| indexes beside the primary key and the owner's | index entries per refresh | \
+         WAL bytes per refresh, without full-page images | µs per refresh |"
+    );
+    println!("|---|---|---|---|");
+    for ((name, _), [entries, bytes, us]) in LAYOUTS.iter().zip(results) {
+        let list = |values: &[f64], digits: usize| {
             values
                 .iter()
-                .map(|v| format!("{v:.0}"))
+                .map(|v| format!("{v:.digits$}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        println!("| {name} | {} | {} |", list(&wal), list(&us));
+        println!(
+            "| {name} | {} | {} | {} |",
+            list(&entries, 2),
+            list(&bytes, 0),
+            list(&us, 0)
+        );
     }
     println!();
 }
