@@ -17,6 +17,8 @@
 //! | `MAX_SESSIONS_PER_USER` | most sessions one user may have; a sign-in beyond it ends the oldest (440, reason `superseded`) | no limit |
 //! | `AUDIT_LOG` | a file to append one JSON line to per session end: `{"event":"session_end","user":"…","reason":"idle\|absolute\|ended\|superseded","at_ms":…}`, for every session, whether or not it is requested again, once across all instances sharing the store | none |
 //! | `EXPIRY_SWEEP_SECS` | how often session ends are swept for announcement: each is announced within about this of its deadline | `5` |
+//! | `TOMBSTONE_RETENTION_SECS` | how long an ended session is remembered (its id refused, its reason told) | 1 day |
+//! | `PURGE_SECS` | how often the SQL stores delete records past their retention | `60` |
 //!
 //! The username is the session's owner, kept in the store, so every instance sharing the store
 //! knows it:
@@ -64,6 +66,10 @@ pub struct Settings {
     pub audit_log: Option<std::path::PathBuf>,
     /// How often session ends are swept for announcement.
     pub expiry_sweep: Duration,
+    /// How long ended sessions are remembered, if not the crate's default.
+    pub tombstone_retention: Option<Duration>,
+    /// How often the SQL stores purge.
+    pub purge_every: Duration,
     pub store: StoreChoice,
 }
 
@@ -130,6 +136,13 @@ impl Settings {
             }
             seconds => Duration::from_secs(seconds.unwrap_or(5)),
         };
+        let tombstone_retention = number("TOMBSTONE_RETENTION_SECS")?.map(Duration::from_secs);
+        let purge_every = match number("PURGE_SECS")? {
+            Some(0) => {
+                return Err("PURGE_SECS=0 would purge without pause: give at least 1".to_owned())
+            }
+            seconds => Duration::from_secs(seconds.unwrap_or(60)),
+        };
         let audit_log = var("AUDIT_LOG")
             .filter(|path| !path.trim().is_empty())
             .map(std::path::PathBuf::from);
@@ -167,6 +180,8 @@ impl Settings {
             max_sessions_per_user,
             audit_log,
             expiry_sweep,
+            tombstone_retention,
+            purge_every,
             store,
         })
     }
@@ -212,6 +227,10 @@ pub fn configure<St>(
         .keep_alive_path("/session/keepalive")
         .status_path("/session/status")
         .login_url("/login");
+    let builder = match settings.tombstone_retention {
+        Some(retention) => builder.tombstone_retention(retention),
+        None => builder,
+    };
     let builder = match settings.max_sessions_per_user {
         Some(max) => builder.max_sessions_per_owner(max, OnLimit::EndOldest),
         None => builder,
@@ -521,7 +540,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
             let store = tower_session_timeout::PostgresStore::connect(url).await?;
             store.migrate().await?;
             // Dropping the handle leaves the task running for the life of the demo.
-            store.spawn_purge(Duration::from_secs(60), tower_session_timeout::SystemClock);
+            store.spawn_purge(settings.purge_every, tower_session_timeout::SystemClock);
             serve(&settings, builder.store(store)).await
         }
         #[cfg(not(feature = "postgres"))]
@@ -530,7 +549,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         StoreChoice::Sqlite(url) => {
             let store = tower_session_timeout::SqliteStore::connect(url).await?;
             store.migrate().await?;
-            store.spawn_purge(Duration::from_secs(60), tower_session_timeout::SystemClock);
+            store.spawn_purge(settings.purge_every, tower_session_timeout::SystemClock);
             serve(&settings, builder.store(store)).await
         }
         #[cfg(not(feature = "sqlite"))]
