@@ -1,0 +1,475 @@
+//! The owner index of [`RedisStore`]: which sessions a principal has, though they and the
+//! index live in different slots.
+//!
+//! # The index
+//!
+//! One sorted set per owner, [`owner_key`](RedisStore::owner_key): members are session keys
+//! (hex), scores the sign-in's `now` made strictly increasing per index (`max(now, highest
+//! score + 1)`, so the score also tells in which order sign-ins reached the index). A session
+//! record names its owner (`p`) and keeps the score it got (`q`). No script touches both a
+//! session and an index: every step below is one script on one key, and the steps are ordered
+//! so that a crash between two leaves the index listing too much, never too little.
+//!
+//! - **Sign-in**: (1) add the member to the index, (2) begin the session with its owner. A
+//!   crash between them leaves a member whose key is missing: a reader takes it for a sign-in
+//!   under way for [`SIGN_IN_GRACE`](RedisStore::SIGN_IN_GRACE) (never listing it as active),
+//!   then drops it. When the begin does not begin this owner's session (the id was already
+//!   active, or expired), the member is taken back.
+//! - **Reading** (listing, ending all, counting for a limit): read the index, then each member's
+//!   session with a read-only script that answers "active" only for a session of *this* owner,
+//!   so an index entry never grants power over another owner's session; then drop, in one
+//!   script on the index, the members found over (a tombstone, another owner's session, a key
+//!   missing past the grace). A member is dropped only while it has the score the reader saw: a
+//!   sign-in that re-added it meanwhile (the same id begun again) gave it a new score, and it
+//!   stays.
+//! - **Ending all**: read as above, then end each active session with the end script told the
+//!   owner (it ends nothing else). A session active before the call began was in the index
+//!   (added before it began), is found active, and is ended; a check racing with it sees either
+//!   the session before the end or the tombstone after, never revives it.
+//!
+//! # Limits
+//!
+//! With [`OnLimit::EndOldest`], after the session began the store reads the owner's active
+//! sessions (the new one included) and ends the oldest beyond the limit (by `created_at`, then
+//! key: [`Policy::superseded`]) with reason `superseded`. Of concurrent sign-ins, the last to
+//! read sees every session begun before it (each began before it read), and each instance ends
+//! only sessions that have at least `max` newer ones in its view, which it also has in the last
+//! one's; so once they are all done the newest `max` remain, whichever instance ran which.
+//!
+//! With [`OnLimit::Refuse`], the session is begun, then ranked among the owner's active
+//! sessions and sign-ins under way by index score (the sign-in order): if `max` or more are
+//! ahead of it, it is withdrawn (its key left as a forgotten record, which answers as if never
+//! begun), its member dropped, and the answer is [`Begin::LimitReached`]. Every member ahead of
+//! it was added before it, so this sign-in sees them all, active or under way: of concurrent
+//! sign-ins at most `max` stay, the first ones to reach the index, on every instance alike.
+//! Under a race it may refuse one more than needed (one counted while under way that is then
+//! refused itself), never admit one too many. For the moment between its begin and its
+//! withdrawal, the refused session exists; its id has not reached the client yet.
+//!
+//! Clock skew between instances does not change these orders: the index score is made
+//! increasing by Redis, and `created_at` is the one stored value every instance reads. Skew
+//! only moves the grace, which is why it must stay well below it.
+//!
+//! # Growth
+//!
+//! Every sign-in and every read drops the members that are over, so an index holds an owner's
+//! active sessions plus those that ended since it was last read. An owner who never comes back
+//! leaves an index that Redis expires by itself when the owner's sessions are bounded: each
+//! sign-in gives the index a TTL of at least the new session's absolute timeout plus the
+//! retention and the grace (never shortening it), and the session keeps that bound as its cap
+//! `x` (a session never outlives it, even if the layer's absolute timeout grows later; a change
+//! of its own timeouts beyond it first lengthens the index's TTL). A session without an
+//! absolute timeout makes its owner's index persistent until a read finds it empty.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use super::reply::{self, Began};
+use super::{millis_arg, time_arg, timeouts_args, Arg, RedisStore};
+use crate::store::{
+    oldest_first, Begin, ExpiryReason, OnLimit, OwnedSession, Policy, SessionKey, SessionRecord,
+    SessionTimeouts, Touch,
+};
+use crate::{StoreError, Timestamp};
+
+/// One member of an owner's index, with what its session was found to be.
+struct Member {
+    key: SessionKey,
+    hex: String,
+    /// The score as the index gave it, for a conditional removal.
+    score: String,
+    seen: Seen,
+}
+
+enum Seen {
+    /// This owner's active session, and its index score at sign-in.
+    Active { record: SessionRecord, order: u64 },
+    /// A missing key within the grace: a sign-in under way.
+    Pending { order: u64 },
+    /// Over, or not this owner's: to be dropped from the index.
+    Over,
+}
+
+impl Member {
+    fn owned(&self) -> Option<OwnedSession> {
+        match self.seen {
+            Seen::Active { record, .. } => Some(OwnedSession {
+                key: self.key,
+                record,
+            }),
+            _ => None,
+        }
+    }
+}
+
+type Reply = Result<Vec<String>, StoreError>;
+
+impl RedisStore {
+    pub(super) fn begin_owned(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        owner: &str,
+        timeouts: Option<SessionTimeouts>,
+    ) -> impl Future<Output = Result<Begin, StoreError>> + Send + 'static {
+        let (store, key, policy, owner) = (self.clone(), *key, *policy, owner.to_owned());
+        async move { store.sign_in(key, now, &policy, &owner, timeouts).await }
+    }
+
+    pub(super) fn active_of(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> impl Future<Output = Result<Vec<OwnedSession>, StoreError>> + Send + 'static {
+        let (store, policy, owner) = (self.clone(), *policy, owner.to_owned());
+        async move {
+            let members = store.survey(&owner, now, &policy).await?;
+            let mut active: Vec<OwnedSession> = members.iter().filter_map(Member::owned).collect();
+            oldest_first(&mut active);
+            Ok(active)
+        }
+    }
+
+    pub(super) fn end_all_of(
+        &self,
+        owner: &str,
+        keep: Option<SessionKey>,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
+        let (store, policy, owner) = (self.clone(), *policy, owner.to_owned());
+        async move {
+            let members = store.survey(&owner, now, &policy).await?;
+            let targets = members
+                .iter()
+                .filter(|member| member.owned().is_some() && Some(member.key) != keep);
+            store
+                .end_members(&owner, targets, ExpiryReason::Ended, now, &policy)
+                .await
+        }
+    }
+
+    pub(super) fn set_timeouts_owned(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        timeouts: SessionTimeouts,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let (store, key, policy) = (self.clone(), *key, *policy);
+        async move {
+            // -2: the caller has kept no index longer yet; -1: forever; else until then.
+            let mut cover = -2;
+            // A second round always settles it, unless the key was begun anew in between.
+            for _ in 0..3 {
+                let [idle, absolute] = timeouts_args(Some(timeouts));
+                let extra = [idle, absolute, Arg::Int(cover)];
+                let reply = store
+                    .session_op("set", &key, now, &policy, Touch::Passive, extra)
+                    .await?;
+                match reply.as_slice() {
+                    [tag] if tag == "changed" => return Ok(true),
+                    [tag] if tag == "kept" => return Ok(false),
+                    [tag, owner, order, needed] if tag == "cover" => {
+                        let cap = match needed.as_str() {
+                            "-1" => None,
+                            at => Some(Timestamp::from_unix_millis(reply::number(at, &reply)?)),
+                        };
+                        let index = store.owner_key(owner);
+                        let lease = lease(cap, now, &policy);
+                        let args = vec![
+                            Arg::Name("index_keep"),
+                            Arg::Int(time_arg(now)),
+                            Arg::Text(key.to_hex()),
+                            Arg::Text(order.clone()),
+                            Arg::Int(lease),
+                        ];
+                        store.eval(index, args).await?;
+                        cover = cap.map_or(-1, time_arg);
+                    }
+                    _ => return Err(reply::corrupt(&reply)),
+                }
+            }
+            Err(StoreError::CorruptRecord(
+                "the session changed under three attempts to set its timeouts".to_owned(),
+            ))
+        }
+    }
+
+    /// Sign-in with an owner: the index first, then the session, then the limit.
+    async fn sign_in(
+        &self,
+        key: SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        owner: &str,
+        timeouts: Option<SessionTimeouts>,
+    ) -> Result<Begin, StoreError> {
+        let index = self.owner_key(owner);
+        let member = key.to_hex();
+        // The latest the session may live, which its owner's index must outlast.
+        let absolute = match timeouts {
+            Some(timeouts) => timeouts.absolute,
+            None => policy.absolute_timeout(),
+        };
+        let cap = absolute.map(|absolute| now.saturating_add(absolute));
+        let added = self
+            .eval(
+                index.clone(),
+                vec![
+                    Arg::Name("index_add"),
+                    Arg::Int(time_arg(now)),
+                    Arg::Text(member.clone()),
+                    Arg::Int(lease(cap, now, policy)),
+                ],
+            )
+            .await?;
+        let (order, score) = match added.as_slice() {
+            [tag, score] if tag == "added" => (reply::number(score, &added)?, score.clone()),
+            _ => return Err(reply::corrupt(&added)),
+        };
+
+        let [idle, absolute] = timeouts_args(timeouts);
+        let extra = [
+            Arg::Text(owner.to_owned()),
+            idle,
+            absolute,
+            Arg::Int(i64::try_from(order).unwrap_or(i64::MAX)),
+            Arg::Int(cap.map_or(-1, time_arg)),
+        ];
+        let began = reply::begin(
+            &self
+                .session_op("begin", &key, now, policy, Touch::Passive, extra)
+                .await?,
+        )?;
+        let limit = policy.session_limit();
+        match began {
+            Began::New => {}
+            Began::AlreadyActive { same_owner: true } => return Ok(Begin::AlreadyActive),
+            other => {
+                // Not a session of this owner: the index takes back what it just listed.
+                self.prune(&index, &[(member.as_str(), score.as_str())])
+                    .await?;
+                // As a store that counts first would: beyond the limit, that answer wins.
+                if let Some(limit) = limit.filter(|limit| limit.on_limit == OnLimit::Refuse) {
+                    let members = self.survey(owner, now, policy).await?;
+                    let active = members
+                        .iter()
+                        .filter(|member| member.key != key && member.owned().is_some())
+                        .count();
+                    if active >= limit.max.get() as usize {
+                        return Ok(Begin::LimitReached);
+                    }
+                }
+                return Ok(other.answer());
+            }
+        }
+        let Some(limit) = limit else {
+            return Ok(Begin::Began);
+        };
+
+        let members = self.survey(owner, now, policy).await?;
+        match limit.on_limit {
+            OnLimit::Refuse => {
+                let ahead = members
+                    .iter()
+                    .filter(|member| member.key != key)
+                    .filter(|member| match member.seen {
+                        Seen::Active { order: theirs, .. } | Seen::Pending { order: theirs } => {
+                            theirs < order
+                        }
+                        Seen::Over => false,
+                    })
+                    .count();
+                if ahead < limit.max.get() as usize {
+                    return Ok(Begin::Began);
+                }
+                let extra = [
+                    Arg::Text(owner.to_owned()),
+                    Arg::Int(i64::try_from(order).unwrap_or(i64::MAX)),
+                ];
+                self.session_op("withdraw", &key, now, policy, Touch::Passive, extra)
+                    .await?;
+                self.prune(&index, &[(member.as_str(), score.as_str())])
+                    .await?;
+                Ok(Begin::LimitReached)
+            }
+            OnLimit::EndOldest => {
+                let mut active: Vec<OwnedSession> =
+                    members.iter().filter_map(Member::owned).collect();
+                let superseded = policy.superseded(&mut active);
+                let targets = members
+                    .iter()
+                    .filter(|member| superseded.contains(&member.key));
+                self.end_members(owner, targets, ExpiryReason::Superseded, now, policy)
+                    .await?;
+                Ok(Begin::Began)
+            }
+        }
+    }
+
+    /// The owner's index, each member with what its session is at `now`; drops from the
+    /// index the members found over.
+    async fn survey(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Result<Vec<Member>, StoreError> {
+        let index = self.owner_key(owner);
+        let listed = self
+            .eval(
+                index.clone(),
+                vec![Arg::Name("index_list"), Arg::Int(time_arg(now))],
+            )
+            .await?;
+        if listed.len() % 2 != 0 {
+            return Err(reply::corrupt(&listed));
+        }
+        let mut members = Vec::with_capacity(listed.len() / 2);
+        let mut scores = Vec::with_capacity(listed.len() / 2);
+        let mut strays = Vec::new();
+        let mut peeks = Vec::with_capacity(listed.len() / 2);
+        for pair in listed.chunks_exact(2) {
+            let (hex, score) = (&pair[0], &pair[1]);
+            // Whole milliseconds, though Redis may write them as a float.
+            let order = score.parse::<f64>().ok().filter(|order| *order >= 0.0);
+            match (reply::session_key(hex), order) {
+                (Some(key), Some(order)) => {
+                    let extra = [Arg::Text(owner.to_owned())];
+                    peeks.push(self.session_op("peek", &key, now, policy, Touch::Passive, extra));
+                    scores.push(order as u64);
+                    members.push(Member {
+                        key,
+                        hex: hex.clone(),
+                        score: score.clone(),
+                        seen: Seen::Over,
+                    });
+                }
+                // Nothing the store writes: dropped, as it lists no session.
+                _ => strays.push((hex.as_str(), score.as_str())),
+            }
+        }
+        let peeked: Vec<Reply> = join_all(peeks).await;
+        for ((member, peek), score) in members.iter_mut().zip(peeked).zip(scores) {
+            let peek = peek?;
+            member.seen = match peek.as_slice() {
+                [tag, order, fields @ ..] if tag == "active" => Seen::Active {
+                    record: reply::record(fields, &peek)?,
+                    order: reply::number(order, &peek)?,
+                },
+                [tag] if tag == "dead" || tag == "other" => Seen::Over,
+                [tag] if tag == "none" => {
+                    let added = Timestamp::from_unix_millis(score);
+                    if now.saturating_since(added) < Self::SIGN_IN_GRACE {
+                        Seen::Pending { order: score }
+                    } else {
+                        Seen::Over
+                    }
+                }
+                _ => return Err(reply::corrupt(&peek)),
+            };
+        }
+        let mut over: Vec<(&str, &str)> = members
+            .iter()
+            .filter(|member| matches!(member.seen, Seen::Over))
+            .map(|member| (member.hex.as_str(), member.score.as_str()))
+            .collect();
+        over.extend(strays);
+        self.prune(&index, &over).await?;
+        members.retain(|member| !matches!(member.seen, Seen::Over));
+        Ok(members)
+    }
+
+    /// Ends the members' sessions (only if they are still this owner's) with `reason`, drops
+    /// them from the index, and answers how many were active.
+    async fn end_members(
+        &self,
+        owner: &str,
+        members: impl Iterator<Item = &Member>,
+        reason: ExpiryReason,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> Result<u64, StoreError> {
+        let members: Vec<&Member> = members.collect();
+        let ends = members.iter().map(|member| {
+            let extra = [Arg::Name(reason.as_str()), Arg::Text(owner.to_owned())];
+            self.session_op("end", &member.key, now, policy, Touch::Passive, extra)
+        });
+        let mut ended = 0;
+        let mut result = Ok(());
+        for reply in join_all(ends.collect()).await {
+            match reply.and_then(|reply| reply::end(&reply)) {
+                Ok(true) => ended += 1,
+                Ok(false) => {}
+                Err(error) => result = Err(error),
+            }
+        }
+        result?;
+        // Every one of them is over now (ended, or found over), whatever the answer was.
+        let over: Vec<(&str, &str)> = members
+            .iter()
+            .map(|member| (member.hex.as_str(), member.score.as_str()))
+            .collect();
+        self.prune(&self.owner_key(owner), &over).await?;
+        Ok(ended)
+    }
+
+    /// Drops the members from the index, each only while it still has the score given.
+    async fn prune(&self, index: &str, members: &[(&str, &str)]) -> Result<(), StoreError> {
+        if members.is_empty() {
+            return Ok(());
+        }
+        let mut args = Vec::with_capacity(2 + 2 * members.len());
+        args.push(Arg::Name("index_prune"));
+        args.push(Arg::Int(0));
+        for (hex, score) in members {
+            args.push(Arg::Text((*hex).to_owned()));
+            args.push(Arg::Text((*score).to_owned()));
+        }
+        let reply = self.eval(index.to_owned(), args).await?;
+        match reply.as_slice() {
+            [tag, _] if tag == "pruned" => Ok(()),
+            _ => Err(reply::corrupt(&reply)),
+        }
+    }
+}
+
+/// How long (ms) an owner's index must last for a session that lives until `cap` at most:
+/// to the cap, plus the retention and the grace; -1 (for ever) for a session without one.
+fn lease(cap: Option<Timestamp>, now: Timestamp, policy: &Policy) -> i64 {
+    cap.map_or(-1, |cap| {
+        let extra = policy
+            .tombstone_retention()
+            .saturating_add(RedisStore::SIGN_IN_GRACE);
+        millis_arg(cap.saturating_since(now).saturating_add(extra))
+    })
+}
+
+/// Runs the futures at once and answers their outputs in order: the per-session scripts of one
+/// owner go out together, each to its own slot's master.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
