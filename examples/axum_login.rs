@@ -12,26 +12,41 @@
 //! | `IDLE_TIMEOUT_SECS` | idle timeout | `60` |
 //! | `ABSOLUTE_TIMEOUT_SECS` | absolute timeout | none |
 //! | `SESSION_STORE` | `memory`, `redis://host:port/db`, `redis-cluster://host:port[,host:port…]` (seed nodes of a Redis Cluster), `postgres://user@host:port/db`, `sqlite://path` | `memory` |
+//! | `REMEMBER_IDLE_TIMEOUT_SECS` | idle timeout of a "remember me" session | 7 days |
+//! | `REMEMBER_ABSOLUTE_TIMEOUT_SECS` | absolute timeout of a "remember me" session | 30 days |
+//! | `MAX_SESSIONS_PER_USER` | most sessions one user may have; a sign-in beyond it ends the oldest (440, reason `superseded`) | no limit |
+//!
+//! The username is the session's owner, kept in the store, so every instance sharing the store
+//! knows it:
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /login` (`username`, `password`, optional `remember`) | signs in; `remember` (any non-empty value) uses the "remember me" timeouts |
+//! | `GET /sessions` | `{"sessions":[{"handle":"…","created_at_ms":…,"last_seen_ms":…,"current":true},…]}`, the user's active sessions |
+//! | `POST /sessions/end-others` | ends every other session of the user (each then gets 440, reason `ended`): `{"ended":2}` |
+//! | `POST /sessions/{handle}/end` | ends one of the user's sessions: `{"ended":true}`, or 404 |
 //!
 //! Passwords in `SESSION_STORE` (`redis://:secret@host/0`) never appear in the demo's output:
 //! it prints the URL as `redis://:***@host/0`.
 
-use std::collections::HashMap;
 use std::error::Error;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Form, State};
-use axum::http::header::{COOKIE, SET_COOKIE};
+use axum::extract::{Form, Path, State};
+use axum::http::header::{ACCEPT, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
-use tower_session_timeout::store::{redact_credentials, SessionKey};
+use axum::{Extension, Json, Router};
+use serde_json::json;
+use tower_session_timeout::store::redact_credentials;
 use tower_session_timeout::{
-    SessionInfo, SessionStore, SessionTimeoutBuilder, SessionTimeoutLayer,
-    DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE,
+    OnLimit, SessionHandle, SessionInfo, SessionRef, SessionStore, SessionTimeoutBuilder,
+    SessionTimeoutLayer, SessionTimeouts, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE,
+    MIN_WARN_BEFORE,
 };
+
+const DAY: u64 = 24 * 60 * 60;
 
 /// What the demo reads from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +54,10 @@ pub struct Settings {
     pub port: u16,
     pub idle_timeout: Duration,
     pub absolute_timeout: Option<Duration>,
+    /// The timeouts of a "remember me" session.
+    pub remember: SessionTimeouts,
+    /// The most sessions one user may have at once.
+    pub max_sessions_per_user: Option<u32>,
     pub store: StoreChoice,
 }
 
@@ -88,6 +107,20 @@ impl Settings {
         };
         let idle_timeout = Duration::from_secs(number("IDLE_TIMEOUT_SECS")?.unwrap_or(60));
         let absolute_timeout = number("ABSOLUTE_TIMEOUT_SECS")?.map(Duration::from_secs);
+        let remember_idle = number("REMEMBER_IDLE_TIMEOUT_SECS")?.unwrap_or(7 * DAY);
+        let remember_absolute = number("REMEMBER_ABSOLUTE_TIMEOUT_SECS")?.unwrap_or(30 * DAY);
+        if remember_idle == 0 || remember_absolute < remember_idle {
+            return Err(format!(
+                "REMEMBER_IDLE_TIMEOUT_SECS={remember_idle} and REMEMBER_ABSOLUTE_TIMEOUT_SECS={remember_absolute}: the idle timeout must be positive and the absolute one at least as long"
+            ));
+        }
+        let remember = SessionTimeouts::new(Duration::from_secs(remember_idle))
+            .with_absolute(Duration::from_secs(remember_absolute));
+        let max_sessions_per_user = match number("MAX_SESSIONS_PER_USER")? {
+            None => None,
+            Some(0) => return Err("MAX_SESSIONS_PER_USER=0 would let no one sign in: give at least 1, or leave it unset for no limit".to_owned()),
+            Some(max) => Some(u32::try_from(max).map_err(|_| format!("MAX_SESSIONS_PER_USER={max} is too large"))?),
+        };
         let store = match var("SESSION_STORE").as_deref().map(str::trim) {
             None | Some("") | Some("memory") => StoreChoice::Memory,
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
@@ -113,6 +146,8 @@ impl Settings {
             port,
             idle_timeout,
             absolute_timeout,
+            remember,
+            max_sessions_per_user,
             store,
         })
     }
@@ -135,18 +170,31 @@ pub fn client_timing(idle: Duration) -> Option<(Duration, Duration)> {
 pub fn configure<St>(
     builder: SessionTimeoutBuilder<St>,
     settings: &Settings,
-    users: &Users,
 ) -> SessionTimeoutBuilder<St> {
-    let signed_in = users.clone();
+    // A "remember me" session may have its longer timeouts; no other may exceed the layer's.
+    let bound = SessionTimeouts::new(settings.remember.idle().max(settings.idle_timeout))
+        .with_absolute(
+            settings
+                .remember
+                .absolute()
+                .into_iter()
+                .chain(settings.absolute_timeout)
+                .max()
+                .unwrap_or(settings.idle_timeout),
+        );
     let builder = builder
-        // Expired or signed out: forget who it was, so the map holds only live sessions.
-        .on_expiry(move |event| signed_in.forget(&event.session()))
+        .on_expiry(|event| tracing::info!(session = %event.session(), reason = %event.reason(), "session over"))
         .idle_timeout(settings.idle_timeout)
+        .max_session_timeouts(bound)
         .exempt_path("/login")
         .exempt_path("/favicon.ico")
         .keep_alive_path("/session/keepalive")
         .status_path("/session/status")
         .login_url("/login");
+    let builder = match settings.max_sessions_per_user {
+        Some(max) => builder.max_sessions_per_owner(max, OnLimit::EndOldest),
+        None => builder,
+    };
     let builder = match client_timing(settings.idle_timeout) {
         Some((warn_before, interval)) => builder
             .client_script_path(CLIENT_SCRIPT_PATH)
@@ -160,48 +208,19 @@ pub fn configure<St>(
     }
 }
 
-/// Who is signed in under which session. The layer only tracks time; what a session means is
-/// the app's business. Keyed by the hash of the id, so the layer's expiry hook can forget a
-/// session's user the moment the session is over.
-#[derive(Clone, Default)]
-pub struct Users(Arc<Mutex<HashMap<SessionKey, String>>>);
-
-impl Users {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, String>> {
-        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    fn insert(&self, id: &str, name: String) {
-        self.map().insert(SessionKey::from_id(id), name);
-    }
-
-    fn forget(&self, session: &SessionKey) {
-        self.map().remove(session);
-    }
-
-    fn name(&self, id: &str) -> Option<String> {
-        self.map().get(&SessionKey::from_id(id)).cloned()
-    }
-
-    /// How many users are signed in.
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    /// Whether nobody is signed in.
-    pub fn is_empty(&self) -> bool {
-        self.map().is_empty()
-    }
-}
-
-/// The demo's routes behind `layer`.
-pub fn router<St: SessionStore>(layer: SessionTimeoutLayer<St>, users: Users) -> Router {
+/// The demo's routes behind `layer`. The layer knows who owns each session (the username,
+/// given at sign-in), so the app keeps no sessions of its own and any instance sharing the
+/// store can serve any user.
+pub fn router<St: SessionStore>(layer: SessionTimeoutLayer<St>, settings: &Settings) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/dashboard") }))
         .route("/login", get(login_form).post(login))
         .route("/dashboard", get(dashboard))
         .route("/logout", post(logout))
-        .with_state(users)
+        .route("/sessions", get(sessions))
+        .route("/sessions/end-others", post(end_others))
+        .route("/sessions/{handle}/end", post(end_one))
+        .with_state(settings.remember)
         .layer(layer)
 }
 
@@ -223,6 +242,7 @@ fn login_page(error: Option<&str>) -> Html<String> {
             "{error}<form method=\"post\" action=\"/login\">\
              <label>Username <input name=\"username\" autocomplete=\"username\" required></label>\
              <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
+             <label><input name=\"remember\" type=\"checkbox\" value=\"on\"> Remember me</label>\
              <button type=\"submit\">Sign in</button></form>\
              <p>Any non-empty username and password will do.</p>"
         ),
@@ -237,9 +257,15 @@ async fn login_form() -> Html<String> {
 struct Credentials {
     username: String,
     password: String,
+    #[serde(default)]
+    remember: String,
 }
 
-async fn login(State(users): State<Users>, Form(credentials): Form<Credentials>) -> Response {
+async fn login(
+    State(remember): State<SessionTimeouts>,
+    Extension(session): Extension<SessionHandle>,
+    Form(credentials): Form<Credentials>,
+) -> Response {
     if credentials.username.trim().is_empty() || credentials.password.is_empty() {
         return (
             StatusCode::BAD_REQUEST,
@@ -248,20 +274,97 @@ async fn login(State(users): State<Users>, Form(credentials): Form<Credentials>)
             .into_response();
     }
     let id = format!("{:032x}", rand::random::<u128>());
-    users.insert(&id, credentials.username);
-    // Setting the cookie is all it takes: the layer sees it and begins the session.
-    let cookie = format!("id={id}; Path=/; HttpOnly; SameSite=Lax");
+    // Setting the cookie is all it takes: the layer sees it and begins the session, owned by
+    // this user (and with the "remember me" timeouts, if asked).
+    session.set_owner(credentials.username);
+    let mut cookie = format!("id={id}; Path=/; HttpOnly; SameSite=Lax");
+    if !credentials.remember.is_empty() {
+        session.set_timeouts(remember);
+        // The browser keeps the cookie across restarts for as long as the session may live.
+        let lifetime = remember.absolute().unwrap_or(remember.idle());
+        cookie.push_str(&format!("; Max-Age={}", lifetime.as_secs()));
+    }
     ([(SET_COOKIE, cookie)], Redirect::to("/dashboard")).into_response()
 }
 
-fn session_id(headers: &HeaderMap) -> Option<String> {
+/// A store failure in one of the demo's own calls.
+fn unavailable(error: tower_session_timeout::StoreError) -> Response {
+    tracing::warn!(%error, "session store call failed");
+    let body = Json(json!({"error": "the session store is unavailable"}));
+    (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+}
+
+fn not_signed_in() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(json!({"error": "not signed in"})),
+    )
+        .into_response()
+}
+
+/// `GET /sessions`: the signed-in user's active sessions.
+async fn sessions(Extension(session): Extension<SessionHandle>) -> Response {
+    if session.info().is_none() {
+        return not_signed_in();
+    }
+    match session.list_sessions().await {
+        Ok(listed) => {
+            let sessions: Vec<_> = listed
+                .iter()
+                .map(|s| {
+                    json!({
+                        "handle": s.session().to_string(),
+                        "created_at_ms": s.created_at().as_unix_millis(),
+                        "last_seen_ms": s.last_seen().as_unix_millis(),
+                        "current": s.is_current(),
+                    })
+                })
+                .collect();
+            Json(json!({ "sessions": sessions })).into_response()
+        }
+        Err(error) => unavailable(error),
+    }
+}
+
+/// Whether the request came from a page's form (then the answer goes back to the dashboard).
+fn from_a_page(headers: &HeaderMap) -> bool {
     headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix("id=").map(str::to_owned))
-        .filter(|id| !id.is_empty())
+        .get(ACCEPT)
+        .and_then(|accept| accept.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// `POST /sessions/end-others`: signs the user out everywhere else.
+async fn end_others(Extension(session): Extension<SessionHandle>, headers: HeaderMap) -> Response {
+    if session.info().is_none() {
+        return not_signed_in();
+    }
+    match session.end_others().await {
+        Ok(_) if from_a_page(&headers) => Redirect::to("/dashboard").into_response(),
+        Ok(ended) => Json(json!({ "ended": ended })).into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// `POST /sessions/{handle}/end`: ends one of the user's sessions.
+async fn end_one(
+    Extension(session): Extension<SessionHandle>,
+    Path(handle): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if session.info().is_none() {
+        return not_signed_in();
+    }
+    let Ok(reference) = handle.parse::<SessionRef>() else {
+        let body = Json(json!({"error": "not a session handle"}));
+        return (StatusCode::BAD_REQUEST, body).into_response();
+    };
+    match session.end_session(&reference).await {
+        Ok(true) if from_a_page(&headers) => Redirect::to("/dashboard").into_response(),
+        Ok(true) => Json(json!({ "ended": true })).into_response(),
+        Ok(false) => (StatusCode::NOT_FOUND, Json(json!({ "ended": false }))).into_response(),
+        Err(error) => unavailable(error),
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -272,15 +375,21 @@ fn escape(text: &str) -> String {
 }
 
 async fn dashboard(
-    State(users): State<Users>,
-    headers: HeaderMap,
+    Extension(session): Extension<SessionHandle>,
     info: Option<Extension<SessionInfo>>,
 ) -> Response {
     // The layer already answered 440 for an expired session; no cookie means never signed in.
-    let (Some(id), Some(Extension(info))) = (session_id(&headers), info) else {
+    let Some(Extension(info)) = info else {
         return Redirect::to("/login").into_response();
     };
-    let name = users.name(&id).unwrap_or_else(|| "someone".to_owned());
+    let name = match session.owner().await {
+        Ok(owner) => owner.unwrap_or_else(|| "someone".to_owned()),
+        Err(error) => return unavailable(error),
+    };
+    let others = match session.list_sessions().await {
+        Ok(listed) => listed.iter().filter(|s| !s.is_current()).count(),
+        Err(error) => return unavailable(error),
+    };
     let absolute = info
         .absolute_deadline()
         .map_or("none".to_owned(), |deadline| {
@@ -293,6 +402,8 @@ async fn dashboard(
              <p>Idle deadline: <span id=\"idle-deadline\">{}</span> (Unix ms); absolute deadline: {absolute}.</p>\
              <p>While you use this page, it keeps your session alive. Leave it alone and a warning \
              offers to keep you signed in; ignore that too and the page shows <code>440 Login Time-out</code>.</p>\
+             <p>Signed in on <span id=\"other-sessions\">{others}</span> other device(s) (<a href=\"/sessions\">list</a>).</p>\
+             <form method=\"post\" action=\"/sessions/end-others\"><button type=\"submit\">Sign out everywhere else</button></form>\
              <form method=\"post\" action=\"/logout\" data-session-signout><button type=\"submit\">Sign out</button></form>\
              <script src=\"{CLIENT_SCRIPT_PATH}\" defer></script>",
             escape(&name),
@@ -302,10 +413,7 @@ async fn dashboard(
     .into_response()
 }
 
-async fn logout(State(users): State<Users>, headers: HeaderMap) -> Response {
-    if let Some(id) = session_id(&headers) {
-        users.forget(&SessionKey::from_id(&id));
-    }
+async fn logout() -> Response {
     // Clearing the cookie ends the session in the layer too.
     let clear = "id=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax";
     ([(SET_COOKIE, clear)], Redirect::to("/login")).into_response()
@@ -315,8 +423,7 @@ async fn serve<St: SessionStore>(
     settings: &Settings,
     builder: SessionTimeoutBuilder<St>,
 ) -> Result<(), Box<dyn Error>> {
-    let users = Users::default();
-    let layer = configure(builder, settings, &users).build()?;
+    let layer = configure(builder, settings).build()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
     let address = listener.local_addr()?;
     println!("Demo listening on http://{address}; sign in at http://{address}/login");
@@ -324,10 +431,18 @@ async fn serve<St: SessionStore>(
         "Idle timeout {:?}, absolute timeout {:?}, store {:?}",
         settings.idle_timeout, settings.absolute_timeout, settings.store
     );
+    println!(
+        "Remember me: idle {:?}, absolute {:?}; most sessions per user: {}",
+        settings.remember.idle(),
+        settings.remember.absolute(),
+        settings
+            .max_sessions_per_user
+            .map_or("no limit".to_owned(), |max| max.to_string())
+    );
     if client_timing(settings.idle_timeout).is_none() {
         println!("Idle timeout under 22 s: the browser client (which warns 20 s ahead) is off");
     }
-    axum::serve(listener, router(layer, users)).await?;
+    axum::serve(listener, router(layer, settings)).await?;
     Ok(())
 }
 

@@ -242,23 +242,70 @@ impl SessionHandle {
         &self.shared.sessions
     }
 
-    /// The owner's active sessions, oldest first, the request's own marked
-    /// [`is_current`](SessionSummary::is_current). `owner` is the signed-in user, as the app
-    /// knows it.
-    pub async fn list_sessions(&self, owner: &str) -> Result<Vec<SessionSummary>, StoreError> {
-        self.shared
-            .sessions
-            .list_marking(owner, self.shared.key)
-            .await
+    /// The owner of the request's session, as the store keeps it (named at sign-in with
+    /// [`set_owner`](SessionHandle::set_owner)): `None` without an active session or an
+    /// owner. One store call; the same answer on every instance sharing the store.
+    pub async fn owner(&self) -> Result<Option<String>, StoreError> {
+        match self.shared.key {
+            Some(key) => self.shared.sessions.owner_of(key).await,
+            None => Ok(None),
+        }
     }
 
-    /// Ends every active session of `owner` but the request's own ("sign out my other
-    /// devices", or after a password change); answers how many it ended.
-    pub async fn end_others(&self, owner: &str) -> Result<u64, StoreError> {
-        self.shared
-            .sessions
-            .end_all_but(owner, self.shared.key)
-            .await
+    /// The active sessions of the request's owner (see [`owner`](SessionHandle::owner)),
+    /// oldest first, this one marked [`is_current`](SessionSummary::is_current): for a
+    /// "where you're signed in" page. Empty without an owner.
+    ///
+    /// ```
+    /// # use axum::Extension;
+    /// use tower_session_timeout::SessionHandle;
+    ///
+    /// async fn devices(Extension(session): Extension<SessionHandle>) -> String {
+    ///     let Ok(sessions) = session.list_sessions().await else {
+    ///         return "try again later".to_owned();
+    ///     };
+    ///     sessions
+    ///         .iter()
+    ///         .map(|s| format!("{} since {:?}{}\n", s.session(), s.created_at(), if s.is_current() { " (this one)" } else { "" }))
+    ///         .collect()
+    /// }
+    /// ```
+    pub async fn list_sessions(&self) -> Result<Vec<SessionSummary>, StoreError> {
+        match self.owner().await? {
+            Some(owner) => {
+                self.shared
+                    .sessions
+                    .list_marking(&owner, self.shared.key)
+                    .await
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Ends every other active session of the request's owner ("sign out my other devices";
+    /// OWASP ASVS asks apps to offer it, and to do it on a password change); answers how
+    /// many it ended. Each then answers 440 with reason `ended`, on every instance.
+    pub async fn end_others(&self) -> Result<u64, StoreError> {
+        match self.owner().await? {
+            Some(owner) => {
+                self.shared
+                    .sessions
+                    .end_all_but(&owner, self.shared.key)
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Ends one session of the request's owner, found by the reference a
+    /// [`list_sessions`](SessionHandle::list_sessions) entry gives; answers whether it was
+    /// one of the owner's active sessions. A reference to someone else's session ends
+    /// nothing.
+    pub async fn end_session(&self, session: &SessionRef) -> Result<bool, StoreError> {
+        match self.owner().await? {
+            Some(owner) => self.shared.sessions.end(&owner, session).await,
+            None => Ok(false),
+        }
     }
 
     /// Takes what the handler asked, leaving nothing for a second take.

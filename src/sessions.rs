@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::bounded::Bounded;
 use crate::config::Config;
-use crate::store::{OwnedSession, SessionKey, StoreFuture};
+use crate::store::{OwnedSession, Policy, SessionKey, StoreFuture};
 use crate::{SessionStore, StoreError, Timestamp};
 
 /// An owner's sessions, for the app: list them, end one, end all, end all but one.
@@ -105,6 +106,13 @@ impl Sessions {
             .find(|listed| SessionRef::of(&listed.key) == *keep)
             .map(|listed| listed.key);
         self.end_all_but(owner, keep).await
+    }
+
+    pub(crate) fn owner_of(
+        &self,
+        key: SessionKey,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send + 'static {
+        self.admin.owner_of(key)
     }
 
     pub(crate) fn end_all_but(
@@ -229,25 +237,36 @@ impl std::str::FromStr for SessionRef {
 
 /// The store calls [`Sessions`] makes, without the store's type.
 trait Admin: Send + Sync {
-    fn sessions_of(&self, owner: &str) -> StoreFuture<(Vec<OwnedSession>, crate::store::Policy)>;
+    fn owner_of(&self, key: SessionKey) -> StoreFuture<Option<String>>;
+    fn sessions_of(&self, owner: &str) -> StoreFuture<(Vec<OwnedSession>, Policy)>;
     fn end(&self, key: SessionKey) -> StoreFuture<bool>;
     fn end_sessions_of(&self, owner: &str, keep: Option<SessionKey>) -> StoreFuture<u64>;
 }
 
 impl<St: SessionStore> Admin for Config<St> {
-    fn sessions_of(&self, owner: &str) -> StoreFuture<(Vec<OwnedSession>, crate::store::Policy)> {
+    fn owner_of(&self, key: SessionKey) -> StoreFuture<Option<String>> {
+        let call = self.store.owner_of(&key, self.now(), &self.policy);
+        Box::pin(Bounded::new(call, self.store_timeout))
+    }
+
+    fn sessions_of(&self, owner: &str) -> StoreFuture<(Vec<OwnedSession>, Policy)> {
         let policy = self.policy;
-        let listed = self.store.sessions_of(owner, self.now(), &policy);
-        Box::pin(async move { Ok((listed.await?, policy)) })
+        let call = Bounded::new(
+            self.store.sessions_of(owner, self.now(), &policy),
+            self.store_timeout,
+        );
+        Box::pin(async move { Ok((call.await?, policy)) })
     }
 
     fn end(&self, key: SessionKey) -> StoreFuture<bool> {
-        let ended = self.store.end(&key, self.now(), &self.policy);
-        Box::pin(ended)
+        let call = self.store.end(&key, self.now(), &self.policy);
+        Box::pin(Bounded::new(call, self.store_timeout))
     }
 
     fn end_sessions_of(&self, owner: &str, keep: Option<SessionKey>) -> StoreFuture<u64> {
-        self.store
-            .end_sessions_of(owner, keep.as_ref(), self.now(), &self.policy)
+        let call = self
+            .store
+            .end_sessions_of(owner, keep.as_ref(), self.now(), &self.policy);
+        Box::pin(Bounded::new(call, self.store_timeout))
     }
 }

@@ -16,7 +16,9 @@ use http::header::{COOKIE, LOCATION, SET_COOKIE};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use tower_session_timeout::{login_timeout_status, ManualClock, SessionTimeoutLayer};
+use tower_session_timeout::{
+    login_timeout_status, ManualClock, SessionTimeoutLayer, SessionTimeouts,
+};
 
 fn settings(vars: &[(&str, &str)]) -> Result<Settings, String> {
     Settings::from_vars(|name| {
@@ -34,10 +36,14 @@ fn settings_defaults() {
             port: 3000,
             idle_timeout: Duration::from_secs(60),
             absolute_timeout: None,
+            remember: SessionTimeouts::new(7 * DAY).with_absolute(30 * DAY),
+            max_sessions_per_user: None,
             store: StoreChoice::Memory
         }
     );
 }
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 #[test]
 fn settings_from_the_environment() {
@@ -46,8 +52,16 @@ fn settings_from_the_environment() {
         ("IDLE_TIMEOUT_SECS", "5"),
         ("ABSOLUTE_TIMEOUT_SECS", "30"),
         ("SESSION_STORE", "sqlite:///tmp/demo.db"),
+        ("REMEMBER_IDLE_TIMEOUT_SECS", "600"),
+        ("REMEMBER_ABSOLUTE_TIMEOUT_SECS", "3600"),
+        ("MAX_SESSIONS_PER_USER", "3"),
     ])
     .unwrap();
+    assert_eq!(
+        parsed.remember,
+        SessionTimeouts::new(Duration::from_secs(600)).with_absolute(Duration::from_secs(3600))
+    );
+    assert_eq!(parsed.max_sessions_per_user, Some(3));
     assert_eq!(parsed.port, 8080);
     assert_eq!(parsed.idle_timeout, Duration::from_secs(5));
     assert_eq!(parsed.absolute_timeout, Some(Duration::from_secs(30)));
@@ -104,29 +118,37 @@ fn bad_settings_are_clear_errors() {
     assert!(settings(&[("SESSION_STORE", "mongodb://x")])
         .unwrap_err()
         .contains("SESSION_STORE"));
+    assert!(settings(&[("MAX_SESSIONS_PER_USER", "0")])
+        .unwrap_err()
+        .contains("MAX_SESSIONS_PER_USER"));
+    assert!(settings(&[
+        ("REMEMBER_IDLE_TIMEOUT_SECS", "100"),
+        ("REMEMBER_ABSOLUTE_TIMEOUT_SECS", "50")
+    ])
+    .unwrap_err()
+    .contains("REMEMBER_ABSOLUTE_TIMEOUT_SECS"));
 }
 
 struct Demo {
     router: axum::Router,
     clock: ManualClock,
-    users: demo::Users,
 }
 
 impl Demo {
     fn new() -> Self {
+        Self::with(&[])
+    }
+
+    /// The demo with these environment variables, on a manual clock.
+    fn with(vars: &[(&str, &str)]) -> Self {
         let clock = ManualClock::new();
-        let users = demo::Users::default();
-        let layer = demo::configure(
-            SessionTimeoutLayer::builder(),
-            &settings(&[]).unwrap(),
-            &users,
-        )
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+        let settings = settings(vars).unwrap();
+        let layer = demo::configure(SessionTimeoutLayer::builder(), &settings)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
         Demo {
-            router: demo::router(layer, users.clone()),
-            users,
+            router: demo::router(layer, &settings),
             clock,
         }
     }
@@ -146,11 +168,16 @@ impl Demo {
         self.send(request.body(Body::empty()).unwrap()).await
     }
 
-    /// Signs in and returns the `id=...` cookie pair.
+    /// Signs in as ada and returns the `id=...` cookie pair.
     async fn sign_in(&self) -> String {
+        self.sign_in_as("username=ada&password=secret").await
+    }
+
+    /// Signs in with this form and returns the `id=...` cookie pair.
+    async fn sign_in_as(&self, form: &str) -> String {
         let request = Request::post("/login")
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(Body::from("username=ada&password=secret"))
+            .body(Body::from(form.to_owned()))
             .unwrap();
         let (parts, _) = self.send(request).await;
         assert_eq!(parts.status, StatusCode::SEE_OTHER);
@@ -158,6 +185,145 @@ impl Demo {
         let set_cookie = parts.headers[SET_COOKIE].to_str().unwrap();
         set_cookie.split(';').next().unwrap().to_owned()
     }
+
+    async fn post(&self, path: &str, cookie: &str) -> (http::response::Parts, String) {
+        let request = Request::post(path).header(COOKIE, cookie);
+        self.send(request.body(Body::empty()).unwrap()).await
+    }
+
+    /// `GET /sessions` as JSON.
+    async fn sessions(&self, cookie: &str) -> serde_json::Value {
+        let (parts, body) = self.get("/sessions", Some(cookie)).await;
+        assert_eq!(parts.status, StatusCode::OK, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+}
+
+/// The `reason` of a 440 problem+json answer to `GET /dashboard` asking for JSON.
+async fn reason_of(demo: &Demo, cookie: &str) -> String {
+    let request = Request::get("/dashboard")
+        .header(COOKIE, cookie)
+        .header("accept", "application/json")
+        .body(Body::empty())
+        .unwrap();
+    let (parts, body) = demo.send(request).await;
+    assert_eq!(parts.status, login_timeout_status(), "{body}");
+    let problem: serde_json::Value = serde_json::from_str(&body).expect("problem+json");
+    problem["reason"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_sessions_route_lists_the_users_sessions_and_ends_them() {
+    let demo = Demo::new();
+    let laptop = demo.sign_in_as("username=ada&password=x").await;
+    demo.clock.advance(Duration::from_secs(1));
+    let phone = demo.sign_in_as("username=ada&password=x").await;
+    let other = demo.sign_in_as("username=bob&password=x").await;
+
+    let listed = demo.sessions(&phone).await;
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{listed}");
+    assert_eq!(sessions[0]["current"], false);
+    assert_eq!(sessions[1]["current"], true);
+    let created = sessions[0]["created_at_ms"].as_u64().unwrap();
+    assert_eq!(
+        sessions[1]["created_at_ms"].as_u64().unwrap(),
+        created + 1000
+    );
+    assert!(sessions[0]["last_seen_ms"].as_u64().unwrap() >= created);
+    let handle = sessions[0]["handle"].as_str().unwrap().to_owned();
+    assert!(!laptop.contains(&handle), "the handle is not the id");
+
+    // One session, by its handle; a handle that is not the user's ends nothing.
+    let bobs = demo.sessions(&other).await["sessions"][0]["handle"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (parts, _) = demo.post(&format!("/sessions/{bobs}/end"), &phone).await;
+    assert_eq!(parts.status, StatusCode::NOT_FOUND);
+    let (parts, body) = demo.post(&format!("/sessions/{handle}/end"), &phone).await;
+    assert_eq!(
+        (parts.status, body.as_str()),
+        (StatusCode::OK, "{\"ended\":true}")
+    );
+    assert_eq!(reason_of(&demo, &laptop).await, "ended");
+    let (parts, _) = demo.post("/sessions/not-a-handle/end", &phone).await;
+    assert_eq!(parts.status, StatusCode::BAD_REQUEST);
+
+    // Every other one.
+    let tablet = demo.sign_in_as("username=ada&password=x").await;
+    let (parts, body) = demo.post("/sessions/end-others", &phone).await;
+    assert_eq!(
+        (parts.status, body.as_str()),
+        (StatusCode::OK, "{\"ended\":1}")
+    );
+    assert_eq!(reason_of(&demo, &tablet).await, "ended");
+    assert_eq!(
+        demo.get("/dashboard", Some(&phone)).await.0.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        demo.get("/dashboard", Some(&other)).await.0.status,
+        StatusCode::OK
+    );
+
+    // Without a session there is nothing to list.
+    let (parts, _) = demo.get("/sessions", None).await;
+    assert_eq!(parts.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn remember_me_uses_the_remember_timeouts() {
+    let demo = Demo::with(&[
+        ("REMEMBER_IDLE_TIMEOUT_SECS", "600"),
+        ("REMEMBER_ABSOLUTE_TIMEOUT_SECS", "900"),
+    ]);
+    let request = Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from("username=ada&password=x&remember=on"))
+        .unwrap();
+    let (parts, _) = demo.send(request).await;
+    let set_cookie = parts.headers[SET_COOKIE].to_str().unwrap();
+    assert!(set_cookie.contains("Max-Age=900"), "{set_cookie}");
+    let remembered = set_cookie.split(';').next().unwrap().to_owned();
+    let plain = demo.sign_in().await;
+    demo.clock.advance(Duration::from_secs(60));
+    assert_eq!(reason_of(&demo, &plain).await, "idle");
+    let (parts, status) = demo.get("/session/status", Some(&remembered)).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["idle_seconds_left"], 540, "{status}");
+    assert_eq!(status["absolute_seconds_left"], 840, "{status}");
+    // Used now and then, it lasts until its own absolute timeout.
+    demo.clock.advance(Duration::from_secs(500));
+    let (parts, _) = demo.get("/dashboard", Some(&remembered)).await;
+    assert_eq!(parts.status, StatusCode::OK);
+    demo.clock.advance(Duration::from_secs(340));
+    assert_eq!(reason_of(&demo, &remembered).await, "absolute");
+}
+
+#[tokio::test]
+async fn a_sign_in_beyond_the_limit_supersedes_the_oldest_session() {
+    let demo = Demo::with(&[("MAX_SESSIONS_PER_USER", "2")]);
+    let first = demo.sign_in().await;
+    demo.clock.advance(Duration::from_secs(1));
+    let second = demo.sign_in().await;
+    demo.clock.advance(Duration::from_secs(1));
+    let third = demo.sign_in().await;
+    assert_eq!(reason_of(&demo, &first).await, "superseded");
+    for cookie in [&second, &third] {
+        assert_eq!(
+            demo.get("/dashboard", Some(cookie)).await.0.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        demo.sessions(&third).await["sessions"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -172,11 +338,9 @@ async fn sign_in_wait_past_the_idle_timeout_and_see_440() {
     assert_eq!(parts.status, StatusCode::OK);
     assert!(page.contains("Signed in as <strong>ada</strong>"), "{page}");
 
-    assert_eq!(demo.users.len(), 1);
     demo.clock.advance(Duration::from_secs(60));
     let (parts, page) = demo.get("/dashboard", Some(&cookie)).await;
     assert_eq!(parts.status, login_timeout_status());
-    assert_eq!(demo.users.len(), 0, "the expiry hook forgot the user");
     assert!(page.contains("<title>Login Time-out</title>"));
     assert!(page.contains("<a href=\"/login\">Log in again.</a>"));
 

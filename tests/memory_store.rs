@@ -24,6 +24,16 @@ async fn passes_the_store_suite_with_one_shard() {
 }
 
 #[tokio::test]
+async fn passes_the_owner_suite() {
+    common::owner_suite::run(MemoryStore::new()).await;
+}
+
+#[tokio::test]
+async fn passes_the_owner_suite_with_one_shard() {
+    common::owner_suite::run(MemoryStore::with_shards(1)).await;
+}
+
+#[tokio::test]
 async fn purge_removes_only_what_expired() {
     let store = MemoryStore::with_shards(4);
     let policy = policy();

@@ -73,6 +73,13 @@ impl MemoryStore {
         self.len() == 0
     }
 
+    /// The key's shard, told the retention of `policy` for the tombstones its sweep makes.
+    fn writing(&self, key: &SessionKey, policy: &Policy) -> MutexGuard<'_, Shard> {
+        let mut shard = self.shard(key);
+        shard.retention = policy.tombstone_retention();
+        shard
+    }
+
     fn shard(&self, key: &SessionKey) -> MutexGuard<'_, Shard> {
         // The key is a SHA-256, so its low bytes are already uniform.
         let index = usize::from(key.as_bytes()[31]) | usize::from(key.as_bytes()[30]) << 8;
@@ -117,6 +124,11 @@ impl MemoryStore {
         for shard in self.shards.iter() {
             let released = std::mem::take(&mut lock(shard).released);
             for (owner, key) in released {
+                // The id may have been begun again since (its old record forgotten by that
+                // very begin): then it is listed for its new session.
+                if self.shard(&key).find(&key).is_some() {
+                    continue;
+                }
                 if let Some(keys) = owners.get_mut(&owner) {
                     keys.retain(|listed| *listed != key);
                     if keys.is_empty() {
@@ -129,13 +141,18 @@ impl MemoryStore {
             return Vec::new();
         };
         let mut active = Vec::with_capacity(keys.len());
-        keys.retain(|key| match self.shard(key).active(key, now, policy) {
-            Some(record) => {
-                active.push(OwnedSession { key: *key, record });
-                true
-            }
-            None => false,
-        });
+        keys.retain(
+            |key| match self.shard(key).listing(key, owner, now, policy) {
+                Listing::Active(record) => {
+                    active.push(OwnedSession { key: *key, record });
+                    true
+                }
+                // Past its deadline but not yet retired: a clock stepping back would still find
+                // it active, so it stays listed until a check or the sweep retires it.
+                Listing::Expired => true,
+                Listing::Gone => false,
+            },
+        );
         if keys.is_empty() {
             owners.remove(owner);
         }
@@ -153,13 +170,11 @@ impl MemoryStore {
     ) -> Begin {
         let mut owners = lock(&self.owners);
         let mut active = self.active_of(&mut owners, owner, now, policy);
-        let limit = policy.session_limit();
-        let already = active.iter().any(|session| session.key == *key);
-        if let Some(limit) = limit {
-            if limit.on_limit == OnLimit::Refuse
-                && !already
-                && active.len() >= limit.max.get() as usize
-            {
+        // The id's own state answers first: an active id is already begun and a retired one
+        // is refused whatever the limit says. Only a new session counts against the limit.
+        let would_begin = self.shard(key).would_begin(key, now, policy);
+        if let (true, Some(limit)) = (would_begin, policy.session_limit()) {
+            if limit.on_limit == OnLimit::Refuse && active.len() >= limit.max.get() as usize {
                 return Begin::LimitReached;
             }
         }
@@ -167,19 +182,27 @@ impl MemoryStore {
             .get_key_value(owner)
             .map_or_else(|| Arc::from(owner), |(name, _)| Arc::clone(name));
         let began = self
-            .shard(key)
+            .writing(key, policy)
             .begin(key, now, policy, Some(&owner), timeouts);
         if began != Begin::Began {
             return began;
         }
-        owners.entry(Arc::clone(&owner)).or_default().push(*key);
+        let keys = owners.entry(Arc::clone(&owner)).or_default();
+        // Still listed for its forgotten record if that was never retired.
+        if !keys.contains(key) {
+            keys.push(*key);
+        }
         active.push(OwnedSession {
             key: *key,
             record: SessionRecord::new(now, now).with_timeouts(timeouts),
         });
         for superseded in policy.superseded(&mut active) {
-            self.shard(&superseded)
-                .end(&superseded, now, policy, ExpiryReason::Superseded);
+            self.writing(&superseded, policy).end(
+                &superseded,
+                now,
+                policy,
+                ExpiryReason::Superseded,
+            );
         }
         Begin::Began
     }
@@ -198,8 +221,7 @@ impl SessionStore for MemoryStore {
         policy: &Policy,
         touch: Touch,
     ) -> Self::CheckFuture {
-        let mut shard = self.shard(key);
-        shard.retention = policy.tombstone_retention();
+        let mut shard = self.writing(key, policy);
         let check = shard.check(key, now, policy, touch);
         shard.sweep(now, SWEEP_PER_CALL);
         ready(Ok(check))
@@ -215,16 +237,14 @@ impl SessionStore for MemoryStore {
         if let Some(owner) = new.owner {
             return ready(Ok(self.begin_owned(key, now, policy, owner, new.timeouts)));
         }
-        let mut shard = self.shard(key);
-        shard.retention = policy.tombstone_retention();
+        let mut shard = self.writing(key, policy);
         let begin = shard.begin(key, now, policy, None, new.timeouts);
         shard.sweep(now, SWEEP_PER_CALL);
         ready(Ok(begin))
     }
 
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
-        let mut shard = self.shard(key);
-        shard.retention = policy.tombstone_retention();
+        let mut shard = self.writing(key, policy);
         let ended = shard.end(key, now, policy, ExpiryReason::Ended);
         shard.sweep(now, SWEEP_PER_CALL);
         ready(Ok(ended))
@@ -237,8 +257,20 @@ impl SessionStore for MemoryStore {
         policy: &Policy,
         timeouts: SessionTimeouts,
     ) -> StoreFuture<bool> {
-        let changed = self.shard(key).set_timeouts(key, now, policy, timeouts);
+        let changed = self
+            .writing(key, policy)
+            .set_timeouts(key, now, policy, timeouts);
         Box::pin(ready(Ok(changed)))
+    }
+
+    fn owner_of(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Option<String>> {
+        let owner = self.shard(key).owner_of(key, now, policy);
+        Box::pin(ready(Ok(owner)))
     }
 
     fn sessions_of(
@@ -263,9 +295,12 @@ impl SessionStore for MemoryStore {
         let mut ended = 0;
         for session in self.active_of(&mut owners, owner, now, policy) {
             if Some(&session.key) != keep
-                && self
-                    .shard(&session.key)
-                    .end(&session.key, now, policy, ExpiryReason::Ended)
+                && self.writing(&session.key, policy).end(
+                    &session.key,
+                    now,
+                    policy,
+                    ExpiryReason::Ended,
+                )
             {
                 ended += 1;
             }
@@ -314,6 +349,15 @@ struct Shard {
     extras: HashMap<SessionKey, Extra>,
     /// Owned records removed since the owners' index last looked, so it can drop them.
     released: Vec<(Arc<str>, SessionKey)>,
+}
+
+/// What an owner's index entry stands for.
+enum Listing {
+    Active(SessionRecord),
+    /// Past its deadline at `now`, not yet retired.
+    Expired,
+    /// Retired, forgotten, or begun again for another owner.
+    Gone,
 }
 
 /// A record's owner and own timeouts.
@@ -514,11 +558,47 @@ impl Shard {
         state
     }
 
-    /// The session's record if it is active at `now`; writes nothing.
-    fn active(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Option<SessionRecord> {
-        match self.state(self.find(key)?) {
-            State::Active { record, .. } if policy.expiry(&record, now).is_none() => Some(record),
+    /// Whether a begin at `now` would begin a new session (the key is unknown or forgotten by
+    /// then); writes nothing.
+    fn would_begin(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> bool {
+        match self.find(key).map(|slot| self.state(slot)) {
+            None => true,
+            Some(State::Tombstone { until, .. }) => until <= now,
+            Some(State::Active { record, .. }) => policy.tombstone_until(&record) <= now,
+        }
+    }
+
+    /// The owner of the session if it is active at `now`; writes nothing.
+    fn owner_of(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Option<String> {
+        let slot = self.find(key)?;
+        match self.state(slot) {
+            State::Active { record, .. } if policy.expiry(&record, now).is_none() => self
+                .extras
+                .get(key)
+                .and_then(|extra| extra.owner.as_deref())
+                .map(str::to_owned),
             _ => None,
+        }
+    }
+
+    /// What an owner's index entry for `key` stands for at `now`; writes nothing.
+    fn listing(&self, key: &SessionKey, owner: &str, now: Timestamp, policy: &Policy) -> Listing {
+        let Some(slot) = self.find(key) else {
+            return Listing::Gone;
+        };
+        // An id can be begun again for someone else once its old record is forgotten.
+        let owned = self.slots[slot].extra
+            && self
+                .extras
+                .get(key)
+                .and_then(|extra| extra.owner.as_deref())
+                == Some(owner);
+        match self.state(slot) {
+            State::Active { record, .. } if owned => match policy.expiry(&record, now) {
+                None => Listing::Active(record),
+                Some(_) => Listing::Expired,
+            },
+            _ => Listing::Gone,
         }
     }
 
@@ -556,6 +636,9 @@ impl Shard {
             })
             .timeouts = Some(timeouts);
         match policy.expiry(&record, now) {
+            // Over so long ago that its tombstone would be gone too: forgotten, as a check
+            // at `now` would forget it, so a clock stepping back cannot find it.
+            Some(_) if policy.tombstone_until(&record) <= now => self.remove(slot),
             Some(reason) => self.retire_expired(slot, &record, reason, policy),
             None => {
                 let state = State::active(record, policy);

@@ -120,6 +120,20 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         unsupported("change a session's timeouts")
     }
 
+    /// The owner of the session, if it is active at `now` and was begun with one; writes
+    /// nothing.
+    ///
+    /// Optional: the default answers [`StoreError::Unsupported`].
+    fn owner_of(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Option<String>> {
+        let _ = (key, now, policy);
+        unsupported("tell a session's owner")
+    }
+
     /// The owner's sessions active at `now`, oldest first (by `created_at`, then key). Never
     /// lists an expired or ended session, however the owner's index lags behind.
     ///

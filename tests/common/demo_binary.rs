@@ -41,11 +41,18 @@ pub async fn start(env: &[(&str, &str)]) -> Demo {
         .spawn()
         .expect("the example is built by cargo test");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+    // Log lines (a driver's notices at start-up) may come first.
+    let listening = async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("a line naming the address");
+            if line.starts_with("Demo listening on ") {
+                return line;
+            }
+        }
+    };
+    let first = tokio::time::timeout(Duration::from_secs(30), listening)
         .await
-        .expect("the demo starts in time")
-        .unwrap()
-        .expect("a first line");
+        .expect("the demo starts in time");
     let address = first
         .split("http://")
         .nth(1)
@@ -83,7 +90,28 @@ pub async fn get(address: &str, path: &str, cookie: Option<&str>) -> String {
 
 /// Signs in as ada through `POST /login` and returns the session cookie (`id=…`).
 pub async fn sign_in(address: &str) -> String {
-    let body = "username=ada&password=secret";
+    sign_in_as(address, "username=ada&password=secret").await
+}
+
+/// `POST path` with `Cookie: <cookie>`, asking for JSON.
+pub async fn post(address: &str, path: &str, cookie: &str) -> String {
+    let request = format!("POST {path} HTTP/1.1\r\nHost: demo\r\nCookie: {cookie}\r\nAccept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    raw_request(address, &request).await
+}
+
+/// `GET path` with `Cookie: <cookie>`, asking for JSON.
+pub async fn get_json(address: &str, path: &str, cookie: &str) -> String {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: demo\r\nCookie: {cookie}\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+    raw_request(address, &request).await
+}
+
+/// The body of a raw response.
+pub fn body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+/// Signs in through `POST /login` with this form body and returns the session cookie.
+pub async fn sign_in_as(address: &str, body: &str) -> String {
     let login = raw_request(
         address,
         &format!(

@@ -9,5 +9,6 @@ pub mod failing;
 pub mod faulty;
 pub mod long;
 pub mod model;
+pub mod owner_suite;
 pub mod redis_server;
 pub mod store_suite;
