@@ -72,6 +72,11 @@ async fn passes_the_store_suite() {
 }
 
 #[tokio::test]
+async fn passes_the_owner_suite() {
+    common::owner_suite::run(store("owner-suite").await).await;
+}
+
+#[tokio::test]
 async fn passes_the_store_suite_after_the_script_cache_is_flushed() {
     // What a Redis restart does to loaded scripts: the store loads it again and goes on.
     let store = store("flushed").await;

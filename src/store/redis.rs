@@ -593,6 +593,17 @@ impl SessionStore for RedisStore {
         Box::pin(async move { log.record("set_timeouts", change.await) })
     }
 
+    /// One read-only script call.
+    fn owner_of(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Option<String>> {
+        let reply = self.session_op("owner", key, now, policy, Touch::Passive, []);
+        self.call("owner_of", reply, reply::owner)
+    }
+
     /// Reads the owner's index, then each session it lists (one script call per session, at
     /// once), dropping from the index the sessions that are over.
     fn sessions_of(

@@ -44,7 +44,11 @@ pub async fn start(env: &[(&str, &str)]) -> Demo {
     // Log lines (a driver's notices at start-up) may come first.
     let listening = async {
         loop {
-            let line = lines.next_line().await.unwrap().expect("a line naming the address");
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("a line naming the address");
             if line.starts_with("Demo listening on ") {
                 return line;
             }

@@ -19,7 +19,8 @@
 //!   session with a read-only script that answers "active" only for a session of *this* owner,
 //!   so an index entry never grants power over another owner's session; then drop, in one
 //!   script on the index, the members found over (a tombstone, another owner's session, a key
-//!   missing past the grace). A member is dropped only while it has the score the reader saw: a
+//!   missing past the grace). A session past its deadline but not retired yet is not listed,
+//!   but stays in the index: a clock stepping back would find it active again. A member is dropped only while it has the score the reader saw: a
 //!   sign-in that re-added it meanwhile (the same id begun again) gave it a new score, and it
 //!   stays.
 //! - **Ending all**: read as above, then end each active session with the end script told the
@@ -87,6 +88,9 @@ enum Seen {
     Active { record: SessionRecord, order: u64 },
     /// A missing key within the grace: a sign-in under way.
     Pending { order: u64 },
+    /// This owner's session past its deadline but not retired yet: not active, yet kept in
+    /// the index, as a clock stepping back would find it active again.
+    Expired,
     /// Over, or not this owner's: to be dropped from the index.
     Over,
 }
@@ -250,20 +254,10 @@ impl RedisStore {
             Began::New => {}
             Began::AlreadyActive { same_owner: true } => return Ok(Begin::AlreadyActive),
             other => {
-                // Not a session of this owner: the index takes back what it just listed.
+                // Not a new session of this owner: the index takes back what it just listed.
+                // The id's own state answers, whatever the limit says.
                 self.prune(&index, &[(member.as_str(), score.as_str())])
                     .await?;
-                // As a store that counts first would: beyond the limit, that answer wins.
-                if let Some(limit) = limit.filter(|limit| limit.on_limit == OnLimit::Refuse) {
-                    let members = self.survey(owner, now, policy).await?;
-                    let active = members
-                        .iter()
-                        .filter(|member| member.key != key && member.owned().is_some())
-                        .count();
-                    if active >= limit.max.get() as usize {
-                        return Ok(Begin::LimitReached);
-                    }
-                }
                 return Ok(other.answer());
             }
         }
@@ -281,7 +275,7 @@ impl RedisStore {
                         Seen::Active { order: theirs, .. } | Seen::Pending { order: theirs } => {
                             theirs < order
                         }
-                        Seen::Over => false,
+                        Seen::Expired | Seen::Over => false,
                     })
                     .count();
                 if ahead < limit.max.get() as usize {
@@ -361,6 +355,7 @@ impl RedisStore {
                     record: reply::record(fields, &peek)?,
                     order: reply::number(order, &peek)?,
                 },
+                [tag] if tag == "expired" => Seen::Expired,
                 [tag] if tag == "dead" || tag == "other" => Seen::Over,
                 [tag] if tag == "none" => {
                     let added = Timestamp::from_unix_millis(score);

@@ -96,6 +96,14 @@ pub(super) fn end(reply: &[String]) -> Result<bool, StoreError> {
     }
 }
 
+pub(super) fn owner(reply: &[String]) -> Result<Option<String>, StoreError> {
+    match reply {
+        [tag, owner] if tag == "owner" => Ok(Some(owner.clone())),
+        [tag] if tag == "none" => Ok(None),
+        _ => Err(corrupt(reply)),
+    }
+}
+
 /// A session key from the 64 hex digits an owner's index lists it by.
 pub(super) fn session_key(hex: &str) -> Option<SessionKey> {
     let digits = hex.as_bytes();

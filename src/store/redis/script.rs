@@ -321,9 +321,15 @@ elseif op == 'peek' then
   elseif rec.p ~= ARGV[9] then
     return {'other'}
   elseif now >= deadline(rec) then
-    return {'dead'}
+    -- Not retired yet: a clock stepping back would find it active, so it stays listed.
+    return {'expired'}
   end
   return with_timeouts({'active', int(rec.q or rec.c), int(rec.c), int(rec.l)}, rec)
+elseif op == 'owner' then
+  if state == 'active' and rec.p and now < deadline(rec) then
+    return {'owner', rec.p}
+  end
+  return {'none'}
 elseif op == 'withdraw' then
   -- A sign-in beyond a refusing limit takes back the session it began.
   if state == 'active' and rec.p == ARGV[9] and rec.q == tonumber(ARGV[10]) then
