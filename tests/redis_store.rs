@@ -76,6 +76,27 @@ async fn passes_the_owner_suite() {
     common::owner_suite::run(store("owner-suite").await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_owner_indexes_consistent_across_instances() {
+    let prefix = unique_prefix("owners");
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(store("owners").await.with_prefix(prefix.clone()));
+    }
+    common::redis_owners::run(&stores, inspector().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_all_racing_with_requests_and_sign_ins_on_three_instances() {
+    let prefix = unique_prefix("end-all-race");
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(store("end-all-race").await.with_prefix(prefix.clone()));
+    }
+    let rounds = if common::long::on() { 1_000 } else { 20 };
+    common::redis_owners::end_all_races_with_requests_and_sign_ins(&stores, rounds).await;
+}
+
 #[tokio::test]
 async fn passes_the_store_suite_after_the_script_cache_is_flushed() {
     // What a Redis restart does to loaded scripts: the store loads it again and goes on.

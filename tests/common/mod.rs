@@ -10,5 +10,6 @@ pub mod faulty;
 pub mod long;
 pub mod model;
 pub mod owner_suite;
+pub mod redis_owners;
 pub mod redis_server;
 pub mod store_suite;
