@@ -2,15 +2,16 @@
 //! `RedisStore` on a real Redis Cluster of the test's own (3 masters and 3 replicas from the
 //! machine's `redis-server`, on free loopback ports, `cluster-node-timeout` 1 s,
 //! `cluster-require-full-coverage no`): two layer instances sharing it, sessions on every
-//! master, a master killed under load and its replica promoted, and the demo on
-//! `redis-cluster://`.
+//! master, a master killed under load and its replica promoted, owners whose sessions and
+//! index sit in different slots (the store, owner and Redis owner suites, and end-all racing
+//! with requests and sign-ins on three instances), and the demo on `redis-cluster://`.
 //!
 //! Prints the measured 503 window of the failover (`cargo test --all-features --test
 //! redis_cluster -- --nocapture`).
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::app::{app_with_store, TestApp, IDLE};
@@ -20,7 +21,7 @@ use http::header::COOKIE;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 use tower::ServiceExt;
-use tower_session_timeout::store::SessionKey;
+use tower_session_timeout::store::{Begin, NewSession, SessionKey, SessionStore};
 use tower_session_timeout::{ManualClock, RedisStore};
 
 /// Bounds every single request.
@@ -237,6 +238,124 @@ async fn sessions_spread_over_masters_and_survive_a_failover() {
         round(&[&b, &a], &expired).await,
     ] {
         assert!(statuses.iter().all(|s| s.as_u16() == 440), "{statuses:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_work_across_slots() {
+    let cluster = Cluster::start(3, 1);
+    let masters = cluster.masters();
+    let prefix = format!("tst-cluster-owners:{:016x}:", rand::random::<u64>());
+    // Three instances, each with its own connection, from different seeds.
+    let mut stores = Vec::new();
+    for seed in [0, 2, 4] {
+        let url = format!("redis-cluster://{}", cluster.nodes[seed].address());
+        stores.push(store(&url, &prefix).await);
+    }
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| format!("redis://{}", node.address()))
+        .collect();
+    let inspector = within(
+        redis::cluster::ClusterClient::new(seeds)
+            .expect("cluster client")
+            .get_async_connection(),
+    )
+    .await
+    .expect("inspector connected");
+
+    // An owner's sessions and its index land on several masters: every owner operation here
+    // crosses slots, which one multi-key script could not (CROSSSLOT).
+    let master_of = |key: &str| {
+        let slot = key_slot(key);
+        masters
+            .iter()
+            .find(|master| master.serves(slot))
+            .expect("a master")
+            .port
+    };
+    let owner = format!("owner-{:016x}@example.com", rand::random::<u64>());
+    let policy = common::store_suite::policy();
+    let t0 = common::store_suite::start();
+    let mut sessions = Vec::new();
+    for i in 0..9u64 {
+        let key = SessionKey::from_id(&format!("cluster-owner-{i}-{:016x}", rand::random::<u64>()));
+        let new = NewSession {
+            owner: Some(&owner),
+            timeouts: None,
+        };
+        let now = t0.saturating_add(Duration::from_millis(i));
+        let began = within(stores[i as usize % 3].begin(&key, now, &policy, new)).await;
+        assert_eq!(began.expect("begin"), Begin::Began);
+        sessions.push(key);
+    }
+    let used: BTreeSet<u16> = sessions
+        .iter()
+        .map(|key| master_of(&stores[0].redis_key(key)))
+        .chain([master_of(&stores[0].owner_key(&owner))])
+        .collect();
+    assert!(used.len() >= 2, "nine sessions and an index on one master");
+    let after = t0.saturating_add(Duration::from_secs(1));
+    let listed = within(stores[1].sessions_of(&owner, after, &policy))
+        .await
+        .expect("sessions_of");
+    assert_eq!(
+        listed.iter().map(|session| session.key).collect::<Vec<_>>(),
+        sessions
+    );
+    let ended = within(stores[2].end_sessions_of(&owner, Some(&sessions[4]), after, &policy))
+        .await
+        .expect("end_sessions_of");
+    assert_eq!(ended, 8);
+    let listed = within(stores[0].sessions_of(&owner, after, &policy))
+        .await
+        .expect("sessions_of");
+    assert_eq!(
+        listed.iter().map(|session| session.key).collect::<Vec<_>>(),
+        vec![sessions[4]]
+    );
+
+    common::store_suite::run(stores[0].clone()).await;
+    common::owner_suite::run(stores[1].clone()).await;
+    common::redis_owners::run(&stores, inspector).await;
+    common::redis_owners::end_all_races_with_requests_and_sign_ins(&stores, 10).await;
+}
+
+/// The reference model on a cluster: owners' indexes and their sessions in different slots.
+/// `TST_LONG=1` runs it for as many cases as the model test runs each store.
+#[test]
+fn matches_the_model_on_a_cluster() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let cluster = Cluster::start(3, 0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let prefix = format!("tst-cluster-model:{:016x}:", rand::random::<u64>());
+    let store = runtime.block_on(store(&cluster.url(3), &prefix));
+    let mut runner = TestRunner::new(Config {
+        cases: common::long::cases(32),
+        ..Config::default()
+    });
+    let cases = (
+        common::model::policy(),
+        prop::collection::vec(common::model::op(), 1..60),
+        common::model::start(),
+    );
+    let outcome = runner.run(&cases, |(policy, ops, start)| {
+        runtime.block_on(common::model::run(
+            &store,
+            &policy,
+            start,
+            &ops,
+            rand::random(),
+        ))
+    });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
     }
 }
 
