@@ -126,6 +126,7 @@ pub async fn run<C: ConnectionLike + Clone + Send>(stores: &[RedisStore], inspec
     a_sign_in_stopped_half_way_is_kept_only_for_the_grace(store, inspector.clone()).await;
     longer_timeouts_keep_the_index_longer_first(store, inspector.clone()).await;
     an_owned_session_never_outlives_its_index(store).await;
+    a_sign_in_or_end_all_whose_caller_goes_away_completes(store).await;
     concurrent_sign_ins_beyond_the_limit_keep_the_newest(stores).await;
     concurrent_sign_ins_beyond_a_refusing_limit_admit_at_most_the_limit(stores).await;
 }
@@ -500,6 +501,72 @@ async fn an_owned_session_never_outlives_its_index(store: &RedisStore) {
             .await
             .unwrap()
     ));
+}
+
+/// Polls `call` once (enough to start it) and drops it, as hyper drops a response future when
+/// the client goes away.
+fn start_and_drop<F: std::future::Future>(call: F) {
+    let mut call = Box::pin(call);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(
+        call.as_mut().poll(&mut context).is_pending(),
+        "a store call answered without a round trip"
+    );
+}
+
+/// Waits (at most [`WAIT`], polling) until `done` says so.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    mut done: impl FnMut() -> F,
+    what: &str,
+) {
+    let deadline = Instant::now() + WAIT;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what} did not happen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn a_sign_in_or_end_all_whose_caller_goes_away_completes(store: &RedisStore) {
+    let policy = limited(OnLimit::EndOldest);
+    let owner = fresh_owner("goes-away");
+    let t0 = start();
+    let keys: Vec<SessionKey> = (0..3)
+        .map(|i| fresh_key(&format!("goes-away-{i}")))
+        .collect();
+    for (i, key) in keys[..2].iter().enumerate() {
+        begin_as(store, &policy, key, at(t0, i as u64), Some(&owner), None).await;
+    }
+    // The third sign-in's caller goes away: it still begins, and still supersedes the oldest.
+    start_and_drop(store.begin(
+        &keys[2],
+        at(t0, 2),
+        &policy,
+        NewSession {
+            owner: Some(&owner),
+            timeouts: None,
+        },
+    ));
+    eventually(
+        || async {
+            check(store, &keys[0], at(t0, 3)).await == Check::Expired(ExpiryReason::Superseded)
+        },
+        "the oldest session superseded",
+    )
+    .await;
+    assert_eq!(listed(store, &owner, at(t0, 3)).await, keys[1..].to_vec());
+    // "Sign out everywhere" whose caller goes away still ends every session.
+    start_and_drop(store.end_sessions_of(&owner, None, at(t0, 4), &policy));
+    eventually(
+        || async { listed(store, &owner, at(t0, 5)).await.is_empty() },
+        "every session ended",
+    )
+    .await;
+    for key in &keys[1..] {
+        assert_eq!(
+            check(store, key, at(t0, 5)).await,
+            Check::Expired(ExpiryReason::Ended)
+        );
+    }
 }
 
 /// Sign-ins of one owner at once, spread over the instances, each `now` a millisecond apart

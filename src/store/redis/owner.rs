@@ -47,6 +47,10 @@
 //! refused itself), never admit one too many. For the moment between its begin and its
 //! withdrawal, the refused session exists; its id has not reached the client yet.
 //!
+//! A sign-in and an end-all run as tasks of their own, so a client that goes away does not
+//! stop them between two steps; a crash still can, which leaves at most one session beyond
+//! the limit until the owner's next sign-in.
+//!
 //! Clock skew between instances does not change these orders: the index score is made
 //! increasing by Redis, and `created_at` is the one stored value every instance reads. Skew
 //! only moves the grace, which is why it must stay well below it.
@@ -119,7 +123,7 @@ impl RedisStore {
         timeouts: Option<SessionTimeouts>,
     ) -> impl Future<Output = Result<Begin, StoreError>> + Send + 'static {
         let (store, key, policy, owner) = (self.clone(), *key, *policy, owner.to_owned());
-        async move { store.sign_in(key, now, &policy, &owner, timeouts).await }
+        detached(async move { store.sign_in(key, now, &policy, &owner, timeouts).await })
     }
 
     pub(super) fn active_of(
@@ -145,7 +149,7 @@ impl RedisStore {
         policy: &Policy,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send + 'static {
         let (store, policy, owner) = (self.clone(), *policy, owner.to_owned());
-        async move {
+        detached(async move {
             let members = store.survey(&owner, now, &policy).await?;
             let targets = members
                 .iter()
@@ -153,7 +157,7 @@ impl RedisStore {
             store
                 .end_members(&owner, targets, ExpiryReason::Ended, now, &policy)
                 .await
-        }
+        })
     }
 
     pub(super) fn set_timeouts_owned(
@@ -430,6 +434,22 @@ impl RedisStore {
             [tag, _] if tag == "pruned" => Ok(()),
             _ => Err(reply::corrupt(&reply)),
         }
+    }
+}
+
+/// Runs `call` as a task of its own where there is a Tokio runtime, so that once started it
+/// completes (each step within the store timeout) even if the caller goes away: a sign-in must
+/// not stop between its session and its limit, nor "sign out everywhere" half-way.
+async fn detached<T: Send + 'static>(
+    call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    match tokio::runtime::Handle::try_current() {
+        // The task only fails if the call panicked.
+        Ok(runtime) => runtime
+            .spawn(call)
+            .await
+            .unwrap_or_else(|error| Err(StoreError::backend(error))),
+        Err(_) => call.await,
     }
 }
 
