@@ -170,6 +170,14 @@ impl RedisStore {
     /// How long one store call may take when no other limit is set, reconnecting included.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 
+    /// How long an owner's index is kept beyond the idle deadline of a session of its that has
+    /// no absolute timeout (a session with one keeps it until that deadline). A request that
+    /// refreshes such a session once less than half of it is left lengthens it again, in the
+    /// background (two more script calls, about once per half lease of activity), so an owner
+    /// who never comes back leaves an index that Redis expires by itself within about this
+    /// long after their last session's idle deadline.
+    pub const OWNER_INDEX_LEASE: Duration = Duration::from_secs(60 * 60);
+
     /// How long an owner's index keeps a session it lists whose key is missing, taking it for a
     /// sign-in under way (the index is written before the session). Past it, by the `now` of
     /// the call that reads the index, the entry is dropped as a sign-in that failed or crashed
@@ -408,6 +416,7 @@ impl RedisStore {
             Arg::Int(millis_arg(policy.tombstone_retention())),
             Arg::Int(i64::from(touch == Touch::Refresh)),
             Arg::Int(millis_arg(Self::SIGN_IN_GRACE)),
+            Arg::Int(millis_arg(Self::OWNER_INDEX_LEASE)),
         ];
         args.extend(extra);
         self.eval(self.redis_key(key), args)
@@ -542,7 +551,16 @@ impl SessionStore for RedisStore {
         touch: Touch,
     ) -> Self::CheckFuture {
         let reply = self.session_op("check", key, now, policy, touch, []);
-        self.call("check", reply, reply::check)
+        let (store, key, policy) = (self.clone(), *key, *policy);
+        Box::pin(async move {
+            let (check, renewal) = store
+                .log
+                .record("check", reply.await.and_then(|reply| reply::check(&reply)))?;
+            if let Some(renewal) = renewal {
+                store.renew(key, now, policy, renewal).await;
+            }
+            Ok(check)
+        })
     }
 
     /// Without an owner, one script call. With one, a few, in the order `owner.rs` explains:

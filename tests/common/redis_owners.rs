@@ -25,6 +25,8 @@ const WAIT: Duration = Duration::from_secs(10);
 
 const GRACE: Duration = RedisStore::SIGN_IN_GRACE;
 
+const LEASE: Duration = RedisStore::OWNER_INDEX_LEASE;
+
 async fn within<F: std::future::Future>(future: F) -> F::Output {
     tokio::time::timeout(WAIT, future)
         .await
@@ -125,7 +127,7 @@ pub async fn run<C: ConnectionLike + Clone + Send>(stores: &[RedisStore], inspec
     an_index_entry_grants_no_power_over_another_owners_session(store, inspector.clone()).await;
     a_sign_in_stopped_half_way_is_kept_only_for_the_grace(store, inspector.clone()).await;
     longer_timeouts_keep_the_index_longer_first(store, inspector.clone()).await;
-    an_owned_session_never_outlives_its_index(store).await;
+    an_owned_session_never_outlives_its_index(store, inspector.clone()).await;
     a_sign_in_or_end_all_whose_caller_goes_away_completes(store).await;
     concurrent_sign_ins_beyond_the_limit_keep_the_newest(stores).await;
     concurrent_sign_ins_beyond_a_refusing_limit_admit_at_most_the_limit(stores).await;
@@ -162,7 +164,7 @@ async fn the_index_is_a_sorted_set_of_session_keys_with_a_ttl<C: ConnectionLike 
     // horizon by the grace.
     assert_ttl(
         pttl(&mut connection, &index).await,
-        ABSOLUTE + RETENTION + GRACE,
+        ABSOLUTE + GRACE,
         "index",
     );
     assert_ttl(
@@ -184,12 +186,13 @@ async fn the_index_is_a_sorted_set_of_session_keys_with_a_ttl<C: ConnectionLike 
     .await;
     assert_ttl(
         pttl(&mut connection, &index).await,
-        ABSOLUTE + RETENTION + GRACE,
+        ABSOLUTE + GRACE,
         "index after a shorter session",
     );
     assert_eq!(listed(store, &owner, at(t0, 2)).await, vec![key, second]);
 
-    // A session without an absolute timeout may live for ever: its index has no TTL.
+    // A session without an absolute timeout: the index is kept a lease beyond its idle
+    // deadline (and its requests renew that lease).
     let unbounded = *SessionTimeoutLayer::builder()
         .idle_timeout(IDLE)
         .tombstone_retention(RETENTION)
@@ -199,15 +202,15 @@ async fn the_index_is_a_sorted_set_of_session_keys_with_a_ttl<C: ConnectionLike 
     let owner = fresh_owner("layout-unbounded");
     let key = fresh_key("layout-unbounded");
     begin_as(store, &unbounded, &key, t0, Some(&owner), None).await;
-    assert_eq!(pttl(&mut connection, &store.owner_key(&owner)).await, -1);
-    // Shortly kept: it is the test's own, on a shared server.
-    let _: () = query(
-        &mut connection,
-        redis::cmd("PEXPIRE")
-            .arg(store.owner_key(&owner))
-            .arg(60_000),
-    )
-    .await;
+    assert_ttl(
+        pttl(&mut connection, &store.owner_key(&owner)).await,
+        IDLE + LEASE + GRACE,
+        "index of a session without an absolute timeout",
+    );
+    assert_eq!(
+        field(&mut connection, &store.redis_key(&key), "x").await,
+        Some(t0.saturating_add(IDLE + LEASE).as_unix_millis().to_string())
+    );
 }
 
 async fn members_that_are_over_are_pruned<C: ConnectionLike + Send>(
@@ -396,7 +399,7 @@ async fn a_sign_in_stopped_half_way_is_kept_only_for_the_grace<C: ConnectionLike
     assert_eq!(listed(store, &owner, late).await, vec![a, b]);
 }
 
-async fn longer_timeouts_keep_the_index_longer_first<C: ConnectionLike + Send>(
+async fn longer_timeouts_keep_the_index_longer_first<C: ConnectionLike + Clone + Send>(
     store: &RedisStore,
     mut connection: C,
 ) {
@@ -420,7 +423,7 @@ async fn longer_timeouts_keep_the_index_longer_first<C: ConnectionLike + Send>(
         .unwrap());
     assert_ttl(
         pttl(&mut connection, &index).await,
-        hour + RETENTION + GRACE,
+        hour + GRACE,
         "index kept for the longer session",
     );
     assert_eq!(
@@ -441,11 +444,12 @@ async fn longer_timeouts_keep_the_index_longer_first<C: ConnectionLike + Send>(
     );
     assert_ttl(
         pttl(&mut connection, &index).await,
-        hour + RETENTION + GRACE,
+        hour + GRACE,
         "index after shorter timeouts",
     );
-    // None at all: the index is kept for ever.
-    let key = fresh_key("retime-forever");
+    // None at all: the index is kept a lease beyond the idle deadline...
+    let key = fresh_key("retime-endless");
+    let session = store.redis_key(&key);
     begin_as(store, &policy, &key, at(t0, 502), Some(&owner), None).await;
     let endless = SessionTimeouts::new(Duration::from_secs(600));
     assert!(
@@ -453,28 +457,46 @@ async fn longer_timeouts_keep_the_index_longer_first<C: ConnectionLike + Send>(
             .await
             .unwrap()
     );
-    assert_eq!(pttl(&mut connection, &index).await, -1);
-    assert_eq!(
-        field(&mut connection, &store.redis_key(&key), "x").await,
-        None
+    let leased = |from: u64| at(t0, from + 600).saturating_add(LEASE);
+    assert_ttl(
+        pttl(&mut connection, &index).await,
+        Duration::from_secs(600) + LEASE + GRACE,
+        "index of a session without an absolute timeout",
     );
-    assert!(is_active(&check(store, &key, at(t0, 1000)).await));
-    assert_eq!(listed(store, &owner, at(t0, 1000)).await, vec![key]);
-    let _: () = query(
-        &mut connection,
-        redis::cmd("PEXPIRE").arg(&index).arg(60_000),
+    assert_eq!(
+        field(&mut connection, &session, "x").await,
+        Some(leased(503).as_unix_millis().to_string())
+    );
+    // ... and the requests that keep it alive renew that lease, in the background, once less
+    // than half of it is left: the index's TTL first, then the session's `x`.
+    for now in (1000..=2800).step_by(450) {
+        assert!(is_active(&check(store, &key, at(t0, now)).await), "{now} s");
+    }
+    let want = Some(leased(2800).as_unix_millis().to_string());
+    let mut inspect = connection.clone();
+    eventually(
+        || {
+            let (mut connection, session, want) = (inspect.clone(), session.clone(), want.clone());
+            async move { field(&mut connection, &session, "x").await == want }
+        },
+        "the lease renewed",
     )
     .await;
+    assert_ttl(
+        pttl(&mut inspect, &index).await,
+        Duration::from_secs(600) + LEASE + GRACE,
+        "index after the renewal",
+    );
+    assert!(is_active(&check(store, &key, at(t0, 3300)).await));
+    assert_eq!(listed(store, &owner, at(t0, 3300)).await, vec![key]);
 }
 
-async fn an_owned_session_never_outlives_its_index(store: &RedisStore) {
+async fn an_owned_session_never_outlives_its_index<C: ConnectionLike + Clone + Send>(
+    store: &RedisStore,
+    mut connection: C,
+) {
     // Begun under a 300 s absolute timeout, then judged by instances whose layer allows an
-    // hour (a new release): its owner's index was made to last for 300 s, so it ends then.
-    let owner = fresh_owner("grown");
-    let t0 = start();
-    let (owned, plain) = (fresh_key("grown-owned"), fresh_key("grown-plain"));
-    begin_as(store, &policy(), &owned, t0, Some(&owner), None).await;
-    begin_as(store, &policy(), &plain, t0, None, None).await;
+    // hour (a new release): its requests have its owner's index kept longer, and it lives on.
     let grown = *SessionTimeoutLayer::builder()
         .idle_timeout(IDLE)
         .absolute_timeout(Duration::from_secs(3600))
@@ -482,25 +504,61 @@ async fn an_owned_session_never_outlives_its_index(store: &RedisStore) {
         .build()
         .expect("valid policy")
         .policy();
-    for now in [50, 100, 150, 200, 250] {
-        for key in [&owned, &plain] {
-            let got = within(store.check(key, at(t0, now), &grown, Touch::Refresh))
-                .await
-                .unwrap();
+    let owner = fresh_owner("grown");
+    let t0 = start();
+    let (owned, stuck, plain) = (
+        fresh_key("grown-owned"),
+        fresh_key("grown-stuck"),
+        fresh_key("grown-plain"),
+    );
+    begin_as(store, &policy(), &owned, t0, Some(&owner), None).await;
+    begin_as(store, &policy(), &plain, t0, None, None).await;
+    let refresh = |key: SessionKey, now: u64| async move {
+        within(store.check(&key, at(t0, now), &grown, Touch::Refresh))
+            .await
+            .unwrap()
+    };
+    assert!(is_active(&refresh(owned, 50).await));
+    assert!(is_active(&refresh(plain, 50).await));
+    let session = store.redis_key(&owned);
+    let want = Some(at(t0, 3600).as_unix_millis().to_string());
+    eventually(
+        || {
+            let (mut connection, session, want) =
+                (connection.clone(), session.clone(), want.clone());
+            async move { field(&mut connection, &session, "x").await == want }
+        },
+        "the lease renewed to the new absolute deadline",
+    )
+    .await;
+    for now in [100, 150, 200, 250, 300, 350] {
+        for key in [owned, plain] {
+            let got = refresh(key, now).await;
             assert!(is_active(&got), "{now} s: {got:?}");
         }
     }
+    // When the index cannot be kept longer (here: it is not an index), the session ends where
+    // its index would: it never outlives it.
+    let other = fresh_owner("grown-stuck");
+    begin_as(store, &policy(), &stuck, t0, Some(&other), None).await;
+    let index = store.owner_key(&other);
+    let _: () = query(&mut connection, redis::cmd("DEL").arg(&index)).await;
+    let _: () = query(
+        &mut connection,
+        redis::cmd("SET")
+            .arg(&index)
+            .arg("not an index")
+            .arg("PX")
+            .arg(60_000),
+    )
+    .await;
+    for now in [50, 100, 150, 200, 250] {
+        assert!(is_active(&refresh(stuck, now).await), "{now} s");
+    }
     assert_eq!(
-        within(store.check(&owned, at(t0, 300), &grown, Touch::Refresh))
-            .await
-            .unwrap(),
+        refresh(stuck, 300).await,
         Check::Retired(ExpiryReason::Absolute)
     );
-    assert!(is_active(
-        &within(store.check(&plain, at(t0, 300), &grown, Touch::Refresh))
-            .await
-            .unwrap()
-    ));
 }
 
 /// Polls `call` once (enough to start it) and drops it, as hyper drops a response future when

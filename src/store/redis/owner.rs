@@ -59,18 +59,19 @@
 //!
 //! Every sign-in and every read drops the members that are over, so an index holds an owner's
 //! active sessions plus those that ended since it was last read. An owner who never comes back
-//! leaves an index that Redis expires by itself when the owner's sessions are bounded: each
-//! sign-in gives the index a TTL of at least the new session's absolute timeout plus the
-//! retention and the grace (never shortening it), and the session keeps that bound as its cap
-//! `x` (a session never outlives it, even if the layer's absolute timeout grows later; a change
-//! of its own timeouts beyond it first lengthens the index's TTL). A session without an
-//! absolute timeout makes its owner's index persistent until a read finds it empty.
+//! leaves an index that Redis expires by itself: its TTL, only ever lengthened, outlasts by the
+//! grace the `x` of every session it lists, the time until which that session may live (see
+//! `script.rs`): its absolute deadline, or its idle deadline plus
+//! [`OWNER_INDEX_LEASE`](RedisStore::OWNER_INDEX_LEASE), renewed by the requests that keep it
+//! alive. Changing a session's timeouts first lengthens its index's TTL if they let it live
+//! longer. An index thus lasts at most about a lease (or until the absolute deadline) past its
+//! owner's last activity.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 
-use super::reply::{self, Began};
+use super::reply::{self, Began, Renewal};
 use super::{millis_arg, time_arg, timeouts_args, Arg, RedisStore};
 use crate::store::{
     oldest_first, Begin, ExpiryReason, OnLimit, OwnedSession, Policy, SessionKey, SessionRecord,
@@ -169,34 +170,22 @@ impl RedisStore {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
         let (store, key, policy) = (self.clone(), *key, *policy);
         async move {
-            // -2: the caller has kept no index longer yet; -1: forever; else until then.
-            let mut cover = -2;
+            // Until when the owner's index has been kept longer by this call; -1: not yet.
+            let mut covered = -1;
             // A second round always settles it, unless the key was begun anew in between.
             for _ in 0..3 {
                 let [idle, absolute] = timeouts_args(Some(timeouts));
-                let extra = [idle, absolute, Arg::Int(cover)];
+                let extra = [idle, absolute, Arg::Int(covered)];
                 let reply = store
                     .session_op("set", &key, now, &policy, Touch::Passive, extra)
                     .await?;
                 match reply.as_slice() {
                     [tag] if tag == "changed" => return Ok(true),
                     [tag] if tag == "kept" => return Ok(false),
-                    [tag, owner, order, needed] if tag == "cover" => {
-                        let cap = match needed.as_str() {
-                            "-1" => None,
-                            at => Some(Timestamp::from_unix_millis(reply::number(at, &reply)?)),
-                        };
-                        let index = store.owner_key(owner);
-                        let lease = lease(cap, now, &policy);
-                        let args = vec![
-                            Arg::Name("index_keep"),
-                            Arg::Int(time_arg(now)),
-                            Arg::Text(key.to_hex()),
-                            Arg::Text(order.clone()),
-                            Arg::Int(lease),
-                        ];
-                        store.eval(index, args).await?;
-                        cover = cap.map_or(-1, time_arg);
+                    [tag, owner, order, until] if tag == "cover" => {
+                        let until = Timestamp::from_unix_millis(reply::number(until, &reply)?);
+                        store.keep_index(owner, &key, order, until, now).await?;
+                        covered = time_arg(until);
                     }
                     _ => return Err(reply::corrupt(&reply)),
                 }
@@ -204,6 +193,70 @@ impl RedisStore {
             Err(StoreError::CorruptRecord(
                 "the session changed under three attempts to set its timeouts".to_owned(),
             ))
+        }
+    }
+
+    /// Acts on a check's [`Renewal`]: keeps the owner's index longer, then lets the session
+    /// live that long. In the background where there is a Tokio runtime, so the request does
+    /// not wait for it; a failure is logged, and the next refresh asks again.
+    pub(super) fn renew(
+        &self,
+        key: SessionKey,
+        now: Timestamp,
+        policy: Policy,
+        renewal: Renewal,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let store = self.clone();
+        let renew = async move {
+            let until = Timestamp::from_unix_millis(renewal.until);
+            let kept = store
+                .keep_index(&renewal.owner, &key, &renewal.order, until, now)
+                .await;
+            let raised = match kept {
+                Ok(()) => {
+                    let extra = [
+                        Arg::Text(renewal.owner),
+                        Arg::Text(renewal.order),
+                        Arg::Int(time_arg(until)),
+                    ];
+                    store
+                        .session_op("raise", &key, now, &policy, Touch::Passive, extra)
+                        .await
+                        .map(drop)
+                }
+                Err(error) => Err(error),
+            };
+            let _ = store.log.record("renew", raised);
+        };
+        async move {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(renew)),
+                Err(_) => renew.await,
+            }
+        }
+    }
+
+    /// Has the owner's index keep the session's member (adding it back at `order` if it was
+    /// dropped) until `until` and the grace at least.
+    async fn keep_index(
+        &self,
+        owner: &str,
+        key: &SessionKey,
+        order: &str,
+        until: Timestamp,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let args = vec![
+            Arg::Name("index_keep"),
+            Arg::Int(time_arg(now)),
+            Arg::Text(key.to_hex()),
+            Arg::Text(order.to_owned()),
+            Arg::Int(lease(until, now)),
+        ];
+        let reply = self.eval(self.owner_key(owner), args).await?;
+        match reply.as_slice() {
+            [tag] if tag == "kept" => Ok(()),
+            _ => Err(reply::corrupt(&reply)),
         }
     }
 
@@ -218,12 +271,14 @@ impl RedisStore {
     ) -> Result<Begin, StoreError> {
         let index = self.owner_key(owner);
         let member = key.to_hex();
-        // The latest the session may live, which its owner's index must outlast.
-        let absolute = match timeouts {
-            Some(timeouts) => timeouts.absolute,
-            None => policy.absolute_timeout(),
+        // Until when the index is kept for the session: its absolute deadline, or its idle
+        // deadline plus a lease (the check that refreshes it renews the lease).
+        let (idle, absolute) = match timeouts {
+            Some(timeouts) => (timeouts.idle, timeouts.absolute),
+            None => (policy.idle_timeout(), policy.absolute_timeout()),
         };
-        let cap = absolute.map(|absolute| now.saturating_add(absolute));
+        let leased = now.saturating_add(idle.saturating_add(Self::OWNER_INDEX_LEASE));
+        let until = absolute.map_or(leased, |absolute| leased.min(now.saturating_add(absolute)));
         let added = self
             .eval(
                 index.clone(),
@@ -231,7 +286,7 @@ impl RedisStore {
                     Arg::Name("index_add"),
                     Arg::Int(time_arg(now)),
                     Arg::Text(member.clone()),
-                    Arg::Int(lease(cap, now, policy)),
+                    Arg::Int(lease(until, now)),
                 ],
             )
             .await?;
@@ -246,7 +301,7 @@ impl RedisStore {
             idle,
             absolute,
             Arg::Int(i64::try_from(order).unwrap_or(i64::MAX)),
-            Arg::Int(cap.map_or(-1, time_arg)),
+            Arg::Int(time_arg(until)),
         ];
         let began = reply::begin(
             &self
@@ -453,15 +508,14 @@ async fn detached<T: Send + 'static>(
     }
 }
 
-/// How long (ms) an owner's index must last for a session that lives until `cap` at most:
-/// to the cap, plus the retention and the grace; -1 (for ever) for a session without one.
-fn lease(cap: Option<Timestamp>, now: Timestamp, policy: &Policy) -> i64 {
-    cap.map_or(-1, |cap| {
-        let extra = policy
-            .tombstone_retention()
-            .saturating_add(RedisStore::SIGN_IN_GRACE);
-        millis_arg(cap.saturating_since(now).saturating_add(extra))
-    })
+/// How long (ms) an owner's index must last for a session that lives until `until` at most:
+/// to then, plus the grace.
+fn lease(until: Timestamp, now: Timestamp) -> i64 {
+    millis_arg(
+        until
+            .saturating_since(now)
+            .saturating_add(RedisStore::SIGN_IN_GRACE),
+    )
 }
 
 /// Runs the futures at once and answers their outputs in order: the per-session scripts of one

@@ -49,11 +49,29 @@ pub(super) fn record(fields: &[String], reply: &[String]) -> Result<SessionRecor
     })
 }
 
-pub(super) fn check(reply: &[String]) -> Result<Check, StoreError> {
+/// An owned session's ask, beside an active check, to have its owner's index kept longer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Renewal {
+    pub(super) owner: String,
+    /// Its index score, which names this session of that key.
+    pub(super) order: String,
+    /// Until when (app-clock ms) the index should be kept.
+    pub(super) until: u64,
+}
+
+pub(super) fn check(reply: &[String]) -> Result<(Check, Option<Renewal>), StoreError> {
     match reply {
-        [tag, fields @ ..] if tag == "active" => Ok(Check::Active(record(fields, reply)?)),
-        [tag, why] if tag == "expired" => Ok(Check::Expired(reason(why, reply)?)),
-        [tag, why] if tag == "retired" => Ok(Check::Retired(reason(why, reply)?)),
+        [tag, fields @ ..] if tag == "active" => Ok((Check::Active(record(fields, reply)?), None)),
+        [tag, owner, order, until, fields @ ..] if tag == "renew" => Ok((
+            Check::Active(record(fields, reply)?),
+            Some(Renewal {
+                owner: owner.clone(),
+                order: order.clone(),
+                until: number(until, reply)?,
+            }),
+        )),
+        [tag, why] if tag == "expired" => Ok((Check::Expired(reason(why, reply)?), None)),
+        [tag, why] if tag == "retired" => Ok((Check::Retired(reason(why, reply)?), None)),
         _ => Err(corrupt(reply)),
     }
 }
@@ -135,10 +153,13 @@ mod tests {
     fn parses_replies() {
         assert_eq!(
             check(&strings(&["active", "1767225600000", "1767225601000"])).ok(),
-            Some(Check::Active(SessionRecord::new(
-                Timestamp::from_unix_millis(1_767_225_600_000),
-                Timestamp::from_unix_millis(1_767_225_601_000),
-            )))
+            Some((
+                Check::Active(SessionRecord::new(
+                    Timestamp::from_unix_millis(1_767_225_600_000),
+                    Timestamp::from_unix_millis(1_767_225_601_000),
+                )),
+                None
+            ))
         );
         assert_eq!(
             check(&strings(&[
@@ -149,21 +170,41 @@ mod tests {
                 "-1"
             ]))
             .ok(),
-            Some(Check::Active(
-                SessionRecord::new(
-                    Timestamp::from_unix_millis(1_767_225_600_000),
-                    Timestamp::from_unix_millis(1_767_225_601_000),
-                )
-                .with_timeouts(Some(SessionTimeouts::new(Duration::from_secs(300))))
+            Some((
+                Check::Active(
+                    SessionRecord::new(
+                        Timestamp::from_unix_millis(1_767_225_600_000),
+                        Timestamp::from_unix_millis(1_767_225_601_000),
+                    )
+                    .with_timeouts(Some(SessionTimeouts::new(Duration::from_secs(300))))
+                ),
+                None
             ))
         );
         assert_eq!(
+            check(&strings(&[
+                "renew",
+                "alice",
+                "1767225600000",
+                "1767229200000",
+                "1767225600000",
+                "1767225601000"
+            ]))
+            .ok()
+            .and_then(|(_, renewal)| renewal),
+            Some(Renewal {
+                owner: "alice".to_owned(),
+                order: "1767225600000".to_owned(),
+                until: 1_767_229_200_000,
+            })
+        );
+        assert_eq!(
             check(&strings(&["expired", "superseded"])).ok(),
-            Some(Check::Expired(ExpiryReason::Superseded))
+            Some((Check::Expired(ExpiryReason::Superseded), None))
         );
         assert_eq!(
             check(&strings(&["retired", "idle"])).ok(),
-            Some(Check::Retired(ExpiryReason::Idle))
+            Some((Check::Retired(ExpiryReason::Idle), None))
         );
         assert_eq!(
             begin(&strings(&["refused", "ended"])).ok(),

@@ -9,10 +9,9 @@
 //! # Session record (one hash per session key)
 //!
 //! - Active: `c` (created_at) and `l` (last_seen); with timeouts of its own `i` (idle ms) and
-//!   `a` (absolute ms, -1 for none); with an owner `p` (the principal as the app gave it), `q`
-//!   (its score in the owner's index when it began, which orders concurrent sign-ins) and,
-//!   when its life is bounded, `x` (the latest it may live: the owner's index is kept at least
-//!   that long, plus the retention and the sign-in grace; see `owner.rs`).
+//!   `a` (absolute ms, -1 for none); with an owner, `p` (the principal as the app gave it), `q`
+//!   (its score in the owner's index when it began, which orders concurrent sign-ins) and `x`
+//!   (until when the owner's index is sure to be kept: the session's deadline never passes it).
 //! - Tombstone: `r` (reason) and `u` (until), and `p` if the session had an owner.
 //! - Forgotten, of an owned session: `g` alone, kept for the sign-in grace. It answers every
 //!   call as a missing key would, but tells a reader of the owner's index that the session is
@@ -28,7 +27,17 @@
 //! The `index_*` operations work on an owner's index instead: members are session keys (hex),
 //! scores the app-clock milliseconds of the sign-in, made strictly increasing per index (a
 //! sign-in takes `max(now, highest score + 1)`), so that they also say in which order sign-ins
-//! reached the index.
+//! reached the index. Its TTL is only ever lengthened, and always outlasts the `x` of every
+//! session it lists by the grace.
+//!
+//! # The index's lease
+//!
+//! A session's `x` is its absolute deadline, or, without one, its idle deadline plus
+//! [`OWNER_INDEX_LEASE`](super::RedisStore::OWNER_INDEX_LEASE) (an hour). A refreshing check
+//! that finds `x` less than half a lease beyond what the session now needs answers `renew`
+//! beside the record: the store then lengthens the index's TTL and only then raises `x`
+//! (`raise`), so the index never ends before a session it lists. Until then, or if that
+//! fails, the session ends at `x` at the latest, as an absolute timeout would end it.
 
 use std::sync::LazyLock;
 
@@ -50,12 +59,9 @@ if string.sub(op, 1, 6) == 'index_' then
   if kind ~= 'zset' and kind ~= 'none' then
     return {'corrupt', 'a ' .. kind .. ' where an owner index was expected'}
   end
-  -- The index's TTL: none when ttl is -1, else at least ttl ms from now (a new key gets it;
-  -- a persistent key stays so; a TTL is never shortened).
+  -- At least `ttl` ms from now: a new key gets it, a TTL is never shortened.
   local function lease(before, ttl)
-    if ttl < 0 then
-      redis.call('PERSIST', key)
-    elseif before == -2 or (before >= 0 and before < ttl) then
+    if before == -2 or before == -1 or before < ttl then
       redis.call('PEXPIRE', key, int(ttl))
     end
   end
@@ -99,6 +105,7 @@ local touch = tonumber(ARGV[5])
 local retention = tonumber(ARGV[6])
 local refresh = ARGV[7] == '1'
 local grace = tonumber(ARGV[8])
+local lease = tonumber(ARGV[9])
 
 local function idle_of(rec)
   if rec.i then
@@ -114,22 +121,45 @@ local function absolute_of(rec)
   return absolute
 end
 
--- The first deadline and its reason; absolute wins a tie, as activity cannot move it. The
--- record's own timeouts replace the layer's; its cap `x` bounds it as an absolute timeout
--- (it only bites when the layer's absolute timeout grew since the session began).
-local function deadline(rec)
+-- The first deadline by the timeouts alone, and its reason; absolute wins a tie, as
+-- activity cannot move it. The record's own timeouts replace the layer's.
+local function natural(rec)
   local idle_at = rec.l + idle_of(rec)
-  local absolute_at
   if absolute_of(rec) >= 0 then
-    absolute_at = rec.c + absolute_of(rec)
-  end
-  if rec.x and (absolute_at == nil or rec.x < absolute_at) then
-    absolute_at = rec.x
-  end
-  if absolute_at and absolute_at <= idle_at then
-    return absolute_at, 'absolute'
+    local absolute_at = rec.c + absolute_of(rec)
+    if absolute_at <= idle_at then
+      return absolute_at, 'absolute'
+    end
   end
   return idle_at, 'idle'
+end
+
+-- The deadline, which never passes `x` (until when the owner's index is sure to be kept).
+local function deadline(rec)
+  local at, reason = natural(rec)
+  if rec.x and rec.x < at then
+    if absolute_of(rec) >= 0 then
+      reason = 'absolute'
+    end
+    return rec.x, reason
+  end
+  return at, reason
+end
+
+-- For an owned session whose `x` falls short of what it now needs by more than half a lease:
+-- the `x` to ask for (its absolute deadline, or its idle deadline from now plus a lease).
+local function renewal(rec)
+  if not rec.p then
+    return nil
+  end
+  local wanted = now + idle_of(rec) + lease
+  if absolute_of(rec) >= 0 then
+    wanted = math.min(wanted, rec.c + absolute_of(rec))
+  end
+  if rec.x < natural(rec) or rec.x < wanted - lease / 2 then
+    return wanted
+  end
+  return nil
 end
 
 -- A key that ends at `ends` (app time); an owned session's key lives the grace longer.
@@ -182,9 +212,7 @@ local function write(rec, fresh)
     table.insert(args, 'p')
     table.insert(args, rec.p)
     table.insert(args, 'q')
-    table.insert(args, int(rec.q or rec.c))
-  end
-  if rec.x then
+    table.insert(args, int(rec.q))
     table.insert(args, 'x')
     table.insert(args, int(rec.x))
   end
@@ -205,12 +233,14 @@ local kind = redis.call('TYPE', key)['ok']
 if kind == 'hash' then
   local f = redis.call('HMGET', key, 'c', 'l', 'r', 'u', 'i', 'a', 'p', 'q', 'x', 'g')
   local c, l, r, u = tonumber(f[1]), tonumber(f[2]), f[3], tonumber(f[4])
-  local i, a = tonumber(f[5]), tonumber(f[6])
+  local i, a, q, x = tonumber(f[5]), tonumber(f[6]), tonumber(f[8]), tonumber(f[9])
   local owner = f[7] or nil
   if c and l and not r and not f[4] and not f[10]
-      and (f[5] == false) == (i == nil) and (f[6] == false) == (a == nil) and (i == nil) == (a == nil)
-      and (f[7] == false) == (f[8] == false) then
-    rec = {c = c, l = l, i = i, a = a, p = owner, q = tonumber(f[8]), x = tonumber(f[9])}
+      and (f[5] == false) == (i == nil) and (f[6] == false) == (a == nil)
+      and (i == nil) == (a == nil)
+      and (owner == nil) == (q == nil) and (owner == nil) == (x == nil)
+      and (f[8] == false) == (q == nil) and (f[9] == false) == (x == nil) then
+    rec = {c = c, l = l, i = i, a = a, p = owner, q = q, x = x}
     state = 'active'
   elseif (r == 'idle' or r == 'absolute' or r == 'ended' or r == 'superseded') and u
       and not f[1] and not f[2] and not f[10] then
@@ -260,11 +290,15 @@ if op == 'check' then
     if needs then
       rec.l = math.max(rec.l, now)
       write(rec, false)
+      local wanted = renewal(rec)
+      if wanted then
+        return with_timeouts({'renew', rec.p, int(rec.q), int(wanted), int(rec.c), int(rec.l)}, rec)
+      end
     end
   end
   return with_timeouts({'active', int(rec.c), int(rec.l)}, rec)
 elseif op == 'begin' then
-  local owner = ARGV[9]
+  local owner = ARGV[10]
   if state == 'tombstone' then
     return {'refused', why}
   elseif state == 'active' then
@@ -281,22 +315,18 @@ elseif op == 'begin' then
     -- Forgotten: begins anew below, as after a purge.
   end
   local new = {c = now, l = now}
-  local own_idle = tonumber(ARGV[10])
+  local own_idle = tonumber(ARGV[11])
   if own_idle >= 0 then
-    new.i, new.a = own_idle, tonumber(ARGV[11])
+    new.i, new.a = own_idle, tonumber(ARGV[12])
   end
   if owner ~= '' then
-    new.p, new.q = owner, tonumber(ARGV[12])
-    local cap = tonumber(ARGV[13])
-    if cap >= 0 then
-      new.x = cap
-    end
+    new.p, new.q, new.x = owner, tonumber(ARGV[13]), tonumber(ARGV[14])
   end
   write(new, true)
   return {'began'}
 elseif op == 'end' then
-  -- ARGV[10]: the owner whose index listed the key, or '' for the layer's own end.
-  local reason, owner = ARGV[9], ARGV[10]
+  -- ARGV[11]: the owner whose index listed the key, or '' for the layer's own end.
+  local reason, owner = ARGV[10], ARGV[11]
   if state ~= 'active' then
     return {'kept'}
   elseif owner ~= '' and rec.p ~= owner then
@@ -318,21 +348,31 @@ elseif op == 'peek' then
     return {'none'}
   elseif state == 'tombstone' then
     return {'dead'}
-  elseif rec.p ~= ARGV[9] then
+  elseif rec.p ~= ARGV[10] then
     return {'other'}
   elseif now >= deadline(rec) then
     -- Not retired yet: a clock stepping back would find it active, so it stays listed.
     return {'expired'}
   end
-  return with_timeouts({'active', int(rec.q or rec.c), int(rec.c), int(rec.l)}, rec)
+  return with_timeouts({'active', int(rec.q), int(rec.c), int(rec.l)}, rec)
 elseif op == 'owner' then
   if state == 'active' and rec.p and now < deadline(rec) then
     return {'owner', rec.p}
   end
   return {'none'}
+elseif op == 'raise' then
+  -- After the owner's index was kept longer: the session may live that much longer.
+  if state == 'active' and rec.p == ARGV[10] and rec.q == tonumber(ARGV[11])
+      and now < deadline(rec) then
+    -- Only while active at `now`: like a refresh, it never brings back a retired session.
+    rec.x = math.max(rec.x, tonumber(ARGV[12]))
+    write(rec, false)
+    return {'raised'}
+  end
+  return {'kept'}
 elseif op == 'withdraw' then
   -- A sign-in beyond a refusing limit takes back the session it began.
-  if state == 'active' and rec.p == ARGV[9] and rec.q == tonumber(ARGV[10]) then
+  if state == 'active' and rec.p == ARGV[10] and rec.q == tonumber(ARGV[11]) then
     forget(rec.p)
     return {'withdrawn'}
   end
@@ -349,27 +389,16 @@ elseif op == 'set' then
     retire(rec.p, reason, at + retention)
     return {'kept'}
   end
-  local own_idle, own_absolute, cover = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-  local cap
-  if own_absolute >= 0 then
-    cap = rec.c + own_absolute
-  end
-  if rec.p and rec.x then
-    -- The owner's index is kept only as long as `x` asks: a longer life needs it kept
-    -- longer first (`cover`: how long the caller has since made it last, -1 for ever).
-    if cover == -1 then
-      rec.x = nil
-    elseif cap and cover >= cap then
-      rec.x = math.max(rec.x, cover)
-    elseif cap == nil or cap > rec.x then
-      local needed = '-1'
-      if cap then
-        needed = int(cap)
-      end
-      return {'cover', rec.p, int(rec.q or rec.c), needed}
+  -- ARGV[12]: until when the caller has since had the owner's index kept (-1: not yet).
+  local covered = tonumber(ARGV[12])
+  rec.i, rec.a = tonumber(ARGV[10]), tonumber(ARGV[11])
+  local wanted = renewal(rec)
+  if wanted then
+    if covered < wanted then
+      return {'cover', rec.p, int(rec.q), int(wanted)}
     end
+    rec.x = math.max(rec.x, covered)
   end
-  rec.i, rec.a = own_idle, own_absolute
   local new_at, new_reason = deadline(rec)
   if now >= new_at then
     retire(rec.p, new_reason, new_at + retention)
