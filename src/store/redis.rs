@@ -56,10 +56,12 @@ const MAX_MILLIS: u64 = 1 << 50;
 ///   a concurrent request on another. A session's own timeouts live in its record and are
 ///   judged by the same script.
 /// - **Owners across slots.** A session begun with an owner is listed in that owner's index,
-///   a sorted set in a slot of its own. Sign-in, listing and ending an owner's sessions are a
-///   few per-key scripts, in an order that leaves the index listing too much, never too little,
-///   and settles concurrent sign-ins on several instances the same way (see
-///   [`SIGN_IN_GRACE`](RedisStore::SIGN_IN_GRACE) and [`owner_key`](RedisStore::owner_key)).
+///   a sorted set in a slot of its own ([`owner_key`](RedisStore::owner_key)). Sign-in,
+///   listing and ending an owner's sessions are a few per-key scripts, in an order that leaves
+///   the index listing too much, never too little (see
+///   [`SIGN_IN_GRACE`](RedisStore::SIGN_IN_GRACE)), and settles concurrent sign-ins on several
+///   instances the same way. Listing drops what is over from the index, and an index Redis no
+///   longer needs expires by itself (see [`OWNER_INDEX_LEASE`](RedisStore::OWNER_INDEX_LEASE)).
 /// - **App time.** Expiry is judged by the `now` the layer passes in (its
 ///   [`Clock`](crate::Clock)), never by Redis's clock. Each write sets a *relative* TTL: an
 ///   active record's ends at its deadline plus the tombstone retention, a tombstone's when its
@@ -121,6 +123,14 @@ const MAX_MILLIS: u64 = 1 << 50;
 /// judged from the times, not from the tombstone), so the expiry hook may hear it twice; a
 /// sign-in in that window is unknown (440) on the next request; and a sign-out in that window
 /// can be lost, so that session is active again until its idle deadline.
+///
+/// # Upgrading
+///
+/// Records of sessions begun by earlier versions are read as sessions with the layer's
+/// timeouts and no owner. Earlier versions judge a session with timeouts of its own by the
+/// layer's, and answer a superseded or forgotten owned session with a store error (503 by
+/// default), so finish a rolling upgrade before the app names owners, gives sessions timeouts
+/// of their own or sets a limit.
 ///
 /// # Why not Redis Sentinel
 ///
@@ -606,7 +616,7 @@ impl SessionStore for RedisStore {
         policy: &Policy,
         timeouts: SessionTimeouts,
     ) -> StoreFuture<bool> {
-        let change = self.set_timeouts_owned(key, now, policy, timeouts);
+        let change = self.change_timeouts(key, now, policy, timeouts);
         let log = self.log.clone();
         Box::pin(async move { log.record("set_timeouts", change.await) })
     }

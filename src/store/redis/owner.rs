@@ -20,9 +20,9 @@
 //!   so an index entry never grants power over another owner's session; then drop, in one
 //!   script on the index, the members found over (a tombstone, another owner's session, a key
 //!   missing past the grace). A session past its deadline but not retired yet is not listed,
-//!   but stays in the index: a clock stepping back would find it active again. A member is dropped only while it has the score the reader saw: a
-//!   sign-in that re-added it meanwhile (the same id begun again) gave it a new score, and it
-//!   stays.
+//!   but stays in the index: a clock stepping back would find it active again. A member is
+//!   dropped only while it has the score the reader saw: a sign-in that re-added it meanwhile
+//!   (the same id begun again) gave it a new score, and it stays.
 //! - **Ending all**: read as above, then end each active session with the end script told the
 //!   owner (it ends nothing else). A session active before the call began was in the index
 //!   (added before it began), is found active, and is ended; a check racing with it sees either
@@ -43,17 +43,18 @@
 //! begun), its member dropped, and the answer is [`Begin::LimitReached`]. Every member ahead of
 //! it was added before it, so this sign-in sees them all, active or under way: of concurrent
 //! sign-ins at most `max` stay, the first ones to reach the index, on every instance alike.
-//! Under a race it may refuse one more than needed (one counted while under way that is then
-//! refused itself), never admit one too many. For the moment between its begin and its
+//! Under a race it may refuse a sign-in that would have fitted (it counted one under way that
+//! was then refused itself), never admit one too many. For the moment between its begin and its
 //! withdrawal, the refused session exists; its id has not reached the client yet.
 //!
 //! A sign-in and an end-all run as tasks of their own, so a client that goes away does not
 //! stop them between two steps; a crash still can, which leaves at most one session beyond
 //! the limit until the owner's next sign-in.
 //!
-//! Clock skew between instances does not change these orders: the index score is made
-//! increasing by Redis, and `created_at` is the one stored value every instance reads. Skew
-//! only moves the grace, which is why it must stay well below it.
+//! Clock skew between instances does not make them disagree: the index score is made
+//! increasing in the order sign-ins reach Redis, and `created_at` is one stored value every
+//! instance reads (with skew, "oldest" is by the clocks of the instances that signed in, not by
+//! real time, but the same for all). Skew only moves the grace, so it must stay well below it.
 //!
 //! # Growth
 //!
@@ -115,6 +116,7 @@ impl Member {
 type Reply = Result<Vec<String>, StoreError>;
 
 impl RedisStore {
+    /// `begin` with an owner: [`sign_in`](Self::sign_in), as a task of its own.
     pub(super) fn begin_owned(
         &self,
         key: &SessionKey,
@@ -127,6 +129,7 @@ impl RedisStore {
         detached(async move { store.sign_in(key, now, &policy, &owner, timeouts).await })
     }
 
+    /// `sessions_of`: the owner's active sessions, oldest first.
     pub(super) fn active_of(
         &self,
         owner: &str,
@@ -142,6 +145,7 @@ impl RedisStore {
         }
     }
 
+    /// `end_sessions_of`, as a task of its own.
     pub(super) fn end_all_of(
         &self,
         owner: &str,
@@ -161,7 +165,9 @@ impl RedisStore {
         })
     }
 
-    pub(super) fn set_timeouts_owned(
+    /// `set_timeouts`: one script call, or, when the new timeouts let an owned session live
+    /// longer than its index is kept, the index kept longer first and then the call again.
+    pub(super) fn change_timeouts(
         &self,
         key: &SessionKey,
         now: Timestamp,
