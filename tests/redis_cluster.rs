@@ -379,12 +379,21 @@ async fn the_demo_runs_on_redis_cluster_urls() {
         stale.starts_with("HTTP/1.1 440 Login Time-out\r\n"),
         "{stale}"
     );
-    let keys: u32 = cluster
+    let keys: Vec<String> = cluster
         .nodes
         .iter()
-        .map(|node| cli(node.port, &["DBSIZE"]).trim().parse::<u32>().unwrap())
-        .sum();
-    assert_eq!(keys, 12, "one key per session, over the masters");
+        .flat_map(|node| {
+            let keys = cli(node.port, &["KEYS", "*"]);
+            keys.lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter(|key| !key.is_empty())
+        .collect();
+    let indexes = keys.iter().filter(|key| key.contains(":owner:")).count();
+    assert_eq!(
+        (keys.len() - indexes, indexes),
+        (12, 1),
+        "one key per session, over the masters, and the user's index: {keys:?}"
+    );
     let masters_used = cluster
         .nodes
         .iter()
