@@ -1,6 +1,8 @@
 #![cfg(feature = "redis")]
-//! `RedisStore` against a real Redis: the shared store suite, two layer instances sharing one
-//! Redis, a race at the idle deadline, and a Redis that stops and comes back.
+//! `RedisStore` against a real Redis: the shared store and owner suites, the owner index as
+//! Redis holds it (`common/redis_owners.rs`), "sign out everywhere" racing with requests and
+//! sign-ins on three instances, two layer instances sharing one Redis, a race at the idle
+//! deadline, and a Redis that stops and comes back.
 //!
 //! Needs Redis on 127.0.0.1:6379 (each test keeps to a key prefix of its own) and, for the
 //! restart test, the `redis-server` binary, which it runs on a free port of its own.
