@@ -28,6 +28,7 @@ use tower::{Layer, ServiceExt};
 use tower_session_timeout::store::SessionKey;
 use tower_session_timeout::{
     ManualClock, MemoryStore, SessionStore, SessionTimeoutLayer, Timestamp,
+    DEFAULT_TOMBSTONE_RETENTION,
 };
 
 struct Counting;
@@ -83,8 +84,19 @@ fn key(i: u64) -> SessionKey {
 }
 
 fn layer(store: &MemoryStore, clock: &ManualClock) -> SessionTimeoutLayer {
-    // The defaults: 20-minute idle timeout, 5-minute tombstone retention.
+    layer_keeping(store, clock, Duration::from_secs(5 * 60))
+}
+
+/// The default 20-minute idle timeout, tombstones kept for `retention` (5 minutes for the
+/// purge, so it has tombstones past their retention to remove; the default day for the
+/// announcement sweep, so every end is still there to announce).
+fn layer_keeping(
+    store: &MemoryStore,
+    clock: &ManualClock,
+    retention: Duration,
+) -> SessionTimeoutLayer {
     SessionTimeoutLayer::builder()
+        .tombstone_retention(retention)
         .store(store.clone())
         .clock(clock.clone())
         .build()
@@ -168,11 +180,55 @@ fn bytes_per_session() {
     println!();
 }
 
-/// Purges the million expired records, with or without requests flowing on other sessions.
-fn purge(under_load: bool) {
+/// What the bench sweeps the million expired records with.
+#[derive(Clone, Copy, PartialEq)]
+enum Sweep {
+    /// `purge` once every deadline and retention has passed.
+    Purge,
+    /// The announcer's store calls once every deadline has passed (within the retention):
+    /// `claim_ends` in batches of `ANNOUNCE_BATCH`, each batch acknowledged with `ack_ends`
+    /// (the hook itself costs nothing here).
+    Announce,
+}
+
+/// Claims and acknowledges every end due at `now`; answers how many.
+fn announce_all(
+    store: &MemoryStore,
+    now: Timestamp,
+    policy: &tower_session_timeout::store::Policy,
+) -> u64 {
+    // The memory store's boxed futures are ready at once; a runtime only to poll them.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let mut announced = 0;
+    loop {
+        let batch = rt
+            .block_on(store.claim_ends(
+                now,
+                policy,
+                tower_session_timeout::ANNOUNCE_BATCH,
+                tower_session_timeout::ANNOUNCE_LEASE,
+            ))
+            .expect("claim_ends");
+        if batch.is_empty() {
+            return announced;
+        }
+        announced += batch.len() as u64;
+        let keys: Vec<SessionKey> = batch.iter().map(|end| end.key).collect();
+        rt.block_on(store.ack_ends(&keys, now, policy))
+            .expect("ack_ends");
+    }
+}
+
+/// Sweeps the million expired records, with or without requests flowing on other sessions.
+fn purge(sweep: Sweep, under_load: bool) {
     let clock = ManualClock::new();
     let store = MemoryStore::new();
-    let layer = layer(&store, &clock);
+    let layer = match sweep {
+        Sweep::Purge => layer(&store, &clock),
+        Sweep::Announce => layer_keeping(&store, &clock, DEFAULT_TOMBSTONE_RETENTION),
+    };
     let t0 = layer.now().as_unix_millis();
     fill(&store, &layer, t0);
     let policy = *layer.policy();
@@ -198,7 +254,11 @@ fn purge(under_load: bool) {
         .collect();
     // Every expired record is past its deadline and its tombstone retention (deadlines run
     // to t0 + 30 min, tombstones to t0 + 35 min); the live sessions are 19 minutes idle.
-    let t_purge = Timestamp::from_unix_millis(t0 + 35 * MINUTE + 1000);
+    let t_purge = match sweep {
+        Sweep::Purge => Timestamp::from_unix_millis(t0 + 35 * MINUTE + 1000),
+        // Past every deadline (t0 + 30 min), within every retention.
+        Sweep::Announce => Timestamp::from_unix_millis(t0 + 30 * MINUTE + 1000),
+    };
     let records_before = store.len();
 
     let service = layer.layer(Router::new().route("/", get(|| async { "Hello, World!" })));
@@ -237,14 +297,21 @@ fn purge(under_load: bool) {
     std::thread::sleep(Duration::from_millis(if under_load { 1000 } else { 0 }));
     clock.set(t_purge.to_system_time());
     let purge_start = Instant::now();
-    let removed = store.purge(t_purge).into_inner().expect("purge");
+    let removed = match sweep {
+        Sweep::Purge => store.purge(t_purge).into_inner().expect("purge"),
+        Sweep::Announce => announce_all(&store, t_purge, &policy),
+    };
     let purge_end = Instant::now();
     std::thread::sleep(Duration::from_millis(if under_load { 500 } else { 0 }));
     stop.store(true, Ordering::Relaxed);
 
     let took = purge_end - purge_start;
+    let name = match sweep {
+        Sweep::Purge => "purge",
+        Sweep::Announce => "announcement sweep (claim_ends + ack_ends)",
+    };
     println!(
-        "## purge {} ({records_before} records before, {} after)",
+        "## {name} {} ({records_before} records before, {} after)",
         if under_load {
             "while requests flow on other sessions"
         } else {
@@ -254,7 +321,7 @@ fn purge(under_load: bool) {
     );
     println!();
     println!(
-        "purge: {took:?}, removed {removed} records ({:.0} ns per removed record); the rest were swept by requests",
+        "{name}: {took:?}, {removed} records ({:.0} ns per record); the rest were swept by requests",
         took.as_nanos() as f64 / removed.max(1) as f64
     );
     if let Some(requests) = requests {
@@ -295,6 +362,8 @@ fn main() {
         return;
     }
     bytes_per_session();
-    purge(false);
-    purge(true);
+    purge(Sweep::Purge, false);
+    purge(Sweep::Purge, true);
+    purge(Sweep::Announce, false);
+    purge(Sweep::Announce, true);
 }

@@ -15,6 +15,8 @@
 //! | `REMEMBER_IDLE_TIMEOUT_SECS` | idle timeout of a "remember me" session | 7 days |
 //! | `REMEMBER_ABSOLUTE_TIMEOUT_SECS` | absolute timeout of a "remember me" session | 30 days |
 //! | `MAX_SESSIONS_PER_USER` | most sessions one user may have; a sign-in beyond it ends the oldest (440, reason `superseded`) | no limit |
+//! | `AUDIT_LOG` | a file to append one JSON line to per session end: `{"event":"session_end","user":"…","reason":"idle\|absolute\|ended\|superseded","at_ms":…}`, for every session, whether or not it is requested again, once across all instances sharing the store | none |
+//! | `EXPIRY_SWEEP_SECS` | how often session ends are swept for announcement: each is announced within about this of its deadline | `5` |
 //!
 //! The username is the session's owner, kept in the store, so every instance sharing the store
 //! knows it:
@@ -25,6 +27,7 @@
 //! | `GET /sessions` | `{"sessions":[{"handle":"…","created_at_ms":…,"last_seen_ms":…,"current":true},…]}`, the user's active sessions |
 //! | `POST /sessions/end-others` | ends every other session of the user (each then gets 440, reason `ended`): `{"ended":2}` |
 //! | `POST /sessions/{handle}/end` | ends one of the user's sessions: `{"ended":true}`, or 404 |
+//! | `GET /metrics` | the Prometheus text format (the crate's metrics with `--features metrics`) |
 //!
 //! Passwords in `SESSION_STORE` (`redis://:secret@host/0`) never appear in the demo's output:
 //! it prints the URL as `redis://:***@host/0`.
@@ -58,6 +61,10 @@ pub struct Settings {
     pub remember: SessionTimeouts,
     /// The most sessions one user may have at once.
     pub max_sessions_per_user: Option<u32>,
+    /// Where session ends are written, one JSON line each.
+    pub audit_log: Option<std::path::PathBuf>,
+    /// How often session ends are swept for announcement.
+    pub expiry_sweep: Duration,
     pub store: StoreChoice,
 }
 
@@ -116,6 +123,17 @@ impl Settings {
         }
         let remember = SessionTimeouts::new(Duration::from_secs(remember_idle))
             .with_absolute(Duration::from_secs(remember_absolute));
+        let expiry_sweep = match number("EXPIRY_SWEEP_SECS")? {
+            Some(0) => {
+                return Err(
+                    "EXPIRY_SWEEP_SECS=0 would sweep without pause: give at least 1".to_owned(),
+                )
+            }
+            seconds => Duration::from_secs(seconds.unwrap_or(5)),
+        };
+        let audit_log = var("AUDIT_LOG")
+            .filter(|path| !path.trim().is_empty())
+            .map(std::path::PathBuf::from);
         let max_sessions_per_user = match number("MAX_SESSIONS_PER_USER")? {
             None => None,
             Some(0) => return Err("MAX_SESSIONS_PER_USER=0 would let no one sign in: give at least 1, or leave it unset for no limit".to_owned()),
@@ -148,6 +166,8 @@ impl Settings {
             absolute_timeout,
             remember,
             max_sessions_per_user,
+            audit_log,
+            expiry_sweep,
             store,
         })
     }
@@ -182,8 +202,10 @@ pub fn configure<St>(
                 .max()
                 .unwrap_or(settings.idle_timeout),
         );
+    let audit_log = settings.audit_log.clone();
     let builder = builder
-        .on_expiry(|event| tracing::info!(session = %event.session(), reason = %event.reason(), "session over"))
+        .on_session_end(move |end| record_end(audit_log.clone(), end))
+        .sweep_interval(settings.expiry_sweep)
         .idle_timeout(settings.idle_timeout)
         .max_session_timeouts(bound)
         .exempt_path("/login")
@@ -205,6 +227,35 @@ pub fn configure<St>(
     match settings.absolute_timeout {
         Some(absolute) => builder.absolute_timeout(absolute),
         None => builder,
+    }
+}
+
+/// Announces one session end: a line in the audit log, if there is one, and in the output.
+async fn record_end(audit_log: Option<std::path::PathBuf>, end: tower_session_timeout::SessionEnd) {
+    tracing::info!(user = ?end.owner, reason = %end.reason, "session ended");
+    let Some(path) = audit_log else { return };
+    let line = json!({
+        "event": "session_end",
+        "user": end.owner,
+        "reason": end.reason.as_str(),
+        "at_ms": end.at.as_unix_millis(),
+    });
+    // One write of a whole line to a file opened for appending: lines from concurrent hooks
+    // and from other instances sharing the file never interleave.
+    let write = async {
+        use tokio::io::AsyncWriteExt;
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .await?;
+        file.write_all(format!("{line}\n").as_bytes()).await?;
+        // Tokio's file writes in the background: the line is in the file only once flushed.
+        file.flush().await
+    };
+    if let Err(error) = write.await {
+        // Panicking makes the announcer try again on a later sweep.
+        panic!("could not write to AUDIT_LOG {}: {error}", path.display());
     }
 }
 
@@ -424,6 +475,9 @@ async fn serve<St: SessionStore>(
     builder: SessionTimeoutBuilder<St>,
 ) -> Result<(), Box<dyn Error>> {
     let layer = configure(builder, settings).build()?;
+    // Session ends go to the audit log from here, off the request path.
+    layer.spawn_announcer();
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
     let address = listener.local_addr()?;
     println!("Demo listening on http://{address}; sign in at http://{address}/login");
@@ -442,7 +496,11 @@ async fn serve<St: SessionStore>(
     if client_timing(settings.idle_timeout).is_none() {
         println!("Idle timeout under 22 s: the browser client (which warns 20 s ahead) is off");
     }
-    axum::serve(listener, router(layer, settings)).await?;
+    let app = router(layer, settings).route(
+        "/metrics",
+        get(move || std::future::ready(metrics.render())),
+    );
+    axum::serve(listener, app).await?;
     Ok(())
 }
 

@@ -19,22 +19,27 @@
 //! and the layer, observing those `Set-Cookie` headers, begins the new id and ends the old one,
 //! or ends the session.
 //!
+//! At sign-in the app names the session's owner (the user id) through the layer's
+//! [`SessionHandle`], so a password change can sign the user out everywhere else
+//! (`POST /password`): every other session of the user then answers 440 with reason `ended`,
+//! on every instance sharing the store, instead of turning silently anonymous.
+//!
 //! [axum-login]: https://docs.rs/axum-login
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::error::Error;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::extract::Form;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use axum_login::tower_sessions::{self, Expiry, MemoryStore, Session, SessionManagerLayer};
 use axum_login::{AuthManagerLayerBuilder, AuthUser, AuthnBackend, UserId};
-use tower_session_timeout::{SessionTimeoutBuilder, SessionTimeoutLayer};
+use tower_session_timeout::{SessionHandle, SessionTimeoutBuilder, SessionTimeoutLayer};
 
 /// Our idle timeout: short, so the demo shows the 440 page within a minute.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,7 +88,26 @@ pub struct Credentials {
 /// The user list axum-login authenticates against, in memory.
 #[derive(Clone)]
 pub struct Backend {
-    users: Arc<HashMap<u64, User>>,
+    users: Arc<RwLock<HashMap<u64, User>>>,
+}
+
+impl Backend {
+    /// Sets a user's password and answers the updated user.
+    fn set_password(&self, id: u64, password: String) -> Option<User> {
+        let mut users = self
+            .users
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let user = users.get_mut(&id)?;
+        user.password = password;
+        Some(user.clone())
+    }
+
+    fn users(&self) -> std::sync::RwLockReadGuard<'_, HashMap<u64, User>> {
+        self.users
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+    }
 }
 
 impl Default for Backend {
@@ -100,7 +124,7 @@ impl Default for Backend {
             })
             .collect();
         Backend {
-            users: Arc::new(users),
+            users: Arc::new(RwLock::new(users)),
         }
     }
 }
@@ -113,14 +137,14 @@ impl AuthnBackend for Backend {
 
     async fn authenticate(&self, credentials: Credentials) -> Result<Option<User>, Infallible> {
         Ok(self
-            .users
+            .users()
             .values()
             .find(|user| user.name == credentials.username && user.password == credentials.password)
             .cloned())
     }
 
     async fn get_user(&self, id: &UserId<Self>) -> Result<Option<User>, Infallible> {
-        Ok(self.users.get(id).cloned())
+        Ok(self.users().get(id).cloned())
     }
 }
 
@@ -149,6 +173,7 @@ pub fn app<St: tower_session_timeout::SessionStore>(timeouts: SessionTimeoutLaye
         .route("/login", get(login_form).post(login))
         .route("/dashboard", get(dashboard))
         .route("/logout", post(logout))
+        .route("/password", post(change_password))
         .layer(auth)
         // The one line this crate adds. Outermost, so it sees the cookie tower-sessions sets.
         .layer(timeouts)
@@ -214,6 +239,7 @@ async fn login_form(auth_session: AuthSession) -> Result<Response, AppError> {
 
 async fn login(
     mut auth_session: AuthSession,
+    Extension(timeouts): Extension<SessionHandle>,
     Form(credentials): Form<Credentials>,
 ) -> Result<Response, AppError> {
     let session = auth_session.session.clone();
@@ -226,7 +252,38 @@ async fn login(
         let page = login_page(&session, Some("Wrong username or password.")).await?;
         return Ok((StatusCode::UNAUTHORIZED, page).into_response());
     };
-    // axum-login cycles the session id here; the layer begins the new id and ends the old.
+    // axum-login cycles the session id here; the layer begins the new id (owned by this
+    // user, so it can be listed and ended with the user's other sessions) and ends the old.
+    auth_session.login(&user).await?;
+    timeouts.set_owner(user.id.to_string());
+    Ok(Redirect::to("/dashboard").into_response())
+}
+
+/// What the password form sends.
+#[derive(serde::Deserialize)]
+pub struct NewPassword {
+    password: String,
+}
+
+/// A password change signs the user out everywhere else, as OWASP ASVS asks.
+async fn change_password(
+    mut auth_session: AuthSession,
+    Extension(timeouts): Extension<SessionHandle>,
+    Form(form): Form<NewPassword>,
+) -> Result<Response, AppError> {
+    let Some(user) = auth_session.user.clone() else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    let Some(user) = auth_session.backend.set_password(user.id, form.password) else {
+        return Ok(Redirect::to("/login").into_response());
+    };
+    // Every other session of the user ends now, on every instance: 440 `ended`.
+    timeouts
+        .end_others()
+        .await
+        .map_err(|error| AppError(error.into()))?;
+    // Signing in again stores the new password hash in this session, so axum-login keeps
+    // this browser signed in (an already signed-in session keeps its id).
     auth_session.login(&user).await?;
     Ok(Redirect::to("/dashboard").into_response())
 }

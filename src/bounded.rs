@@ -22,15 +22,21 @@ pin_project! {
         #[pin]
         timer: Option<Sleep>,
         limit: Option<Duration>,
+        // The store operation, for the call-duration histogram (feature `metrics`).
+        operation: &'static str,
+        // When the call was first polled, with the `metrics` feature.
+        started: Option<std::time::Instant>,
     }
 }
 
 impl<F> Bounded<F> {
-    pub(crate) fn new(call: F, limit: Option<Duration>) -> Self {
+    pub(crate) fn new(operation: &'static str, call: F, limit: Option<Duration>) -> Self {
         Bounded {
             call,
             timer: None,
             limit,
+            operation,
+            started: None,
         }
     }
 }
@@ -43,7 +49,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        #[cfg(feature = "metrics")]
+        let started = *this.started.get_or_insert_with(std::time::Instant::now);
+        #[cfg(not(feature = "metrics"))]
+        let _ = &this.started;
         if let Poll::Ready(output) = this.call.poll(cx) {
+            #[cfg(feature = "metrics")]
+            crate::metrics::store_call(this.operation, started.elapsed());
+            #[cfg(not(feature = "metrics"))]
+            let _ = this.operation;
             return Poll::Ready(output);
         }
         let Some(limit) = *this.limit else {
@@ -61,6 +75,8 @@ where
             .as_pin_mut()
             .is_some_and(|timer| timer.poll(cx).is_ready());
         if expired {
+            #[cfg(feature = "metrics")]
+            crate::metrics::store_call(this.operation, started.elapsed());
             Poll::Ready(Err(StoreError::Timeout(limit)))
         } else {
             Poll::Pending

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, Response, Uri};
 
+use crate::announcer::{Announcements, EndHook, DEFAULT_SWEEP_INTERVAL};
 use crate::client::{ClientOptions, Prelude};
 use crate::config::Config;
 use crate::cookie::{self, CookieSettings, IdBounds};
@@ -14,7 +15,7 @@ use crate::error_log::ErrorLog;
 use crate::expired::{ExpiredSession, Responder};
 use crate::expiry_hook::{ExpiryEvent, ExpiryHook};
 use crate::routes::{Matcher, RequestHead, Routes};
-use crate::store::{OnLimit, Policy, SessionLimit, SessionTimeouts};
+use crate::store::{OnLimit, Policy, SessionEnd, SessionLimit, SessionTimeouts};
 use crate::{Clock, ConfigError, Preset, SessionStore, SessionTimeoutLayer, SystemClock};
 
 /// The idle timeout when none is set: 20 minutes, IIS's `sessionState` default.
@@ -80,6 +81,8 @@ pub struct SessionTimeoutBuilder<St> {
     seconds_left_header: Option<String>,
     store_timeout: Option<Duration>,
     on_expiry: Option<ExpiryHook>,
+    on_session_end: Option<EndHook>,
+    sweep_interval: Duration,
     client: ClientOptions,
     max_session_timeouts: Option<SessionTimeouts>,
     session_limit: Option<(u32, OnLimit)>,
@@ -106,6 +109,8 @@ impl<St> SessionTimeoutBuilder<St> {
             seconds_left_header: None,
             store_timeout: Some(DEFAULT_STORE_TIMEOUT),
             on_expiry: None,
+            on_session_end: None,
+            sweep_interval: DEFAULT_SWEEP_INTERVAL,
             client: ClientOptions::default(),
             max_session_timeouts: None,
             session_limit: None,
@@ -133,6 +138,8 @@ impl<St> SessionTimeoutBuilder<St> {
             seconds_left_header: self.seconds_left_header,
             store_timeout: self.store_timeout,
             on_expiry: self.on_expiry,
+            on_session_end: self.on_session_end,
+            sweep_interval: self.sweep_interval,
             client: self.client,
             max_session_timeouts: self.max_session_timeouts,
             session_limit: self.session_limit,
@@ -425,6 +432,56 @@ impl<St> SessionTimeoutBuilder<St> {
         self
     }
 
+    /// Announces every session end to `hook`, exactly once across the app instances sharing
+    /// the store, including sessions that expire with no later request (a closed laptop):
+    /// within about [`sweep_interval`](SessionTimeoutBuilder::sweep_interval) of the deadline,
+    /// with the reason, the owner and the time. The hook is async and runs off the request
+    /// path (it may write to a database); start the sweep that feeds it with
+    /// [`SessionTimeoutLayer::spawn_announcer`].
+    ///
+    /// The store decides who announces each end: an instance claims it for
+    /// [`ANNOUNCE_LEASE`](crate::ANNOUNCE_LEASE) and acknowledges it once the hook returns,
+    /// so no other instance announces it meanwhile, and an end whose instance died before
+    /// the hook returned is announced again by another (at least once across a crash). At
+    /// most [`ANNOUNCE_BATCH`](crate::ANNOUNCE_BATCH) ends are in flight per instance; a hook
+    /// call that panics or takes longer than [`HOOK_TIMEOUT`](crate::HOOK_TIMEOUT) is
+    /// retried on a later sweep, and after [`HOOK_ATTEMPTS`](crate::HOOK_ATTEMPTS) failures
+    /// the end is dropped and counted
+    /// ([`SessionTimeoutLayer::announcements_dropped`]).
+    ///
+    /// ```
+    /// use tower_session_timeout::SessionTimeoutLayer;
+    ///
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let layer = SessionTimeoutLayer::builder()
+    ///     .on_session_end(|end| async move {
+    ///         // e.g. INSERT INTO audit_log ...
+    ///         println!("{:?} ended ({}) at {:?}", end.owner, end.reason, end.at);
+    ///     })
+    ///     .build()?;
+    /// let announcer = layer.spawn_announcer();
+    /// # announcer.abort();
+    /// # Ok(())
+    /// # }
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(run()).unwrap();
+    /// ```
+    pub fn on_session_end<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(SessionEnd) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.on_session_end = Some(Arc::new(move |end| Box::pin(hook(end))));
+        self
+    }
+
+    /// How often the announcer sweeps the store for session ends (default
+    /// [5 s](DEFAULT_SWEEP_INTERVAL)): an end is announced within about this of its
+    /// deadline. Each sweep is one store call (plus one per batch announced).
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = interval;
+        self
+    }
+
     /// Calls `hook` once per session when a request finds it expired (reason `idle` or
     /// `absolute`) or a response ends it (`ended`), for audit logs. A session nobody asks
     /// about after its deadline (a closed tab) is purged without a call. The hook runs on the
@@ -502,6 +559,9 @@ impl<St> SessionTimeoutBuilder<St> {
         if self.store_timeout.is_some_and(|timeout| timeout.is_zero()) {
             return Err(ConfigError::ZeroStoreTimeout);
         }
+        if self.sweep_interval.is_zero() {
+            return Err(ConfigError::ZeroSweepInterval);
+        }
         let session_limit = match self.session_limit {
             Some((max, on_limit)) => Some(SessionLimit {
                 max: std::num::NonZeroU32::new(max).ok_or(ConfigError::ZeroSessionLimit)?,
@@ -561,6 +621,9 @@ impl<St> SessionTimeoutBuilder<St> {
             seconds_left_header,
             store_timeout: self.store_timeout,
             on_expiry: self.on_expiry,
+            on_session_end: self.on_session_end,
+            sweep_interval: self.sweep_interval,
+            announcements: Announcements::default(),
             errors: ErrorLog::default(),
             client_script,
         };

@@ -6,6 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderName;
 
+use crate::announcer::{Announcements, EndHook};
 use crate::cookie::{CookieSettings, IdBounds};
 use crate::error_log::ErrorLog;
 use crate::expired::Responder;
@@ -28,6 +29,9 @@ pub(crate) struct Config<St> {
     pub(crate) seconds_left_header: Option<HeaderName>,
     pub(crate) store_timeout: Option<Duration>,
     pub(crate) on_expiry: Option<ExpiryHook>,
+    pub(crate) on_session_end: Option<EndHook>,
+    pub(crate) sweep_interval: Duration,
+    pub(crate) announcements: Announcements,
     pub(crate) errors: ErrorLog,
     /// The browser client script with its prelude, when served.
     pub(crate) client_script: Option<Bytes>,

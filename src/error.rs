@@ -90,6 +90,9 @@ pub enum ConfigError {
         /// The idle timeout set.
         idle: Duration,
     },
+    /// The announcer's sweep interval is zero.
+    #[error("sweep_interval is zero: the announcer would sweep the store without pause; give it a few seconds (default 5 s)")]
+    ZeroSweepInterval,
     /// `max_sessions_per_owner` is zero.
     #[error("max_sessions_per_owner is zero: no one could ever sign in; set the most sessions one user may have at once, or leave it unset for no limit")]
     ZeroSessionLimit,

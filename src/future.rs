@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::cookie::{self, ResponseCookie};
 use crate::handle::{annotate, SessionId};
 use crate::inactive::inactive;
+use crate::metrics::{self, Decision};
 use crate::routes::Route;
 use crate::sessions::Sessions;
 use crate::store::{Begin, Check, NewSession, SessionKey, SessionTimeouts, StoreFuture};
@@ -125,7 +126,7 @@ where
         config: Arc<Config<St>>,
     ) -> Self {
         let state = State::Checking {
-            check: Bounded::new(check, config.store_timeout),
+            check: Bounded::new("check", check, config.store_timeout),
             pending: Some(pending),
         };
         ResponseFuture { state, config }
@@ -229,6 +230,10 @@ where
     } = pending;
     let (carried, info, stale) = match checked {
         Ok(Check::Active(record)) => {
+            metrics::request(match route {
+                Route::Passive | Route::Status => Decision::Passive,
+                _ => Decision::Active,
+            });
             let info = SessionInfo::new(&record, &config.policy, now);
             // `route=Passive` says the session was checked but not refreshed.
             tracing::trace!(session = %key, ?route, "session active");
@@ -258,6 +263,7 @@ where
             }
         }
         Err(error) => {
+            metrics::request(Decision::StoreError);
             // The keep-alive and status routes are the layer's own: no app route could stand
             // in for them, so they say the store failed even when fail-open.
             if !config.fail_open || matches!(route, Route::KeepAlive | Route::Status) {
@@ -451,10 +457,17 @@ impl<St: SessionStore> Settle<St> {
     ) -> Self {
         let (store, policy, limit) = (&config.store, &config.policy, config.store_timeout);
         Settle {
-            begin: begin.map(|(key, new)| Bounded::new(store.begin(&key, now, policy, new), limit)),
-            end: end.map(|key| Ending::start(Bounded::new(store.end(&key, now, policy), limit))),
+            begin: begin.map(|(key, new)| {
+                Bounded::new("begin", store.begin(&key, now, policy, new), limit)
+            }),
+            end: end
+                .map(|key| Ending::start(Bounded::new("end", store.end(&key, now, policy), limit))),
             retime: retime.map(|(key, timeouts)| {
-                Bounded::new(store.set_timeouts(&key, now, policy, timeouts), limit)
+                Bounded::new(
+                    "set_timeouts",
+                    store.set_timeouts(&key, now, policy, timeouts),
+                    limit,
+                )
             }),
             began: begin.map(|(key, _)| key),
             ended: end,
@@ -478,7 +491,10 @@ impl<St: SessionStore> Settle<St> {
             let outcome = ready!(begin.poll(cx));
             if let Some(session) = *this.began {
                 match outcome {
-                    Ok(Begin::Began) => tracing::debug!(%session, "session began"),
+                    Ok(Begin::Began) => {
+                        metrics::session_begun();
+                        tracing::debug!(%session, "session began");
+                    }
                     Ok(Begin::AlreadyActive) => {}
                     Ok(Begin::Refused(reason)) => {
                         tracing::warn!(%session, %reason, "the app set a session id that already expired; not revived")

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::cookie::{self, ResponseCookie};
 use crate::expired::{self, ExpiredSession};
+use crate::metrics::{self, Decision};
 use crate::routes::Route;
 use crate::{answer, ExpiryReason};
 
@@ -25,10 +26,12 @@ pub(crate) fn inactive<St, B>(
     request: &mut Request<B>,
 ) -> Option<Response<Bytes>> {
     if route == Route::Exempt {
+        metrics::request(Decision::Exempt);
         tracing::debug!(?reason, "stale session cookie on an exempt route; removed");
         cookie::remove(request.headers_mut(), &config.cookie.name);
         return None;
     }
+    metrics::request(reason.map_or(Decision::Malformed, Decision::Expired));
     let mut answer = match reason {
         Some(reason) => {
             let prefers_json = route == Route::Status || expired::prefers_json(request.headers());

@@ -43,6 +43,46 @@ impl<St: SessionStore> SessionTimeoutLayer<St> {
         crate::Sessions::new(Arc::clone(&self.config))
     }
 
+    /// Starts the announcer: a task that, every
+    /// [`sweep_interval`](crate::SessionTimeoutBuilder::sweep_interval), claims the session
+    /// ends due from the store and hands them to the
+    /// [`on_session_end`](crate::SessionTimeoutBuilder::on_session_end) hook. Start one per
+    /// app instance; the store keeps them from announcing an end twice. It runs until the
+    /// returned handle is aborted or the runtime shuts down; a store error is logged and the
+    /// next sweep tries again.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime, as `tokio::spawn` does.
+    pub fn spawn_announcer(&self) -> tokio::task::JoinHandle<()> {
+        let config = Arc::clone(&self.config);
+        tokio::spawn(async move {
+            let mut sweeps = tokio::time::interval(config.sweep_interval);
+            sweeps.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                sweeps.tick().await;
+                if let Err(error) = crate::announcer::announce_once(&config).await {
+                    config.errors.record(
+                        &error,
+                        "did not announce session ends (the next sweep retries)",
+                    );
+                }
+            }
+        })
+    }
+
+    /// Runs one sweep of the announcer now and answers how many ends the hook announced:
+    /// for tests (with a manual clock) and for apps that schedule sweeps themselves.
+    pub async fn announce_now(&self) -> Result<usize, crate::StoreError> {
+        crate::announcer::announce_once(&self.config).await
+    }
+
+    /// How many session ends this instance dropped after their hook failed
+    /// [`HOOK_ATTEMPTS`](crate::HOOK_ATTEMPTS) times.
+    pub fn announcements_dropped(&self) -> u64 {
+        self.config.announcements.dropped()
+    }
+
     /// The current time by the layer's clock.
     pub fn now(&self) -> Timestamp {
         self.config.now()

@@ -76,6 +76,45 @@
 //! The app gets its response as usual; the cookie it set answers 440 `unknown` on the next
 //! request, and a WARN log line says why.
 //!
+//! # Whose session, and for how long
+//!
+//! At sign-in a handler names the session's owner with
+//! [`SessionHandle::set_owner`], and may give it timeouts of its own with
+//! [`SessionHandle::set_timeouts`] ("remember me"; or shorter ones after a sensitive action),
+//! never beyond [`max_session_timeouts`](SessionTimeoutBuilder::max_session_timeouts). The
+//! store keeps both with the session, so every instance sharing it knows them. A handler lists
+//! the user's sessions ([`SessionHandle::list_sessions`]) and ends one or all the others
+//! ([`SessionHandle::end_session`], [`SessionHandle::end_others`]: "sign out everywhere", as
+//! after a password change); admin tools do the same for any user through
+//! [`SessionTimeoutLayer::sessions`]. With
+//! [`max_sessions_per_owner`](SessionTimeoutBuilder::max_sessions_per_owner), a sign-in
+//! beyond the limit ends the user's oldest session, which then answers 440 with reason
+//! `superseded`, or is refused with `409 Conflict`.
+//!
+//! # Hearing every session end
+//!
+//! [`on_session_end`](SessionTimeoutBuilder::on_session_end) sets an async hook that hears
+//! every session end once, with its reason, owner and time, including sessions that expire
+//! with no later request; [`SessionTimeoutLayer::spawn_announcer`] starts the sweep that feeds
+//! it. The store decides which instance announces each end, so several instances announce it
+//! once; an end whose instance died before its hook returned is announced by another after
+//! [`ANNOUNCE_LEASE`].
+//!
+//! # Metrics
+//!
+//! With the `metrics` feature the layer records through the [`metrics`](https://docs.rs/metrics)
+//! facade, for whichever exporter the app installs (the demo serves them at `GET /metrics`
+//! with `metrics-exporter-prometheus`):
+//!
+//! | name | kind | labels | what |
+//! |---|---|---|---|
+//! | `session_timeout_requests_total` | counter | `decision`: `active`, `passive`, `expired`, `exempt`, `no_session`, `store_error`, `malformed`; `reason` (for `expired`): `idle`, `absolute`, `ended`, `superseded`, `unknown` | requests by what the layer decided |
+//! | `session_timeout_sessions_begun_total` | counter | | sessions begun |
+//! | `session_timeout_sessions_ended_total` | counter | `reason` | session ends, counted once as the announcer announces them (so only where an announcer runs) |
+//! | `session_timeout_announcements_dropped_total` | counter | | ends dropped after their hook failed [`HOOK_ATTEMPTS`] times |
+//! | `session_timeout_store_call_duration_seconds` | histogram | `operation`: `check`, `begin`, `end`, `set_timeouts`, `owner_of`, `sessions_of`, `end_sessions_of`, `claim_ends`, `ack_ends` | how long store calls take, timeouts included |
+//! | `session_timeout_active_sessions` | gauge | | active sessions, set at each sweep, for stores that count them cheaply ([`MemoryStore`]) |
+//!
 //! # Which cookie is the session
 //!
 //! The layer checks the very id the app will use. Apps read cookies with the `cookie` crate
@@ -299,11 +338,12 @@
 //! `redis`, `postgres` and `sqlite` add the stores of those names. `axum` makes
 //! [`SessionHandle`] and [`SessionInfo`] axum extractors of their own (`Option<SessionInfo>`
 //! for a handler that serves both signed-in and anonymous requests), so handlers need no
-//! `Extension<…>` wrapper.
+//! `Extension<…>` wrapper. `metrics` records the metrics in the table above.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod announcer;
 mod answer;
 mod body;
 mod bounded;
@@ -323,12 +363,16 @@ mod handle;
 mod inactive;
 mod json;
 mod layer;
+mod metrics;
 mod preset;
 mod routes;
 mod service;
 mod sessions;
 pub mod store;
 
+pub use announcer::{
+    ANNOUNCE_BATCH, ANNOUNCE_LEASE, DEFAULT_SWEEP_INTERVAL, HOOK_ATTEMPTS, HOOK_TIMEOUT,
+};
 pub use body::ResponseBody;
 pub use builder::{
     SessionTimeoutBuilder, DEFAULT_COOKIE_NAME, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ID_LEN,
@@ -351,7 +395,9 @@ pub use service::SessionTimeout;
 pub use sessions::{ParseSessionRefError, SessionRef, SessionSummary, Sessions};
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
-pub use store::{ExpiryReason, MemoryStore, OnLimit, SessionKey, SessionStore, SessionTimeouts};
+pub use store::{
+    ExpiryReason, MemoryStore, OnLimit, SessionEnd, SessionKey, SessionStore, SessionTimeouts,
+};
 
 #[cfg(feature = "postgres")]
 pub use store::PostgresStore;

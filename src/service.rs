@@ -13,6 +13,7 @@ use crate::expired;
 use crate::future::{After, Pending, ResponseFuture};
 use crate::handle::SessionId;
 use crate::inactive::inactive;
+use crate::metrics::{self, Decision};
 use crate::routes::Route;
 use crate::sessions::Sessions;
 use crate::store::{SessionKey, Touch};
@@ -118,6 +119,7 @@ where
                 Some(ExpiryReason::Unknown)
             }
             RequestCookie::Absent => {
+                metrics::request(Decision::NoSession);
                 let sessions = Sessions::new(Arc::clone(&config));
                 let after = After::new(None, None, None, false, &mut request, sessions);
                 return ResponseFuture::calling(self.inner.call(request), after, config);

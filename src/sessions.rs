@@ -246,12 +246,13 @@ trait Admin: Send + Sync {
 impl<St: SessionStore> Admin for Config<St> {
     fn owner_of(&self, key: SessionKey) -> StoreFuture<Option<String>> {
         let call = self.store.owner_of(&key, self.now(), &self.policy);
-        Box::pin(Bounded::new(call, self.store_timeout))
+        Box::pin(Bounded::new("owner_of", call, self.store_timeout))
     }
 
     fn sessions_of(&self, owner: &str) -> StoreFuture<(Vec<OwnedSession>, Policy)> {
         let policy = self.policy;
         let call = Bounded::new(
+            "sessions_of",
             self.store.sessions_of(owner, self.now(), &policy),
             self.store_timeout,
         );
@@ -260,13 +261,13 @@ impl<St: SessionStore> Admin for Config<St> {
 
     fn end(&self, key: SessionKey) -> StoreFuture<bool> {
         let call = self.store.end(&key, self.now(), &self.policy);
-        Box::pin(Bounded::new(call, self.store_timeout))
+        Box::pin(Bounded::new("end", call, self.store_timeout))
     }
 
     fn end_sessions_of(&self, owner: &str, keep: Option<SessionKey>) -> StoreFuture<u64> {
         let call = self
             .store
             .end_sessions_of(owner, keep.as_ref(), self.now(), &self.policy);
-        Box::pin(Bounded::new(call, self.store_timeout))
+        Box::pin(Bounded::new("end_sessions_of", call, self.store_timeout))
     }
 }

@@ -38,6 +38,8 @@ fn settings_defaults() {
             absolute_timeout: None,
             remember: SessionTimeouts::new(7 * DAY).with_absolute(30 * DAY),
             max_sessions_per_user: None,
+            audit_log: None,
+            expiry_sweep: Duration::from_secs(5),
             store: StoreChoice::Memory
         }
     );
@@ -132,6 +134,7 @@ fn bad_settings_are_clear_errors() {
 struct Demo {
     router: axum::Router,
     clock: ManualClock,
+    layer: SessionTimeoutLayer,
 }
 
 impl Demo {
@@ -148,8 +151,9 @@ impl Demo {
             .build()
             .unwrap();
         Demo {
-            router: demo::router(layer, &settings),
+            router: demo::router(layer.clone(), &settings),
             clock,
+            layer,
         }
     }
 
@@ -324,6 +328,67 @@ async fn a_sign_in_beyond_the_limit_supersedes_the_oldest_session() {
             .len(),
         2
     );
+}
+
+#[tokio::test]
+async fn the_audit_log_gets_one_line_per_session_end_asked_for_or_not() {
+    let path = std::env::temp_dir().join(format!("audit-{:016x}.jsonl", rand::random::<u64>()));
+    let demo = Demo::with(&[
+        ("AUDIT_LOG", path.to_str().unwrap()),
+        ("MAX_SESSIONS_PER_USER", "2"),
+    ]);
+    let began = demo.layer.now().as_unix_millis();
+    let abandoned = demo.sign_in_as("username=ada&password=x").await;
+    let signed_out = demo.sign_in_as("username=bob&password=x").await;
+    let request = Request::post("/logout").header(COOKIE, &signed_out);
+    demo.send(request.body(Body::empty()).unwrap()).await;
+    let first = demo.sign_in_as("username=cy&password=x").await;
+    demo.clock.advance(Duration::from_secs(1));
+    demo.sign_in_as("username=cy&password=x").await;
+    demo.sign_in_as("username=cy&password=x").await;
+    // Nobody comes back for ada's session: it is announced at its deadline all the same.
+    demo.clock.advance(Duration::from_secs(61));
+    let announced = demo.layer.announce_now().await.unwrap();
+    assert!(announced >= 4, "{announced}");
+    assert_eq!(demo.layer.announce_now().await.unwrap(), 0, "once");
+    let log = std::fs::read_to_string(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    let mut lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    lines.sort_by_key(|line| {
+        (
+            line["user"].as_str().unwrap().to_owned(),
+            line["at_ms"].as_u64(),
+        )
+    });
+    let summary: Vec<(&str, &str, u64)> = lines
+        .iter()
+        .map(|line| {
+            assert_eq!(line["event"], "session_end");
+            let at = line["at_ms"].as_u64().unwrap() - began;
+            (
+                line["user"].as_str().unwrap(),
+                line["reason"].as_str().unwrap(),
+                at,
+            )
+        })
+        .collect();
+    // Every session ended: ada's went idle at 60 s; bob signed out at once; cy's first was
+    // superseded by the third sign-in at 1 s, the other two went idle at 61 s.
+    assert_eq!(
+        summary,
+        vec![
+            ("ada", "idle", 60_000),
+            ("bob", "ended", 0),
+            ("cy", "superseded", 1_000),
+            ("cy", "idle", 61_000),
+            ("cy", "idle", 61_000),
+        ],
+        "{log}"
+    );
+    drop((abandoned, first));
 }
 
 #[tokio::test]

@@ -24,6 +24,72 @@ async fn passes_the_store_suite_with_one_shard() {
 }
 
 #[tokio::test]
+async fn passes_the_announce_suite() {
+    let store = MemoryStore::new();
+    common::announce_suite::run(store.clone(), store).await;
+}
+
+/// Ends are listed for announcement from the start, whether or not anyone claims yet, and
+/// the list is compacted as it grows, without losing one.
+#[tokio::test]
+async fn ends_before_the_first_claim_are_announced() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = t0();
+    for i in 0..1000 {
+        let key = fresh_key(&format!("early{i}"));
+        store
+            .begin(
+                &key,
+                t0,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
+        assert!(store.end(&key, t0, &policy).await.unwrap());
+    }
+    let claimed = store
+        .claim_ends(
+            t0.saturating_add(Duration::from_secs(1)),
+            &policy,
+            5000,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1000);
+    assert!(claimed
+        .iter()
+        .all(|end| end.reason == ExpiryReason::Ended && end.at == t0));
+}
+
+#[tokio::test]
+async fn counts_its_active_sessions() {
+    let store = MemoryStore::with_shards(2);
+    let policy = policy();
+    let t0 = t0();
+    let keys: Vec<_> = (0..3).map(|i| fresh_key(&format!("count{i}"))).collect();
+    for key in &keys {
+        store
+            .begin(
+                key,
+                t0,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.active_sessions(), Some(3));
+    store.end(&keys[0], t0, &policy).await.unwrap();
+    assert_eq!(store.active_sessions(), Some(2));
+    // Expired but not yet swept still counts; a purge retires them.
+    store.purge(t0.saturating_add(IDLE)).await.unwrap();
+    assert_eq!(store.active_sessions(), Some(0));
+}
+
+#[tokio::test]
 async fn passes_the_owner_suite() {
     common::owner_suite::run(MemoryStore::new()).await;
 }

@@ -7,11 +7,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::app::app_with_store;
-use common::store_suite::{self, fresh_key, policy, start, IDLE};
+use common::owner_races;
+use common::owner_suite::fresh_owner;
+use common::previous_table::{previous_schema, OldSessions};
+use common::store_suite::{self, fresh_key, policy, start, IDLE, RETENTION};
 use http::StatusCode;
 use sqlx::Connection;
-use tower_session_timeout::store::{Check, SessionStore, SqlOptions, Touch};
-use tower_session_timeout::{ExpiryReason, ManualClock, PostgresStore};
+use tower_session_timeout::store::{
+    Check, NewSession, SessionKey, SessionStore, SqlOptions, Touch,
+};
+use tower_session_timeout::{ExpiryReason, ManualClock, OnLimit, PostgresStore};
 
 /// A database made for one test, dropped (best effort) when the value is.
 struct TestDb {
@@ -82,6 +87,12 @@ async fn count(store: &PostgresStore) -> i64 {
 async fn passes_the_store_suite() {
     let db = TestDb::new().await;
     store_suite::run(db.store().await).await;
+}
+
+#[tokio::test]
+async fn passes_the_owner_suite() {
+    let db = TestDb::new().await;
+    common::owner_suite::run(db.store().await).await;
 }
 
 #[tokio::test]
@@ -418,4 +429,161 @@ async fn a_locked_table_is_answered_503_within_the_bound_and_gives_connections_b
     for id in &ids {
         assert_eq!(app.get("/page", Some(id)).await.status, StatusCode::OK);
     }
+}
+
+#[tokio::test]
+async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
+    let db = TestDb::new().await;
+    let store = PostgresStore::connect(&db.url()).await.expect("connect");
+    for statement in previous_schema("tower_session_timeout", "BYTEA") {
+        sqlx::query(&statement)
+            .execute(store.pool())
+            .await
+            .expect("the previous version's table");
+    }
+    let old = OldSessions::new();
+    for row in old.rows() {
+        sqlx::query(
+            "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(row.key.as_bytes().to_vec())
+        .bind(row.created_at)
+        .bind(row.last_seen)
+        .bind(row.state)
+        .bind(row.expires_at)
+        .execute(store.pool())
+        .await
+        .expect("an old row");
+    }
+
+    // Two instances starting at once: one upgrades, the other waits and finds it done.
+    let other = PostgresStore::connect(&db.url()).await.expect("connect");
+    let (a, b) = tokio::join!(store.migrate(), other.migrate());
+    a.expect("migrate upgrades");
+    b.expect("a concurrent migrate");
+    assert_eq!(count(&store).await, 4, "every row survives the upgrade");
+    let checks = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = 'tower_session_timeout'::regclass AND contype = 'c'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .expect("constraints")
+    };
+    let upgraded = checks().await;
+    assert_eq!(upgraded.len(), 1, "the old check is replaced: {upgraded:?}");
+    assert!(upgraded[0].contains("superseded"), "{upgraded:?}");
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_name = 'tower_session_timeout' AND is_nullable = 'YES' ORDER BY column_name",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("columns");
+    assert_eq!(columns, ["absolute_ms", "idle_ms", "owner"]);
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'tower_session_timeout' \
+         AND indexname <> 'tower_session_timeout_pkey' ORDER BY indexname",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("indexes");
+    assert_eq!(
+        indexes,
+        vec![
+            store.index_name().to_owned(),
+            store.owner_index_name().to_owned()
+        ]
+    );
+    old.keep_working(&store).await;
+
+    // A second migrate finds the table current and leaves it; the check still refuses a
+    // state no version writes.
+    store.migrate().await.expect("migrate again");
+    assert_eq!(checks().await, upgraded);
+    let bogus = sqlx::query(
+        "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at) \
+         VALUES ('\\x00', 0, 0, 'sleepy', 0)",
+    )
+    .execute(store.pool())
+    .await;
+    assert!(bogus.is_err(), "{bogus:?}");
+}
+
+#[tokio::test]
+async fn an_owners_sessions_are_found_through_the_owner_index() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    // Many owners of a few sessions each, and as many sessions without one.
+    sqlx::query(
+        "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at, owner) \
+         SELECT sha256(i::text::bytea), i, i, 'active', i + 1000000, \
+                CASE WHEN i % 2 = 0 THEN 'user-' || (i % 5000) END \
+         FROM generate_series(1, 20000) AS i",
+    )
+    .execute(store.pool())
+    .await
+    .expect("fill");
+    sqlx::query("ANALYZE tower_session_timeout")
+        .execute(store.pool())
+        .await
+        .expect("analyze");
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT key FROM tower_session_timeout \
+         WHERE owner = 'user-42' AND state = 'active' ORDER BY created_at, key",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("explain");
+    let plan = plan.join("\n");
+    assert!(plan.contains(store.owner_index_name()), "{plan}");
+}
+
+#[tokio::test]
+async fn the_purge_removes_owned_rows_too() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let policy = policy();
+    let owner = fresh_owner("purged");
+    let t0 = start();
+    let keys: Vec<SessionKey> = (0..3).map(|i| fresh_key(&format!("purged{i}"))).collect();
+    for key in &keys {
+        let new = NewSession {
+            owner: Some(&owner),
+            timeouts: None,
+        };
+        store.begin(key, t0, &policy, new).await.expect("begin");
+    }
+    assert!(store.end(&keys[0], t0, &policy).await.expect("end"));
+    // Past every deadline and retention: the owner's rows go like any other.
+    let later = t0.saturating_add(IDLE + RETENTION);
+    assert_eq!(store.purge(later).await.expect("purge"), 3);
+    assert_eq!(count(&store).await, 0);
+    assert!(store
+        .sessions_of(&owner, later, &policy)
+        .await
+        .expect("sessions_of")
+        .is_empty());
+}
+
+/// Three app instances, each with a pool of its own.
+async fn three_instances(db: &TestDb) -> [PostgresStore; 3] {
+    [db.store().await, db.store().await, db.store().await]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_all_racing_requests_and_sign_ins_on_three_instances_ends_every_old_session() {
+    let db = TestDb::new().await;
+    owner_races::end_all_races_requests_and_sign_ins(&three_instances(&db).await, 8).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_racing_under_a_limit_on_three_instances_keep_it() {
+    let db = TestDb::new().await;
+    let stores = three_instances(&db).await;
+    owner_races::limited_sign_ins_race(&stores, 3, OnLimit::Refuse, 4).await;
+    owner_races::limited_sign_ins_race(&stores, 3, OnLimit::EndOldest, 4).await;
+    owner_races::limited_sign_ins_race(&stores, 1, OnLimit::EndOldest, 2).await;
 }

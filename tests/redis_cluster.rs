@@ -22,7 +22,7 @@ use http::{Request, StatusCode};
 use http_body_util::Empty;
 use tower::ServiceExt;
 use tower_session_timeout::store::{Begin, NewSession, SessionKey, SessionStore};
-use tower_session_timeout::{ManualClock, RedisStore};
+use tower_session_timeout::{ManualClock, OnLimit, RedisStore};
 
 /// Bounds every single request.
 const WAIT: Duration = Duration::from_secs(10);
@@ -320,6 +320,9 @@ async fn owners_work_across_slots() {
     common::owner_suite::run(stores[1].clone()).await;
     common::redis_owners::run(&stores, inspector).await;
     common::redis_owners::end_all_races_with_requests_and_sign_ins(&stores, 10).await;
+    common::owner_races::end_all_races_requests_and_sign_ins(&stores, 4).await;
+    common::owner_races::limited_sign_ins_race(&stores, 3, OnLimit::Refuse, 2).await;
+    common::owner_races::limited_sign_ins_race(&stores, 3, OnLimit::EndOldest, 2).await;
 }
 
 /// The reference model on a cluster: owners' indexes and their sessions in different slots.

@@ -22,7 +22,7 @@ use http_body_util::Empty;
 use redis::AsyncCommands;
 use tower::{Service, ServiceExt};
 use tower_session_timeout::store::{Begin, Check, SessionKey, SessionStore, Touch};
-use tower_session_timeout::{ExpiryReason, ManualClock, RedisStore, StoreError};
+use tower_session_timeout::{ExpiryReason, ManualClock, OnLimit, RedisStore, StoreError};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
@@ -80,23 +80,35 @@ async fn passes_the_owner_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keeps_owner_indexes_consistent_across_instances() {
-    let prefix = unique_prefix("owners");
-    let mut stores = Vec::new();
-    for _ in 0..3 {
-        stores.push(store("owners").await.with_prefix(prefix.clone()));
-    }
+    let stores = three_instances("owners").await;
     common::redis_owners::run(&stores, inspector().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_all_racing_with_requests_and_sign_ins_on_three_instances() {
-    let prefix = unique_prefix("end-all-race");
-    let mut stores = Vec::new();
-    for _ in 0..3 {
-        stores.push(store("end-all-race").await.with_prefix(prefix.clone()));
-    }
+    let stores = three_instances("end-all-race").await;
     let rounds = if common::long::on() { 1_000 } else { 20 };
     common::redis_owners::end_all_races_with_requests_and_sign_ins(&stores, rounds).await;
+}
+
+/// Three instances (connections of their own) on one prefix.
+async fn three_instances(test: &str) -> Vec<RedisStore> {
+    let prefix = unique_prefix(test);
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(store(test).await.with_prefix(prefix.clone()));
+    }
+    stores
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_shared_owner_races_on_three_instances() {
+    let stores = three_instances("owner-races").await;
+    common::owner_races::end_all_races_requests_and_sign_ins(&stores, 8).await;
+    common::owner_races::limited_sign_ins_race(&stores, 3, OnLimit::Refuse, 4).await;
+    common::owner_races::limited_sign_ins_race(&stores, 3, OnLimit::EndOldest, 4).await;
+    common::owner_races::limited_sign_ins_race(&stores, 1, OnLimit::EndOldest, 2).await;
+    common::owner_races::limited_sign_ins_race(&stores, 1, OnLimit::Refuse, 2).await;
 }
 
 #[tokio::test]

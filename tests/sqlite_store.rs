@@ -7,10 +7,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::app::app_with_store;
+use common::owner_races;
+use common::owner_suite::fresh_owner;
+use common::previous_table::{previous_schema, OldSessions};
 use common::store_suite::{self, fresh_key, policy, start, ABSOLUTE, IDLE, RETENTION};
 use http::StatusCode;
-use tower_session_timeout::store::{Check, SessionKey, SessionStore, SqlOptions, Touch};
-use tower_session_timeout::{ExpiryReason, ManualClock, SqliteStore, StoreError, Timestamp};
+use tower_session_timeout::store::{
+    Check, NewSession, SessionKey, SessionStore, SqlOptions, Touch,
+};
+use tower_session_timeout::{
+    ExpiryReason, ManualClock, OnLimit, SqliteStore, StoreError, Timestamp,
+};
 
 /// A database file path of its own in the temporary directory; the file and its WAL
 /// companions are removed when the value is dropped.
@@ -51,6 +58,12 @@ async fn count(store: &SqliteStore) -> i64 {
 async fn passes_the_store_suite() {
     let db = TempDb::new();
     store_suite::run(db.store().await).await;
+}
+
+#[tokio::test]
+async fn passes_the_owner_suite() {
+    let db = TempDb::new();
+    common::owner_suite::run(db.store().await).await;
 }
 
 #[tokio::test]
@@ -260,4 +273,137 @@ async fn a_locked_file_is_answered_503_within_the_busy_timeout() {
         app.get("/page", Some("locked")).await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
+    let db = TempDb::new();
+    let store = SqliteStore::open(&db.0).await.expect("open");
+    for statement in previous_schema("tower_session_timeout", "BLOB") {
+        sqlx::query(&statement)
+            .execute(store.pool())
+            .await
+            .expect("the previous version's table");
+    }
+    let old = OldSessions::new();
+    for row in old.rows() {
+        sqlx::query(
+            "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(row.key.as_bytes().to_vec())
+        .bind(row.created_at)
+        .bind(row.last_seen)
+        .bind(row.state)
+        .bind(row.expires_at)
+        .execute(store.pool())
+        .await
+        .expect("an old row");
+    }
+
+    store.migrate().await.expect("migrate upgrades");
+    assert_eq!(count(&store).await, 4, "every row survives the upgrade");
+    let definition = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tower_session_timeout'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .expect("the table")
+    };
+    let upgraded = definition().await;
+    assert!(upgraded.contains("superseded"), "{upgraded}");
+    assert!(upgraded.contains("owner TEXT"), "{upgraded}");
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tower_session_timeout' \
+         AND sql IS NOT NULL ORDER BY name",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("indexes");
+    assert_eq!(
+        indexes,
+        vec![
+            store.index_name().to_owned(),
+            store.owner_index_name().to_owned()
+        ]
+    );
+    old.keep_working(&store).await;
+
+    // A second migrate finds the table current and leaves it, rows and all.
+    let rows = count(&store).await;
+    store.migrate().await.expect("migrate again");
+    assert_eq!(definition().await, upgraded);
+    assert_eq!(count(&store).await, rows);
+    // The new check still refuses a state no version writes.
+    let bogus = sqlx::query(
+        "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at) \
+         VALUES (x'00', 0, 0, 'sleepy', 0)",
+    )
+    .execute(store.pool())
+    .await;
+    assert!(bogus.is_err(), "{bogus:?}");
+}
+
+#[tokio::test]
+async fn an_owners_sessions_are_found_through_the_owner_index() {
+    let db = TempDb::new();
+    let store = db.store().await;
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT key FROM tower_session_timeout \
+         WHERE owner = $1 AND state = 'active' ORDER BY created_at, key",
+    )
+    .bind("someone")
+    .fetch_all(store.pool())
+    .await
+    .expect("explain");
+    let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains(store.owner_index_name()), "{plan}");
+}
+
+#[tokio::test]
+async fn the_purge_removes_owned_rows_too() {
+    let db = TempDb::new();
+    let store = db.store().await;
+    let policy = policy();
+    let owner = fresh_owner("purged");
+    let t0 = start();
+    let keys: Vec<SessionKey> = (0..3).map(|i| fresh_key(&format!("purged{i}"))).collect();
+    for key in &keys {
+        let new = NewSession {
+            owner: Some(&owner),
+            timeouts: None,
+        };
+        store.begin(key, t0, &policy, new).await.expect("begin");
+    }
+    assert!(store.end(&keys[0], t0, &policy).await.expect("end"));
+    // Past every deadline and retention: the owner's rows go like any other.
+    let later = t0.saturating_add(IDLE + RETENTION);
+    assert_eq!(store.purge(later).await.expect("purge"), 3);
+    assert_eq!(count(&store).await, 0);
+    assert!(store
+        .sessions_of(&owner, later, &policy)
+        .await
+        .expect("sessions_of")
+        .is_empty());
+}
+
+/// Two stores on one file stand for two processes sharing it.
+async fn two_instances(db: &TempDb) -> [SqliteStore; 2] {
+    [db.store().await, db.store().await]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_all_racing_requests_and_sign_ins_on_two_instances_ends_every_old_session() {
+    let db = TempDb::new();
+    owner_races::end_all_races_requests_and_sign_ins(&two_instances(&db).await, 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_racing_under_a_limit_on_two_instances_keep_it() {
+    let db = TempDb::new();
+    let stores = two_instances(&db).await;
+    owner_races::limited_sign_ins_race(&stores, 3, OnLimit::Refuse, 3).await;
+    owner_races::limited_sign_ins_race(&stores, 3, OnLimit::EndOldest, 3).await;
 }

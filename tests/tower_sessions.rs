@@ -396,3 +396,27 @@ async fn a_cookie_sent_again_does_not_reset_the_absolute_deadline() {
         app.assert_440(&anonymous, "absolute").await;
     }
 }
+
+/// The README's "sign out everywhere": a password change in the axum-login app ends every
+/// other session of the user (440 `ended`, not a silently anonymous session) and keeps the
+/// browser that changed it signed in; another user is not touched.
+#[tokio::test]
+async fn a_password_change_signs_the_user_out_everywhere_else() {
+    let app = App::with_axum_login();
+    let (_, laptop) = app.sign_in().await;
+    let (_, tablet) = app.sign_in().await;
+    let (_, phone) = app.sign_in().await;
+    let changed = app
+        .post("/password", Some(&phone), "password=new-secret")
+        .await;
+    assert_eq!(changed.status, StatusCode::SEE_OTHER, "{}", changed.body);
+    assert_eq!(changed.location(), Some("/dashboard"));
+    app.assert_440(&laptop, "ended").await;
+    app.assert_440(&tablet, "ended").await;
+    app.assert_signed_in(&phone).await;
+    // The old password no longer signs in; the new one does.
+    let (anonymous, token) = app.open_login_form(None).await;
+    let form = format!("username=ada&password=lovelace&csrf={token}");
+    let refused = app.post("/login", Some(&anonymous), &form).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+}

@@ -10,7 +10,7 @@ use hashbrown::HashTable;
 
 use super::{
     oldest_first, Begin, Check, ExpiryReason, NewSession, OnLimit, OwnedSession, Policy,
-    SessionKey, SessionRecord, SessionStore, SessionTimeouts, StoreFuture, Touch,
+    SessionEnd, SessionKey, SessionRecord, SessionStore, SessionTimeouts, StoreFuture, Touch,
 };
 use crate::{StoreError, Timestamp};
 
@@ -308,6 +308,56 @@ impl SessionStore for MemoryStore {
         Box::pin(ready(Ok(ended)))
     }
 
+    fn claim_ends(
+        &self,
+        now: Timestamp,
+        policy: &Policy,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreFuture<Vec<SessionEnd>> {
+        let mut claimed = Vec::new();
+        let lease_until = now.saturating_add(lease);
+        for shard in self.shards.iter() {
+            // Silent expiries become tombstones (and so ends) only when swept.
+            loop {
+                let mut shard = lock(shard);
+                shard.retention = policy.tombstone_retention();
+                let (_, seen) = shard.sweep(now, PURGE_CHUNK);
+                if seen < PURGE_CHUNK {
+                    let retention = policy.tombstone_retention();
+                    shard.claim(
+                        now,
+                        retention,
+                        limit - claimed.len(),
+                        lease_until,
+                        &mut claimed,
+                    );
+                    break;
+                }
+            }
+            if claimed.len() >= limit {
+                break;
+            }
+        }
+        Box::pin(ready(Ok(claimed)))
+    }
+
+    fn ack_ends(&self, keys: &[SessionKey], _now: Timestamp, _policy: &Policy) -> StoreFuture<()> {
+        for key in keys {
+            self.shard(key).ack(key);
+        }
+        Box::pin(ready(Ok(())))
+    }
+
+    fn active_sessions(&self) -> Option<u64> {
+        let active = self
+            .shards
+            .iter()
+            .map(|shard| lock(shard).active)
+            .sum::<usize>();
+        Some(active as u64)
+    }
+
     fn purge(&self, now: Timestamp) -> Self::PurgeFuture {
         let mut removed = 0;
         for shard in self.shards.iter() {
@@ -349,6 +399,15 @@ struct Shard {
     extras: HashMap<SessionKey, Extra>,
     /// Owned records removed since the owners' index last looked, so it can drop them.
     released: Vec<(Arc<str>, SessionKey)>,
+    /// Tombstones whose end is not yet acknowledged ([`SessionStore::ack_ends`]); some may
+    /// be stale (forgotten since), dropped when claimed or when they outnumber the
+    /// tombstones, so the list stays within twice the tombstones whether or not anyone
+    /// claims.
+    ends: Vec<SessionKey>,
+    /// Ends claimed and not yet acknowledged, and until when.
+    leases: HashMap<SessionKey, Timestamp>,
+    /// How many records are active (not yet retired), for the active-sessions gauge.
+    active: usize,
 }
 
 /// What an owner's index entry stands for.
@@ -383,6 +442,8 @@ struct Slot {
     reason: ExpiryReason,
     /// Whether the shard keeps an [`Extra`] for this record.
     extra: bool,
+    /// Tombstone: whether its end was announced ([`SessionStore::ack_ends`]).
+    announced: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -403,6 +464,7 @@ impl Slot {
             kind: Kind::Free,
             reason: ExpiryReason::Unknown,
             extra: false,
+            announced: false,
         };
         slot.set(state);
         slot
@@ -432,6 +494,7 @@ impl Slot {
                 reason,
             } => {
                 self.kind = Kind::Active;
+                self.announced = false;
                 self.created_at = record.created_at;
                 self.last_seen = record.last_seen;
                 self.due = deadline;
@@ -507,6 +570,9 @@ impl Shard {
 
     /// Stores a new record, listed in no bucket yet, and returns its slot.
     fn insert(&mut self, key: &SessionKey, state: State, bucket: u32) -> u32 {
+        if let State::Active { .. } = state {
+            self.active += 1;
+        }
         let record = Slot::new(*key, state, bucket);
         let slot = match self.free.pop() {
             Some(slot) => {
@@ -536,6 +602,9 @@ impl Shard {
             .find_entry(hash_of(&key), |&other| other as usize == slot)
         {
             entry.remove();
+        }
+        if self.slots[slot].kind == Kind::Active {
+            self.active -= 1;
         }
         if std::mem::take(&mut self.slots[slot].extra) {
             if let Some(owner) = self.extras.remove(&key).and_then(|extra| extra.owner) {
@@ -782,8 +851,28 @@ impl Shard {
         self.retire(slot, reason, policy.tombstone_until(record));
     }
 
+    /// Lists a new tombstone's end for announcement.
+    fn ended(&mut self, slot: usize) {
+        self.ends.push(self.slots[slot].key);
+        let tombstones = self.len() - self.active;
+        if self.ends.len() > 2 * tombstones + 64 {
+            let mut ends = std::mem::take(&mut self.ends);
+            ends.retain(|key| self.unannounced(key));
+            self.ends = ends;
+        }
+    }
+
+    /// Whether `key` is a tombstone whose end is not yet acknowledged.
+    fn unannounced(&self, key: &SessionKey) -> bool {
+        self.find(key).is_some_and(|slot| {
+            let record = &self.slots[slot];
+            record.kind == Kind::Tombstone && !record.announced
+        })
+    }
+
     /// Replaces a record with a tombstone kept until `until`.
     fn retire(&mut self, slot: usize, reason: ExpiryReason, until: Timestamp) {
+        self.active -= 1;
         let record = &mut self.slots[slot];
         record.set(State::Tombstone { reason, until });
         let bucket = bucket_of(until);
@@ -793,6 +882,7 @@ impl Shard {
             record.bucket = bucket;
             self.list(slot, bucket);
         }
+        self.ended(slot);
     }
 
     /// Looks at up to `budget` records listed in buckets that are due at `now`: retires
@@ -842,6 +932,8 @@ impl Shard {
                     } else {
                         // Retired here, removed when its own retention ends.
                         record.set(State::Tombstone { reason, until });
+                        self.active -= 1;
+                        self.ended(slot);
                         self.relist(slot, until);
                     }
                 }
@@ -849,6 +941,69 @@ impl Shard {
             }
         }
         (removed, seen)
+    }
+
+    /// Hands out up to `limit` ends not yet announced and not leased at `now`, leasing each
+    /// until `lease_until`; drops listings of records since forgotten or announced. Stops at
+    /// `limit`, so a claim costs what it hands out (and what it drops), not the whole list.
+    fn claim(
+        &mut self,
+        now: Timestamp,
+        retention: Duration,
+        limit: usize,
+        lease_until: Timestamp,
+        out: &mut Vec<SessionEnd>,
+    ) {
+        let mut next = 0;
+        while next < self.ends.len() && out.len() < limit {
+            let key = self.ends[next];
+            let listed = self.find(&key).and_then(|slot| {
+                let record = &self.slots[slot];
+                match record.state() {
+                    State::Tombstone { reason, until } if !record.announced && until > now => {
+                        Some((slot, reason, until))
+                    }
+                    _ => None,
+                }
+            });
+            let Some((slot, reason, until)) = listed else {
+                // Forgotten, announced, or past its horizon: no longer anyone's to announce.
+                self.leases.remove(&key);
+                self.ends.swap_remove(next);
+                continue;
+            };
+            next += 1;
+            if self.leases.get(&key).is_some_and(|&lease| lease > now) {
+                continue;
+            }
+            self.leases.insert(key, lease_until);
+            let owner = self.slots[slot]
+                .extra
+                .then(|| self.extras.get(&key))
+                .flatten()
+                .and_then(|extra| extra.owner.as_deref())
+                .map(str::to_owned);
+            out.push(SessionEnd {
+                key,
+                owner,
+                reason,
+                at: Timestamp::from_unix_millis(
+                    until
+                        .as_unix_millis()
+                        .saturating_sub(retention.as_millis() as u64),
+                ),
+            });
+        }
+    }
+
+    /// Marks a tombstone's end announced.
+    fn ack(&mut self, key: &SessionKey) {
+        self.leases.remove(key);
+        if let Some(slot) = self.find(key) {
+            if self.slots[slot].kind == Kind::Tombstone {
+                self.slots[slot].announced = true;
+            }
+        }
     }
 
     fn relist(&mut self, slot: usize, due: Timestamp) {

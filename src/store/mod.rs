@@ -5,6 +5,7 @@
 //! expired session stay expired however many requests race on it, on however many app
 //! instances.
 
+mod ends;
 mod key;
 mod memory;
 mod owner;
@@ -21,6 +22,7 @@ mod sqlite;
 use std::future::Future;
 use std::time::Duration;
 
+pub use self::ends::SessionEnd;
 pub use self::key::SessionKey;
 pub use self::memory::MemoryStore;
 pub(crate) use self::owner::unsupported;
@@ -146,6 +148,42 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
     ) -> StoreFuture<Vec<OwnedSession>> {
         let _ = (owner, now, policy);
         unsupported("list a principal's sessions")
+    }
+
+    /// How many sessions are active, if the store can tell without a scan (for the
+    /// `session_timeout_active_sessions` gauge). The default answers `None`.
+    fn active_sessions(&self) -> Option<u64> {
+        None
+    }
+
+    /// Claims session ends to announce: up to `limit` sessions that ended at or before `now`
+    /// (an active session past its deadline is retired in the same step, as a check would
+    /// retire it), whose end is not yet announced and not claimed by a call whose lease still
+    /// runs. Each one handed out stays claimed until `now + lease`; a later call, from any
+    /// instance, may claim it again only after that, so an end whose claimer died before
+    /// [`ack_ends`](SessionStore::ack_ends) is still announced (at least once), and while the
+    /// claimer lives nobody else announces it (exactly once). A record past its horizon
+    /// ([`Policy::tombstone_until`]) is forgotten with its announcement.
+    ///
+    /// Optional: the default answers [`StoreError::Unsupported`].
+    fn claim_ends(
+        &self,
+        now: Timestamp,
+        policy: &Policy,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreFuture<Vec<SessionEnd>> {
+        let _ = (now, policy, limit, lease);
+        unsupported("announce session ends")
+    }
+
+    /// Marks the ends of these sessions announced: no call claims them again. A key that is
+    /// not an ended session is left alone.
+    ///
+    /// Optional: the default answers [`StoreError::Unsupported`].
+    fn ack_ends(&self, keys: &[SessionKey], now: Timestamp, policy: &Policy) -> StoreFuture<()> {
+        let _ = (keys, now, policy);
+        unsupported("announce session ends")
     }
 
     /// Ends every session of the owner active at `now` except `keep`, each as

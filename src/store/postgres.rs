@@ -4,25 +4,36 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgRow};
 use sqlx::Row;
 
-use super::sql::{self, BoxFuture, Params, Queries, SqlOptions};
-use super::{Begin, Check, NewSession, Policy, SessionKey, SessionStore, Touch};
+use super::sql::{self, BoxFuture, OwnTimeouts, Params, Queries, SqlOptions};
+use super::{
+    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionKey, SessionStore,
+    SessionTimeouts, StoreFuture, Touch,
+};
 use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
 
 /// Keeps sessions in a PostgreSQL table, so several app instances share them and they outlive
 /// restarts.
 ///
-/// Every operation is one statement, so two instances racing on one session cannot revive it:
-/// a check that finds the session expired retires it in the same `UPDATE` that would have
-/// refreshed it (a CTE then reads the row when no write was needed; if that read comes from a
-/// snapshot older than another instance's write in the same instant, the statement runs
-/// again). Rows are keyed by the SHA-256 of the session id, never the id.
+/// Every operation on one session is one statement, so two instances racing on one session
+/// cannot revive it: a check that finds the session expired retires it in the same `UPDATE`
+/// that would have refreshed it (a CTE then reads the row when no write was needed; if that
+/// read comes from a snapshot older than another instance's write in the same instant, the
+/// statement runs again). Rows are keyed by the SHA-256 of the session id, never the id.
 ///
-/// Call [`migrate`](PostgresStore::migrate) once at start-up to create the table and its index
-/// on the expiry time, and [`spawn_purge`](PostgresStore::spawn_purge) (or call
+/// A session may have an owner and timeouts of its own. An owner's sessions are listed by one
+/// `SELECT` and ended by one `UPDATE`, which locks and judges each row as it stands, so a
+/// request racing with it either comes first or finds its session ended. A sign-in under
+/// [`max_sessions_per_owner`](crate::SessionTimeoutBuilder::max_sessions_per_owner) is one
+/// transaction holding an advisory lock on the owner (ending all of an owner's sessions takes
+/// it too), so sign-ins of one user on several instances take turns and never leave more
+/// than the limit; a sign-in without a limit stays one statement.
+///
+/// Call [`migrate`](PostgresStore::migrate) once at start-up to create the table and its
+/// indexes (or upgrade a table of an earlier version), and [`spawn_purge`](PostgresStore::spawn_purge) (or call
 /// [`purge`](SessionStore::purge) yourself) so expired rows do not accumulate.
 ///
 /// [`connect`](PostgresStore::connect) bounds every call: a second to get a connection from
@@ -49,12 +60,15 @@ use crate::{Clock, StoreError, Timestamp};
 ///
 /// `tower_session_timeout` by default ([`with_table_name`](PostgresStore::with_table_name)): `key`
 /// (the 32-byte SHA-256 of the id, primary key), `created_at` and `last_seen` (Unix
-/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`) and
-/// `expires_at`, the time from which the row may be deleted: for an active session its deadline
-/// plus the tombstone retention (until then an expired session still answers its reason), for
-/// an ended or expired one the end of that retention. The purge is
-/// `DELETE ... WHERE expires_at <= now`, through the index on `expires_at`, so its cost grows
-/// with what expired, not with what is stored.
+/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`,
+/// `superseded`), `expires_at`, the time from which the row may be deleted: for an active
+/// session its deadline plus the tombstone retention (until then an expired session still
+/// answers its reason), for an ended or expired one the end of that retention; and three
+/// nullable columns: `owner` (indexed where set), and the session's own timeouts `idle_ms`
+/// and `absolute_ms` (its own exactly when `idle_ms` is set; `absolute_ms` null then means no
+/// absolute timeout). The purge is `DELETE ... WHERE expires_at <= now`, through the index on
+/// `expires_at`, so its cost grows with what expired, not with what is stored; an owner's
+/// rows go with it like any other, so the owner index never holds more than the table.
 ///
 /// # Why the app's clock
 ///
@@ -159,10 +173,10 @@ impl PostgresStore {
         }
     }
 
-    /// Uses the table `name` instead of `tower_session_timeout` (its index is
-    /// `<name>_expires_at_idx`). The name must be a plain identifier (ASCII letters, digits and
-    /// `_`, at most 48): it is part of the SQL text. To use another schema, set `search_path`
-    /// on the pool's connections.
+    /// Uses the table `name` instead of `tower_session_timeout` (its indexes are
+    /// `<name>_expires_at_idx` and `<name>_owner_idx`). The name must be a plain identifier
+    /// (ASCII letters, digits and `_`, at most 48): it is part of the SQL text. To use another
+    /// schema, set `search_path` on the pool's connections.
     ///
     /// ```no_run
     /// # async fn run(store: tower_session_timeout::PostgresStore) -> Result<(), tower_session_timeout::StoreError> {
@@ -177,8 +191,14 @@ impl PostgresStore {
         })
     }
 
-    /// Creates the table and its index on `expires_at` if they are missing. Safe to call from
-    /// several instances at once: an advisory lock makes them take turns.
+    /// Creates the table and its indexes (on `expires_at`, and on `owner` where set) if they
+    /// are missing, and upgrades a table of an earlier version in place, keeping its rows.
+    /// Safe to call from several instances at once: an advisory lock makes them take turns.
+    ///
+    /// The upgrade (from before owners and per-session timeouts) adds three nullable columns
+    /// without a default, which PostgreSQL does without rewriting the table, and replaces the
+    /// `CHECK` on `state` with one that allows `superseded`. It takes the table's exclusive
+    /// lock for a moment, once: a later `migrate` finds the table current and alters nothing.
     ///
     /// ```no_run
     /// # async fn run(store: tower_session_timeout::PostgresStore) -> Result<(), tower_session_timeout::StoreError> {
@@ -186,6 +206,8 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        let queries = &self.queries.shared;
+        let table = &queries.table;
         let mut tx = self.pool.begin().await.map_err(sql::backend)?;
         // Waiting for another instance's migration may take longer than the statement
         // timeout meant for requests.
@@ -196,17 +218,77 @@ impl PostgresStore {
         // Two `CREATE TABLE IF NOT EXISTS` racing can still fail on the catalog's unique
         // index, hence the lock, released at commit.
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind(format!("tower_session_timeout:{}", self.table_name()))
+            .bind(format!("tower_session_timeout:{table}"))
             .execute(&mut *tx)
             .await
             .map_err(sql::backend)?;
-        for statement in self.queries.shared.create("BYTEA") {
+        sqlx::query(&queries.create_table(table, "BYTEA"))
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::backend)?;
+        if let Some(upgrade) = self.upgrade(&mut tx).await? {
+            sqlx::query(&upgrade)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql::backend)?;
+        }
+        for statement in queries.create_indexes() {
             sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await
                 .map_err(sql::backend)?;
         }
         tx.commit().await.map_err(sql::backend)
+    }
+
+    /// The `ALTER TABLE` that brings a table of an earlier version up to this one, `None`
+    /// when it is current. Read from the catalog, so a current table is not locked.
+    async fn upgrade(&self, conn: &mut PgConnection) -> Result<Option<String>, StoreError> {
+        let queries = &self.queries.shared;
+        let table = &queries.table;
+        let columns: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_attribute WHERE attrelid = $1::regclass \
+             AND attname IN ('owner', 'idle_ms', 'absolute_ms') AND NOT attisdropped",
+        )
+        .bind(table)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(sql::backend)?;
+        // The checks on `state`: the old one (named by PostgreSQL, `<table>_state_check`
+        // unless that name was taken) lacks `superseded`.
+        let checks: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT conname::text, pg_get_constraintdef(oid) LIKE $2 FROM pg_constraint \
+             WHERE conrelid = $1::regclass AND contype = 'c' \
+             AND pg_get_constraintdef(oid) LIKE '%state%'",
+        )
+        .bind(table)
+        .bind(format!("%{}%", sql::NEWEST_STATE))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(sql::backend)?;
+        let current = checks.iter().any(|(_, current)| *current);
+        let stale: Vec<&str> = checks
+            .iter()
+            .filter(|(_, current)| !current)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        if columns == 3 && current && stale.is_empty() {
+            return Ok(None);
+        }
+        let mut changes = vec![
+            "ADD COLUMN IF NOT EXISTS owner TEXT".to_owned(),
+            "ADD COLUMN IF NOT EXISTS idle_ms BIGINT".to_owned(),
+            "ADD COLUMN IF NOT EXISTS absolute_ms BIGINT".to_owned(),
+        ];
+        for name in stale {
+            changes.push(format!("DROP CONSTRAINT \"{}\"", name.replace('"', "\"\"")));
+        }
+        if !current {
+            // The old rows satisfy the old, narrower check, so scanning them would prove
+            // nothing: `NOT VALID` skips the scan, and new rows are checked all the same.
+            changes.push(format!("ADD {} NOT VALID", queries.state_constraint()));
+        }
+        Ok(Some(format!("ALTER TABLE {table} {}", changes.join(", "))))
     }
 
     /// Runs [`purge`](SessionStore::purge) every `interval` (at least a second) in a Tokio
@@ -246,6 +328,69 @@ impl PostgresStore {
     pub fn index_name(&self) -> &str {
         &self.queries.shared.index
     }
+
+    /// The name of the partial index on `owner`.
+    pub fn owner_index_name(&self) -> &str {
+        &self.queries.shared.owner_index
+    }
+
+    /// Opens a transaction holding the owner's advisory lock until it ends: sign-ins with a
+    /// limit and ends of all of an owner's sessions take turns, on every instance, while
+    /// requests (checks, single ends) go on. A row lock could not stand in for it, as it
+    /// cannot lock the row a concurrent sign-in is about to insert. The lock is a hash of the
+    /// table and the owner: a collision only makes two owners take turns.
+    async fn owner_transaction(
+        &self,
+        owner: &str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(sql::backend)?;
+        // Waiting for the lock counts against the statement timeout, so it is bounded too.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!(
+                "tower_session_timeout:{}:{owner}",
+                self.table_name()
+            ))
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::backend)?;
+        Ok(tx)
+    }
+
+    /// Begins an owned session under the limit, in one transaction under the owner's lock:
+    /// count the owner's active sessions, refuse or begin, supersede the oldest beyond the
+    /// limit. Under the lock nothing else can add an active session of this owner, so the
+    /// count can only be too high by sessions ending meanwhile, which orders this sign-in
+    /// before those ends.
+    async fn begin_limited(
+        &self,
+        p: &Params,
+        policy: &Policy,
+        owner: &str,
+        timeouts: Option<SessionTimeouts>,
+    ) -> Result<Begin, StoreError> {
+        let mut tx = self.owner_transaction(owner).await?;
+        let active = sessions_on(&mut tx, &self.queries.shared, owner, p).await?;
+        let key = SessionKey::from_bytes(p.key);
+        let began = begin_on(&mut tx, &self.queries, p, Some(owner), timeouts).await?;
+        // The id's own state answers first (an active id is already begun, a retired one is
+        // refused): only a new session counts against the limit, and a refused one is rolled
+        // back, so nothing of it is written.
+        if began == Begin::Began && sql::refuses(policy, &key, &active) {
+            tx.rollback().await.map_err(sql::backend)?;
+            return Ok(Begin::LimitReached);
+        }
+        for superseded in sql::superseded(policy, began, &key, p.now, timeouts, active) {
+            sql::bind_params!(
+                sqlx::query(&self.queries.shared.supersede),
+                p.for_key(&superseded)
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::backend)?;
+        }
+        tx.commit().await.map_err(sql::backend)?;
+        Ok(began)
+    }
 }
 
 fn decode(row: &PgRow) -> Result<(bool, sql::StoredRow), StoreError> {
@@ -253,6 +398,100 @@ fn decode(row: &PgRow) -> Result<(bool, sql::StoredRow), StoreError> {
         .try_get("written")
         .map_err(|e| StoreError::CorruptRecord(e.to_string()))?;
     Ok((written, sql::decode_row(row)?))
+}
+
+/// Deletes the key's row if it is past its `expires_at`.
+async fn forget(conn: &mut PgConnection, queries: &Queries, p: &Params) -> Result<(), StoreError> {
+    sqlx::query(&queries.forget)
+        .bind(p.key.to_vec())
+        .bind(p.now)
+        .execute(conn)
+        .await
+        .map_err(sql::backend)?;
+    Ok(())
+}
+
+/// [`SessionStore::check`] on one connection: the check statement, and when it finds the row
+/// forgotten, the statement that deletes it.
+async fn check_on(
+    conn: &mut PgConnection,
+    queries: &PgQueries,
+    p: &Params,
+) -> Result<Check, StoreError> {
+    for _ in 0..sql::ATTEMPTS {
+        let row = sql::bind_params!(sqlx::query(&queries.check), p)
+            .bind(p.touch)
+            .bind(p.refresh)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(sql::backend)?;
+        let row = row.as_ref().map(decode).transpose()?;
+        let answer = match row {
+            Some((written, row)) => sql::read_check(Some(row), written, p),
+            None => sql::read_check(None, false, p),
+        };
+        if let Some(answer) = answer {
+            if sql::found_forgotten(row.as_ref().map(|(_, row)| row), &answer) {
+                // Rare (a row nobody asked about until its retention passed), so a second
+                // statement here costs nothing on the common path.
+                forget(conn, &queries.shared, p).await?;
+            }
+            return Ok(answer);
+        }
+    }
+    Err(sql::kept_changing())
+}
+
+/// [`SessionStore::begin`]'s statement on one connection, for a session with this owner and
+/// these timeouts.
+async fn begin_on(
+    conn: &mut PgConnection,
+    queries: &PgQueries,
+    p: &Params,
+    owner: Option<&str>,
+    timeouts: Option<SessionTimeouts>,
+) -> Result<Begin, StoreError> {
+    let own = OwnTimeouts::of(timeouts);
+    for _ in 0..sql::ATTEMPTS {
+        let row = sql::bind_params!(sqlx::query(&queries.begin), p)
+            .bind(p.new_row_expires_at(own))
+            .bind(owner)
+            .bind(own.map(|own| own.idle))
+            .bind(own.and_then(|own| own.absolute))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(sql::backend)?;
+        // No row at all: the key conflicted with a row begun by another instance after this
+        // statement's snapshot; the next attempt sees it.
+        let answer = match row.as_ref().map(decode).transpose()? {
+            Some((written, row)) => sql::read_begin(Some(row), written, p),
+            None => None,
+        };
+        if let Some(answer) = answer {
+            return Ok(answer);
+        }
+    }
+    Err(sql::kept_changing())
+}
+
+/// The owner's sessions active at `p.now`, oldest first.
+async fn sessions_on(
+    conn: &mut PgConnection,
+    queries: &Queries,
+    owner: &str,
+    p: &Params,
+) -> Result<Vec<OwnedSession>, StoreError> {
+    let rows = sql::bind_owner!(sqlx::query(&queries.sessions_of), owner, p)
+        .fetch_all(conn)
+        .await
+        .map_err(sql::backend)?;
+    let mut sessions = rows
+        .iter()
+        .map(sql::decode_owned)
+        .collect::<Result<Vec<_>, _>>()?;
+    // The query's order already; sorted here too so the one definition of the order rules.
+    oldest_first(&mut sessions);
+    Ok(sessions)
 }
 
 impl SessionStore for PostgresStore {
@@ -271,33 +510,8 @@ impl SessionStore for PostgresStore {
         let store = self.clone();
         let p = Params::new(key, now, policy, touch);
         sql::logged(&self.log, "check", async move {
-            sql::retrying(|| async {
-                let row = sql::bind_params!(sqlx::query(&store.queries.check), p)
-                    .bind(p.touch)
-                    .bind(p.refresh)
-                    .fetch_optional(&store.pool)
-                    .await
-                    .map_err(sql::backend)?;
-                let row = row.as_ref().map(decode).transpose()?;
-                let answer = match row {
-                    Some((written, row)) => sql::read_check(Some(row), written, &p),
-                    None => sql::read_check(None, false, &p),
-                };
-                if let Some(answer) = &answer {
-                    if sql::found_forgotten(row.as_ref().map(|(_, row)| row), answer) {
-                        // Rare (a row nobody asked about until its retention passed), so a
-                        // second statement here costs nothing on the common path.
-                        sqlx::query(&store.queries.shared.forget)
-                            .bind(p.key.to_vec())
-                            .bind(p.now)
-                            .execute(&store.pool)
-                            .await
-                            .map_err(sql::backend)?;
-                    }
-                }
-                Ok(answer)
-            })
-            .await
+            let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+            check_on(&mut conn, &store.queries, &p).await
         })
     }
 
@@ -306,25 +520,25 @@ impl SessionStore for PostgresStore {
         key: &SessionKey,
         now: Timestamp,
         policy: &Policy,
-        _new: NewSession<'_>,
+        new: NewSession<'_>,
     ) -> Self::BeginFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
+        let policy = *policy;
+        let owner = new.owner.map(str::to_owned);
+        let timeouts = new.timeouts;
         sql::logged(&self.log, "begin", async move {
-            sql::retrying(|| async {
-                let row = sql::bind_params!(sqlx::query(&store.queries.begin), p)
-                    .bind(p.new_row_expires_at())
-                    .fetch_optional(&store.pool)
-                    .await
-                    .map_err(sql::backend)?;
-                // No row at all: the key conflicted with a row begun by another instance
-                // after this statement's snapshot; the next attempt sees it.
-                Ok(match row.as_ref().map(decode).transpose()? {
-                    Some((written, row)) => sql::read_begin(Some(row), written, &p),
-                    None => None,
-                })
-            })
-            .await
+            match owner {
+                // Only a limit needs the owner's other sessions counted with this one;
+                // otherwise a begin stays one statement.
+                Some(owner) if policy.session_limit().is_some() => {
+                    store.begin_limited(&p, &policy, &owner, timeouts).await
+                }
+                owner => {
+                    let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+                    begin_on(&mut conn, &store.queries, &p, owner.as_deref(), timeouts).await
+                }
+            }
         })
     }
 
@@ -341,12 +555,8 @@ impl SessionStore for PostgresStore {
                 // Nothing active to end. A row past its retention is forgotten at this `now`,
                 // as check and begin find it; left in place, a clock stepping back would find
                 // it again. Rare (an end on a session long gone), so a second statement.
-                sqlx::query(&store.queries.shared.forget)
-                    .bind(p.key.to_vec())
-                    .bind(p.now)
-                    .execute(&store.pool)
-                    .await
-                    .map_err(sql::backend)?;
+                let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+                forget(&mut conn, &store.queries.shared, &p).await?;
             }
             Ok(state.as_deref() == Some("ended"))
         })
@@ -365,6 +575,107 @@ impl SessionStore for PostgresStore {
                 Ok(done.rows_affected())
             })
             .await
+        })
+    }
+
+    fn set_timeouts(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        timeouts: SessionTimeouts,
+    ) -> StoreFuture<bool> {
+        let store = self.clone();
+        let p = Params::new(key, now, policy, Touch::Passive);
+        let own = OwnTimeouts::new(timeouts);
+        sql::logged(&self.log, "set_timeouts", async move {
+            let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+            // One `UPDATE` of a row active at `now`: a racing check or end is ordered before
+            // or after it by the row lock, and the statement re-reads the row it waited for.
+            let state: Option<String> =
+                sql::bind_params!(sqlx::query_scalar(&store.queries.shared.set_timeouts), p)
+                    .bind(own.idle)
+                    .bind(own.absolute)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(sql::backend)?;
+            if let Some(state) = state {
+                if state != "active" {
+                    // Retired by its new timeouts; if so long ago that the tombstone is over
+                    // too, forgotten, as a check at `now` would forget it.
+                    forget(&mut conn, &store.queries.shared, &p).await?;
+                }
+                return Ok(true);
+            }
+            // Not active at `now`: an expired row is settled as a check settles it.
+            check_on(&mut conn, &store.queries, &p).await?;
+            Ok(false)
+        })
+    }
+
+    fn owner_of(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Option<String>> {
+        let store = self.clone();
+        let p = Params::new(key, now, policy, Touch::Passive);
+        sql::logged(&self.log, "owner_of", async move {
+            let owner: Option<Option<String>> =
+                sql::bind_key_at!(sqlx::query_scalar(&store.queries.shared.owner_of), p)
+                    .fetch_optional(&store.pool)
+                    .await
+                    .map_err(sql::backend)?;
+            Ok(owner.flatten())
+        })
+    }
+
+    fn sessions_of(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Vec<OwnedSession>> {
+        let store = self.clone();
+        let owner = owner.to_owned();
+        let p = Params::for_owner(now, policy);
+        sql::logged(&self.log, "sessions_of", async move {
+            let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+            sessions_on(&mut conn, &store.queries.shared, &owner, &p).await
+        })
+    }
+
+    fn end_sessions_of(
+        &self,
+        owner: &str,
+        keep: Option<&SessionKey>,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<u64> {
+        let store = self.clone();
+        let owner = owner.to_owned();
+        let keep = keep.map(|key| key.as_bytes().to_vec());
+        let p = Params::for_owner(now, policy);
+        sql::logged(&self.log, "end_sessions_of", async move {
+            // Under the owner's lock, so it takes turns with the owner's sign-ins: two
+            // statements that each lock several of the owner's rows could otherwise deadlock.
+            // The `UPDATE` itself is what makes it safe against requests: each row it ends is
+            // locked and judged again as it stands, so a refresh racing with it either comes
+            // first (and the row is still ended) or finds the row ended.
+            let mut tx = store.owner_transaction(&owner).await?;
+            let done = sql::bind_owner!(
+                sqlx::query(&store.queries.shared.end_sessions_of),
+                &owner,
+                p
+            )
+            .bind(p.retention)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await
+            .map_err(sql::backend)?;
+            tx.commit().await.map_err(sql::backend)?;
+            Ok(done.rows_affected())
         })
     }
 }

@@ -17,19 +17,47 @@
 //!
 //! One row per session, keyed by the 32-byte [`SessionKey`] (never the id):
 //! `created_at` and `last_seen` in Unix milliseconds, `state` (`active`, or the reason a
-//! retired row keeps: `idle`, `absolute`, `ended`), and `expires_at`, the time after which the
-//! row may be deleted. For an active row that is its deadline plus the tombstone retention
-//! (until then an expired row must still answer its reason); for a retired row, the end of its
-//! retention. The purge deletes `expires_at <= now` through the index on `expires_at`.
+//! retired row keeps: `idle`, `absolute`, `ended`, `superseded`), and `expires_at`, the time
+//! after which the row may be deleted. For an active row that is its deadline plus the
+//! tombstone retention (until then an expired row must still answer its reason); for a retired
+//! row, the end of its retention. The purge deletes `expires_at <= now` through the index on
+//! `expires_at`.
+//!
+//! Three nullable columns carry what issue #13 added: `owner`, the principal (indexed where
+//! set, so an owner's rows are found without a scan, and a plain session costs nothing), and
+//! the session's own timeouts, `idle_ms` and `absolute_ms`. The row has timeouts of its own
+//! exactly when `idle_ms` is set, and then `absolute_ms` is its absolute timeout or, when
+//! null, none; with `idle_ms` null the layer's apply. Every statement that judges a deadline
+//! takes the row's own timeouts in SQL (a `CASE` on `idle_ms`), so they are enforced in the
+//! same atomic step as the layer's. The owner index holds rows, not a list kept beside them:
+//! a retired row leaves it when the purge deletes the row, and every query on it asks for
+//! rows active at `now`, so it cannot disagree with expiry.
+//!
+//! # One owner's sign-ins
+//!
+//! A begin without an owner stays one statement. With an owner (and so possibly a
+//! [`SessionLimit`](super::SessionLimit)) it is one transaction that counts the owner's active
+//! rows, begins the session or refuses it, and supersedes the oldest beyond the limit. Two such
+//! transactions for one owner must not both count before either writes: PostgreSQL takes a
+//! transaction-scoped advisory lock on a hash of the table and the owner (row locks cannot
+//! lock the row a concurrent sign-in is about to insert), SQLite a write transaction (`BEGIN
+//! IMMEDIATE`, as SQLite has one writer anyway). Nothing else adds an active row for an owner,
+//! so under that lock the owner's active rows can only decrease, which keeps the count safe.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Begin, Check, ExpiryReason, Policy, SessionKey, SessionRecord, SessionStore, Touch};
+use super::{
+    Begin, Check, ExpiryReason, Policy, SessionKey, SessionRecord, SessionStore, SessionTimeouts,
+    Touch,
+};
 use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
+
+mod owned;
+pub(crate) use owned::{decode_owned, refuses, superseded};
 
 /// Pool size and time bounds of [`PostgresStore`](super::PostgresStore) and
 /// [`SqliteStore`](super::SqliteStore).
@@ -197,16 +225,44 @@ macro_rules! bind_params {
 }
 pub(crate) use bind_params;
 
+/// Binds `$1` (the owner) and `$2`..`$5` of [`Params`] (now and the layer's timeouts), for
+/// [`Queries::sessions_of`].
+macro_rules! bind_owner {
+    ($query:expr, $owner:expr, $p:expr) => {
+        $query
+            .bind($owner)
+            .bind($p.now)
+            .bind($p.idle)
+            .bind($p.has_absolute)
+            .bind($p.absolute)
+    };
+}
+pub(crate) use bind_owner;
+
+/// Binds `$1`..`$5` of [`Params`] (the key, now and the layer's timeouts), for
+/// [`Queries::owner_of`].
+macro_rules! bind_key_at {
+    ($query:expr, $p:expr) => {
+        $query
+            .bind($p.key.to_vec())
+            .bind($p.now)
+            .bind($p.idle)
+            .bind($p.has_absolute)
+            .bind($p.absolute)
+    };
+}
+pub(crate) use bind_key_at;
+
 /// How often a statement that found the row changed under it is run again before giving up.
 /// Each retry follows a write by another instance, so more than a couple is already unusual.
-const ATTEMPTS: usize = 8;
+pub(crate) const ATTEMPTS: usize = 8;
 
 /// Times and durations are clamped to this many milliseconds (about 36 million years after
 /// 1970), so that a time plus two durations cannot overflow a `BIGINT` in SQL.
 const MAX_MILLIS: i64 = i64::MAX / 4;
 
 /// The columns every statement returns, in this order.
-const COLUMNS: &str = "state, created_at, last_seen, expires_at";
+const COLUMNS: &str = "state, created_at, last_seen, expires_at, idle_ms, absolute_ms";
 
 pub(crate) fn millis(time: Timestamp) -> i64 {
     i64::try_from(time.as_unix_millis()).map_or(MAX_MILLIS, |ms| ms.min(MAX_MILLIS))
@@ -216,10 +272,40 @@ fn duration_millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).map_or(MAX_MILLIS, |ms| ms.min(MAX_MILLIS))
 }
 
+/// A session's own timeouts in milliseconds, as its row keeps them (`idle_ms`,
+/// `absolute_ms`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OwnTimeouts {
+    /// At least 1: `SessionTimeouts` never holds a zero idle timeout.
+    pub idle: i64,
+    pub absolute: Option<i64>,
+}
+
+impl OwnTimeouts {
+    pub fn new(timeouts: SessionTimeouts) -> Self {
+        OwnTimeouts {
+            idle: duration_millis(timeouts.idle()).max(1),
+            absolute: timeouts.absolute().map(duration_millis),
+        }
+    }
+
+    /// `None` for a row without its own, as `idle_ms` null says.
+    pub fn of(timeouts: Option<SessionTimeouts>) -> Option<Self> {
+        timeouts.map(Self::new)
+    }
+
+    fn timeouts(self) -> SessionTimeouts {
+        let idle = SessionTimeouts::new(Duration::from_millis(self.idle.unsigned_abs()));
+        match self.absolute {
+            Some(absolute) => idle.with_absolute(Duration::from_millis(absolute.unsigned_abs())),
+            None => idle,
+        }
+    }
+}
+
 /// The values bound to a statement, numbered as the SQL expects them:
 /// `$1` key, `$2` now, `$3` idle, `$4` has an absolute timeout (0/1), `$5` absolute,
-/// `$6` retention, then per statement `$7` (touch threshold, or a new row's `expires_at`) and
-/// `$8` (refresh, 0/1).
+/// `$6` retention, then per statement from `$7` on (see [`Queries`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Params {
     pub key: [u8; 32],
@@ -228,8 +314,9 @@ pub(crate) struct Params {
     pub has_absolute: i64,
     pub absolute: i64,
     pub retention: i64,
-    /// A refresh writes only when `now - last_seen` is at least this (at least 1, so a
-    /// refreshed row never asks for another write at the same `now`).
+    /// The layer's touch interval: a refresh writes only when `now - last_seen` is at least
+    /// this (at least 1, so a refreshed row never asks for another write at the same `now`),
+    /// unless the row's own idle timeout is not longer (see [`Params::touch_of`]).
     pub touch: i64,
     pub refresh: i64,
 }
@@ -248,21 +335,63 @@ impl Params {
         }
     }
 
-    /// The deadline of a row and its reason, the same arithmetic as [`deadline`] in SQL and
-    /// as [`Policy::deadline`]: the absolute deadline wins ties.
-    fn deadline(&self, created_at: i64, last_seen: i64) -> (i64, ExpiryReason) {
-        let idle = last_seen + self.idle;
-        let absolute = created_at + self.absolute;
-        if self.has_absolute == 1 && absolute <= idle {
-            (absolute, ExpiryReason::Absolute)
-        } else {
-            (idle, ExpiryReason::Idle)
+    /// The values of a statement on an owner's rows rather than one key's (its `$1` is the
+    /// owner, see [`bind_owner`]).
+    pub fn for_owner(now: Timestamp, policy: &Policy) -> Self {
+        Self::new(
+            &SessionKey::from_bytes([0; 32]),
+            now,
+            policy,
+            Touch::Passive,
+        )
+    }
+
+    /// The same values for another key (a listed session of the owner).
+    pub fn for_key(&self, key: &SessionKey) -> Self {
+        Params {
+            key: *key.as_bytes(),
+            ..*self
         }
     }
 
-    /// `expires_at` of a session that begins now.
-    pub fn new_row_expires_at(&self) -> i64 {
-        self.deadline(self.now, self.now).0 + self.retention
+    /// The idle and absolute timeouts that apply to a row: its own, or the layer's.
+    fn timeouts_of(&self, own: Option<OwnTimeouts>) -> (i64, Option<i64>) {
+        match own {
+            Some(own) => (own.idle, own.absolute),
+            None => (self.idle, (self.has_absolute == 1).then_some(self.absolute)),
+        }
+    }
+
+    /// The deadline of a row and its reason, the same arithmetic as [`deadline`] in SQL and
+    /// as [`Policy::deadline`]: the absolute deadline wins ties.
+    fn deadline(
+        &self,
+        created_at: i64,
+        last_seen: i64,
+        own: Option<OwnTimeouts>,
+    ) -> (i64, ExpiryReason) {
+        let (idle, absolute) = self.timeouts_of(own);
+        let idle = last_seen + idle;
+        match absolute.map(|absolute| created_at + absolute) {
+            Some(absolute) if absolute <= idle => (absolute, ExpiryReason::Absolute),
+            _ => (idle, ExpiryReason::Idle),
+        }
+    }
+
+    /// The touch threshold of a row, as [`Policy::touch_interval_of`] has it: the layer's,
+    /// unless the row's idle timeout is not longer, and then 1 (a write on every refresh).
+    fn touch_of(&self, own: Option<OwnTimeouts>) -> i64 {
+        let (idle, _) = self.timeouts_of(own);
+        if self.touch < idle {
+            self.touch
+        } else {
+            1
+        }
+    }
+
+    /// `expires_at` of a session that begins now with the timeouts `own`.
+    pub fn new_row_expires_at(&self, own: Option<OwnTimeouts>) -> i64 {
+        self.deadline(self.now, self.now, own).0 + self.retention
     }
 }
 
@@ -271,17 +400,36 @@ impl Params {
 pub(crate) struct Queries {
     pub table: String,
     pub index: String,
+    /// The partial index on `owner`.
+    pub owner_index: String,
+    /// The name of the `CHECK` constraint on `state`.
+    pub state_check: String,
     /// `$1`: the row as it stands.
     #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub select: String,
     /// `$1`..`$8`: retires an expired active row, or refreshes an active one that is due;
     /// returns the row it wrote, nothing when no write was needed.
     pub check: String,
-    /// `$1`..`$7`: inserts a new row, or replaces a forgotten one, or retires an expired one;
-    /// returns the row it wrote, nothing when no write was needed.
+    /// `$1`..`$7`, then `$8` owner, `$9` own idle, `$10` own absolute (each nullable):
+    /// inserts a new row, or replaces a forgotten one, or retires an expired one; returns the
+    /// row it wrote, nothing when no write was needed.
     pub begin: String,
     /// `$1`..`$6`: ends an active row (or retires it when it had expired); returns its state.
     pub end: String,
+    /// `$1`..`$6`: [`end`](Queries::end), with reason `superseded`.
+    pub supersede: String,
+    /// `$1`..`$6`, `$7` own idle, `$8` own absolute (nullable): gives an active row these
+    /// timeouts, retired at once when they put its deadline at or before `now`; returns its
+    /// state, nothing when the row was not active at `now`.
+    pub set_timeouts: String,
+    /// `$1`..`$5`: the row's owner, if the row is active at `now` (null when it has none).
+    pub owner_of: String,
+    /// `$1` owner, `$2`..`$5`: the owner's rows active at `now`, `key` and [`COLUMNS`],
+    /// oldest first (`created_at`, then key bytes, as [`oldest_first`](super::oldest_first)).
+    pub sessions_of: String,
+    /// `$1` owner, `$2`..`$6`, `$7` the key to keep (nullable): ends the owner's rows active
+    /// at `now` but that one.
+    pub end_sessions_of: String,
     /// `$1`: deletes up to [`PURGE_BATCH`] rows whose `expires_at` has passed.
     pub purge: String,
     /// `$1`, `$2` (now): deletes one row whose `expires_at` has passed, when a check or an end
@@ -289,24 +437,68 @@ pub(crate) struct Queries {
     pub forget: String,
 }
 
+/// The timeouts that apply to a row, as SQL expressions.
+struct TimeoutsSql {
+    idle: String,
+    /// A boolean expression, never null.
+    has_absolute: String,
+    absolute: String,
+}
+
+impl TimeoutsSql {
+    /// The row's own when its `idle_ms` is set, else the layer's (`$3`, `$4`, `$5`);
+    /// `prefix` qualifies the columns (`"t."`, or empty).
+    fn of_row(prefix: &str) -> Self {
+        TimeoutsSql {
+            idle: format!("COALESCE({prefix}idle_ms, $3)"),
+            has_absolute: format!(
+                "(CASE WHEN {prefix}idle_ms IS NULL THEN $4 = 1 \
+                 ELSE {prefix}absolute_ms IS NOT NULL END)"
+            ),
+            absolute: format!(
+                "(CASE WHEN {prefix}idle_ms IS NULL THEN $5 ELSE {prefix}absolute_ms END)"
+            ),
+        }
+    }
+
+    /// Timeouts given as parameters: `absolute` may be null for none.
+    fn given(idle: &str, absolute: &str) -> Self {
+        TimeoutsSql {
+            idle: idle.to_owned(),
+            has_absolute: format!("({absolute} IS NOT NULL)"),
+            absolute: absolute.to_owned(),
+        }
+    }
+}
+
 /// The deadline of a row whose columns are named `created` and `last_seen`.
-fn deadline(created: &str, last_seen: &str) -> String {
+fn deadline(created: &str, last_seen: &str, timeouts: &TimeoutsSql) -> String {
     format!(
-        "(CASE WHEN {} THEN {created} + $5 ELSE {last_seen} + $3 END)",
-        absolute_wins(created, last_seen)
+        "(CASE WHEN {} THEN {created} + {} ELSE {last_seen} + {} END)",
+        absolute_wins(created, last_seen, timeouts),
+        timeouts.absolute,
+        timeouts.idle,
     )
 }
 
-fn absolute_wins(created: &str, last_seen: &str) -> String {
-    format!("($4 = 1 AND {created} + $5 <= {last_seen} + $3)")
+fn absolute_wins(created: &str, last_seen: &str, timeouts: &TimeoutsSql) -> String {
+    let TimeoutsSql {
+        idle,
+        has_absolute,
+        absolute,
+    } = timeouts;
+    format!("({has_absolute} AND {created} + {absolute} <= {last_seen} + {idle})")
 }
 
-fn reason(created: &str, last_seen: &str) -> String {
+fn reason(created: &str, last_seen: &str, timeouts: &TimeoutsSql) -> String {
     format!(
         "(CASE WHEN {} THEN 'absolute' ELSE 'idle' END)",
-        absolute_wins(created, last_seen)
+        absolute_wins(created, last_seen, timeouts)
     )
 }
+
+/// Every state a row may have.
+const STATES: &str = "'active', 'idle', 'absolute', 'ended', 'superseded'";
 
 impl Queries {
     /// The statements for `table`, which must be a plain SQL identifier (it is spliced into
@@ -339,55 +531,94 @@ impl Queries {
 
     fn build(table: &str) -> Self {
         let t = table;
-        let row_deadline = deadline("created_at", "last_seen");
+        let own = TimeoutsSql::of_row("");
+        let row_deadline = deadline("created_at", "last_seen", &own);
         let expired = format!("($2 >= {row_deadline})");
+        let row_reason = reason("created_at", "last_seen", &own);
+        // `Policy::touch_interval_of`: no skipped write when the row's idle is not longer.
+        let touch = format!("(CASE WHEN $7 < {} THEN $7 ELSE 1 END)", own.idle);
         let check = format!(
             "UPDATE {t} SET \
-               state = CASE WHEN {expired} THEN {reason} ELSE state END, \
+               state = CASE WHEN {expired} THEN {row_reason} ELSE state END, \
                last_seen = CASE WHEN {expired} THEN last_seen ELSE $2 END, \
                expires_at = CASE WHEN {expired} THEN {row_deadline} + $6 \
                             ELSE {refreshed_deadline} + $6 END \
              WHERE key = $1 AND state = 'active' AND ( \
                ({expired} AND {row_deadline} + $6 > $2) \
-               OR (NOT {expired} AND $8 = 1 AND $2 - last_seen >= $7)) \
+               OR (NOT {expired} AND $8 = 1 AND $2 - last_seen >= {touch})) \
              RETURNING {COLUMNS}",
-            reason = reason("created_at", "last_seen"),
-            refreshed_deadline = deadline("created_at", "$2"),
+            refreshed_deadline = deadline("created_at", "$2", &own),
         );
         // In the upsert, bare column names would be ambiguous with `excluded`'s.
         let (qc, ql) = (format!("{t}.created_at"), format!("{t}.last_seen"));
-        let q_deadline = deadline(&qc, &ql);
+        let q_own = TimeoutsSql::of_row(&format!("{t}."));
+        let q_deadline = deadline(&qc, &ql, &q_own);
         let gone = format!(
             "(({t}.state <> 'active' AND {t}.expires_at <= $2) \
               OR ({t}.state = 'active' AND {q_deadline} + $6 <= $2))"
         );
+        // A replaced row is a new session: it takes the new one's owner and timeouts.
         let begin = format!(
-            "INSERT INTO {t} (key, created_at, last_seen, state, expires_at) \
-             VALUES ($1, $2, $2, 'active', $7) \
+            "INSERT INTO {t} \
+               (key, created_at, last_seen, state, expires_at, owner, idle_ms, absolute_ms) \
+             VALUES ($1, $2, $2, 'active', $7, $8, $9, $10) \
              ON CONFLICT (key) DO UPDATE SET \
                state = CASE WHEN {gone} THEN 'active' ELSE {q_reason} END, \
                created_at = CASE WHEN {gone} THEN $2 ELSE {qc} END, \
                last_seen = CASE WHEN {gone} THEN $2 ELSE {ql} END, \
-               expires_at = CASE WHEN {gone} THEN $7 ELSE {q_deadline} + $6 END \
+               expires_at = CASE WHEN {gone} THEN $7 ELSE {q_deadline} + $6 END, \
+               owner = CASE WHEN {gone} THEN excluded.owner ELSE {t}.owner END, \
+               idle_ms = CASE WHEN {gone} THEN excluded.idle_ms ELSE {t}.idle_ms END, \
+               absolute_ms = CASE WHEN {gone} THEN excluded.absolute_ms \
+                             ELSE {t}.absolute_ms END \
              WHERE {gone} OR ({t}.state = 'active' AND $2 >= {q_deadline}) \
              RETURNING {COLUMNS}",
-            q_reason = reason(&qc, &ql),
+            q_reason = reason(&qc, &ql, &q_own),
         );
-        let end = format!(
-            "UPDATE {t} SET \
-               state = CASE WHEN {expired} THEN {reason} ELSE 'ended' END, \
-               expires_at = CASE WHEN {expired} THEN {row_deadline} + $6 ELSE $2 + $6 END \
-             WHERE key = $1 AND state = 'active' AND (NOT {expired} OR {row_deadline} + $6 > $2) \
+        let end_as = |ended: &str| {
+            format!(
+                "UPDATE {t} SET \
+                   state = CASE WHEN {expired} THEN {row_reason} ELSE '{ended}' END, \
+                   expires_at = CASE WHEN {expired} THEN {row_deadline} + $6 ELSE $2 + $6 END \
+                 WHERE key = $1 AND state = 'active' \
+                   AND (NOT {expired} OR {row_deadline} + $6 > $2) \
+                 RETURNING state"
+            )
+        };
+        // The SET expressions all read the row as it was, so `last_seen` and `created_at`
+        // are the session's and only the timeouts are new.
+        let new = TimeoutsSql::given("$7", "$8");
+        let new_deadline = deadline("created_at", "last_seen", &new);
+        let set_timeouts = format!(
+            "UPDATE {t} SET idle_ms = $7, absolute_ms = $8, \
+               state = CASE WHEN $2 >= {new_deadline} THEN {new_reason} ELSE 'active' END, \
+               expires_at = {new_deadline} + $6 \
+             WHERE key = $1 AND state = 'active' AND NOT {expired} \
              RETURNING state",
-            reason = reason("created_at", "last_seen"),
+            new_reason = reason("created_at", "last_seen", &new),
         );
+        let owned_active = format!("owner = $1 AND state = 'active' AND $2 < {row_deadline}");
         Queries {
             table: t.to_owned(),
             index: format!("{t}_expires_at_idx"),
+            owner_index: format!("{t}_owner_idx"),
+            state_check: format!("{t}_state_check"),
             select: format!("SELECT {COLUMNS} FROM {t} WHERE key = $1"),
             check,
             begin,
-            end,
+            end: end_as("ended"),
+            supersede: end_as("superseded"),
+            set_timeouts,
+            owner_of: format!(
+                "SELECT owner FROM {t} WHERE key = $1 AND state = 'active' AND $2 < {row_deadline}"
+            ),
+            sessions_of: format!(
+                "SELECT key, {COLUMNS} FROM {t} WHERE {owned_active} ORDER BY created_at, key"
+            ),
+            end_sessions_of: format!(
+                "UPDATE {t} SET state = 'ended', expires_at = $2 + $6 \
+                 WHERE {owned_active} AND ($7 IS NULL OR key <> $7)"
+            ),
             purge: format!(
                 "DELETE FROM {t} WHERE key IN \
                  (SELECT key FROM {t} WHERE expires_at <= $1 LIMIT {PURGE_BATCH})"
@@ -396,21 +627,48 @@ impl Queries {
         }
     }
 
-    /// The table and its index; `key_type` is the dialect's byte-string type.
-    pub fn create(&self, key_type: &str) -> [String; 2] {
-        let Queries { table, index, .. } = self;
+    /// The table `name` as this version has it; `key_type` is the dialect's byte-string
+    /// type. `name` differs from [`table`](Queries::table) while SQLite rebuilds an old table.
+    pub fn create_table(&self, name: &str, key_type: &str) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {name} ( \
+               key {key_type} PRIMARY KEY NOT NULL, \
+               created_at BIGINT NOT NULL, \
+               last_seen BIGINT NOT NULL, \
+               state TEXT NOT NULL, \
+               expires_at BIGINT NOT NULL, \
+               owner TEXT, \
+               idle_ms BIGINT, \
+               absolute_ms BIGINT, \
+               {check})",
+            check = self.state_constraint(),
+        )
+    }
+
+    /// The indexes: on `expires_at` for the purge, and on `owner` where set (a partial
+    /// index: sessions without an owner, most of them in many apps, cost it nothing).
+    pub fn create_indexes(&self) -> [String; 2] {
+        let Queries {
+            table,
+            index,
+            owner_index,
+            ..
+        } = self;
         [
-            format!(
-                "CREATE TABLE IF NOT EXISTS {table} ( \
-                   key {key_type} PRIMARY KEY NOT NULL, \
-                   created_at BIGINT NOT NULL, \
-                   last_seen BIGINT NOT NULL, \
-                   state TEXT NOT NULL \
-                     CHECK (state IN ('active', 'idle', 'absolute', 'ended')), \
-                   expires_at BIGINT NOT NULL)"
-            ),
             format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at)"),
+            format!(
+                "CREATE INDEX IF NOT EXISTS {owner_index} ON {table} (owner) \
+                 WHERE owner IS NOT NULL"
+            ),
         ]
+    }
+
+    /// The `CHECK` on `state`, named, as a table constraint.
+    pub fn state_constraint(&self) -> String {
+        format!(
+            "CONSTRAINT {} CHECK (state IN ({STATES}))",
+            self.state_check
+        )
     }
 
     /// `statement` (one that returns [`COLUMNS`] of the rows it wrote) followed by the row as
@@ -429,6 +687,23 @@ impl Queries {
     }
 }
 
+/// Every column of the table, for a migration that copies the ones an old table has.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+pub(crate) const COLUMNS_ALL: [&str; 8] = [
+    "key",
+    "created_at",
+    "last_seen",
+    "state",
+    "expires_at",
+    "owner",
+    "idle_ms",
+    "absolute_ms",
+];
+
+/// The state this version added: a table whose `CHECK` on `state` does not name it predates
+/// owners and own timeouts, and is upgraded by `migrate`.
+pub(crate) const NEWEST_STATE: &str = "superseded";
+
 /// What a row says about its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RowState {
@@ -443,6 +718,16 @@ pub(crate) struct StoredRow {
     pub created_at: i64,
     pub last_seen: i64,
     pub expires_at: i64,
+    /// The session's own timeouts, `None` for the layer's.
+    pub own: Option<OwnTimeouts>,
+}
+
+impl StoredRow {
+    /// The record an active row stands for.
+    pub fn record(&self) -> SessionRecord {
+        SessionRecord::new(timestamp(self.created_at), timestamp(self.last_seen))
+            .with_timeouts(self.own.map(OwnTimeouts::timeouts))
+    }
 }
 
 /// Reads [`COLUMNS`] by name from a row of either driver.
@@ -466,20 +751,38 @@ where
             }
         },
     };
-    let time = |column: &str| -> Result<i64, StoreError> {
-        let value: i64 = row.try_get(column).map_err(corrupt)?;
-        if value < 0 {
+    let at_least = |column: &str, value: i64, least: i64| -> Result<i64, StoreError> {
+        if value < least {
             return Err(StoreError::CorruptRecord(format!(
-                "{column} is negative ({value})"
+                "{column} is below {least} ({value})"
             )));
         }
         Ok(value)
+    };
+    let time = |column: &str| -> Result<i64, StoreError> {
+        let value: i64 = row.try_get(column).map_err(corrupt)?;
+        at_least(column, value, 0)
+    };
+    let maybe = |column: &str, least: i64| -> Result<Option<i64>, StoreError> {
+        let value: Option<i64> = row.try_get(column).map_err(corrupt)?;
+        value
+            .map(|value| at_least(column, value, least))
+            .transpose()
+    };
+    // As the SQL reads them: own timeouts exactly when `idle_ms` is set.
+    let own = match maybe("idle_ms", 1)? {
+        Some(idle) => Some(OwnTimeouts {
+            idle,
+            absolute: maybe("absolute_ms", 0)?,
+        }),
+        None => None,
     };
     Ok(StoredRow {
         state,
         created_at: time("created_at")?,
         last_seen: time("last_seen")?,
         expires_at: time("expires_at")?,
+        own,
     })
 }
 
@@ -503,21 +806,17 @@ pub(crate) fn read_check(row: Option<StoredRow>, written: bool, p: &Params) -> O
         RowState::Retired(reason) if written => Some(Check::Retired(reason)),
         RowState::Retired(reason) => Some(Check::Expired(reason)),
         RowState::Active => {
-            let (deadline, _) = p.deadline(row.created_at, row.last_seen);
+            let (deadline, _) = p.deadline(row.created_at, row.last_seen, row.own);
             if p.now >= deadline {
                 // Past the retention it is forgotten, as a tombstone would be; the purge
                 // deletes it. Within it, only the statement may answer, as it retires the row.
                 return (deadline + p.retention <= p.now)
                     .then_some(Check::Expired(ExpiryReason::Unknown));
             }
-            if p.refresh == 1 && p.now - row.last_seen >= p.touch {
+            if p.refresh == 1 && p.now - row.last_seen >= p.touch_of(row.own) {
                 return None;
             }
-            Some(Check::Active(SessionRecord {
-                created_at: timestamp(row.created_at),
-                last_seen: timestamp(row.last_seen),
-                timeouts: None,
-            }))
+            Some(Check::Active(row.record()))
         }
     }
 }
@@ -530,7 +829,7 @@ pub(crate) fn read_begin(row: Option<StoredRow>, written: bool, p: &Params) -> O
         (RowState::Active, true) => Some(Begin::Began),
         (RowState::Retired(reason), true) => Some(Begin::Refused(reason)),
         (RowState::Active, false) => {
-            let (deadline, _) = p.deadline(row.created_at, row.last_seen);
+            let (deadline, _) = p.deadline(row.created_at, row.last_seen, row.own);
             (p.now < deadline).then_some(Begin::AlreadyActive)
         }
         (RowState::Retired(reason), false) => {
@@ -539,20 +838,11 @@ pub(crate) fn read_begin(row: Option<StoredRow>, written: bool, p: &Params) -> O
     }
 }
 
-/// Runs `attempt` until it gives an answer, a bounded number of times.
-pub(crate) async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Option<T>, StoreError>>,
-{
-    for _ in 0..ATTEMPTS {
-        if let Some(answer) = attempt().await? {
-            return Ok(answer);
-        }
-    }
-    Err(StoreError::backend(format!(
+/// The failure of a call whose row changed under each of its [`ATTEMPTS`].
+pub(crate) fn kept_changing() -> StoreError {
+    StoreError::backend(format!(
         "a session row kept changing under {ATTEMPTS} attempts to read it"
-    )))
+    ))
 }
 
 /// Whether a check that read `row` and answered `check` found a forgotten row, which it must

@@ -5,10 +5,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool};
 
-use super::sql::{self, BoxFuture, Params, Queries, SqlOptions, StoredRow};
-use super::{Begin, Check, NewSession, Policy, SessionKey, SessionStore, Touch};
+use super::sql::{self, BoxFuture, OwnTimeouts, Params, Queries, SqlOptions, StoredRow};
+use super::{
+    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionKey, SessionStore,
+    SessionTimeouts, StoreFuture, Touch,
+};
 use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
 
@@ -24,8 +27,14 @@ use crate::{Clock, StoreError, Timestamp};
 /// same statement, and when the row changed since the read, the read runs again. Rows are
 /// keyed by the SHA-256 of the session id, never the id.
 ///
-/// Call [`migrate`](SqliteStore::migrate) once at start-up to create the table and its index
-/// on the expiry time, and [`spawn_purge`](SqliteStore::spawn_purge) (or call
+/// A session may have an owner and timeouts of its own. Ending all of an owner's sessions is
+/// one `UPDATE`; a sign-in under
+/// [`max_sessions_per_owner`](crate::SessionTimeoutBuilder::max_sessions_per_owner) is one
+/// write transaction (`BEGIN IMMEDIATE`), so sign-ins from several processes on the file take
+/// turns and never leave more than the limit; a sign-in without a limit stays one statement.
+///
+/// Call [`migrate`](SqliteStore::migrate) once at start-up to create the table and its
+/// indexes (or upgrade a table of an earlier version), and [`spawn_purge`](SqliteStore::spawn_purge) (or call
 /// [`purge`](SessionStore::purge) yourself) so expired rows do not accumulate.
 ///
 /// Every call is bounded: a second to get a connection from the pool, and two seconds of
@@ -49,12 +58,15 @@ use crate::{Clock, StoreError, Timestamp};
 ///
 /// `tower_session_timeout` by default ([`with_table_name`](SqliteStore::with_table_name)): `key`
 /// (the 32-byte SHA-256 of the id, primary key), `created_at` and `last_seen` (Unix
-/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`) and
-/// `expires_at`, the time from which the row may be deleted: for an active session its deadline
-/// plus the tombstone retention (until then an expired session still answers its reason), for
-/// an ended or expired one the end of that retention. The purge is
-/// `DELETE ... WHERE expires_at <= now`, through the index on `expires_at`, so its cost grows
-/// with what expired, not with what is stored.
+/// milliseconds), `state` (`active`, or why it ended: `idle`, `absolute`, `ended`,
+/// `superseded`), `expires_at`, the time from which the row may be deleted: for an active
+/// session its deadline plus the tombstone retention (until then an expired session still
+/// answers its reason), for an ended or expired one the end of that retention; and three
+/// nullable columns: `owner` (indexed where set), and the session's own timeouts `idle_ms`
+/// and `absolute_ms` (its own exactly when `idle_ms` is set; `absolute_ms` null then means no
+/// absolute timeout). The purge is `DELETE ... WHERE expires_at <= now`, through the index on
+/// `expires_at`, so its cost grows with what expired, not with what is stored; an owner's
+/// rows go with it like any other, so the owner index never holds more than the table.
 ///
 /// # Why the app's clock
 ///
@@ -158,9 +170,9 @@ impl SqliteStore {
         }
     }
 
-    /// Uses the table `name` instead of `tower_session_timeout` (its index is
-    /// `<name>_expires_at_idx`). The name must be a plain identifier (ASCII letters, digits and
-    /// `_`, at most 48): it is part of the SQL text.
+    /// Uses the table `name` instead of `tower_session_timeout` (its indexes are
+    /// `<name>_expires_at_idx` and `<name>_owner_idx`). The name must be a plain identifier
+    /// (ASCII letters, digits and `_`, at most 48): it is part of the SQL text.
     ///
     /// ```no_run
     /// # async fn run(store: tower_session_timeout::SqliteStore) -> Result<(), tower_session_timeout::StoreError> {
@@ -175,7 +187,15 @@ impl SqliteStore {
         })
     }
 
-    /// Creates the table and its index on `expires_at` if they are missing.
+    /// Creates the table and its indexes (on `expires_at`, and on `owner` where set) if they
+    /// are missing, and upgrades a table of an earlier version in place, keeping its rows.
+    ///
+    /// The upgrade (from before owners and per-session timeouts) adds three nullable columns
+    /// and lets `state` be `superseded`; SQLite cannot change a table's `CHECK`, so the table
+    /// is rebuilt: a copy with the new definition, filled from the old one, which is then
+    /// dropped. It runs once, in one write transaction, so every session survives it
+    /// unchanged and a concurrent migration from another process waits for it (up to the
+    /// busy timeout) and then finds nothing to do.
     ///
     /// ```no_run
     /// # async fn run(store: tower_session_timeout::SqliteStore) -> Result<(), tower_session_timeout::StoreError> {
@@ -183,8 +203,49 @@ impl SqliteStore {
     /// # Ok(()) }
     /// ```
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(sql::backend)?;
-        for statement in self.queries.create("BLOB") {
+        let queries = &self.queries;
+        let table = &queries.table;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(sql::backend)?;
+        let definition: Option<String> = sqlx::query_scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = $1 COLLATE NOCASE",
+        )
+        .bind(table)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(sql::backend)?;
+        let mut statements = Vec::new();
+        match definition {
+            None => statements.push(queries.create_table(table, "BLOB")),
+            Some(definition) if !definition.contains(sql::NEWEST_STATE) => {
+                let existing: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
+                        .bind(table)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(sql::backend)?;
+                let kept = sql::COLUMNS_ALL
+                    .iter()
+                    .filter(|column| existing.iter().any(|name| name == *column))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let new = format!("{table}__upgrade");
+                statements.push(queries.create_table(&new, "BLOB"));
+                statements.push(format!(
+                    "INSERT INTO {new} ({kept}) SELECT {kept} FROM {table}"
+                ));
+                // Its indexes go with it, and are made again below.
+                statements.push(format!("DROP TABLE {table}"));
+                statements.push(format!("ALTER TABLE {new} RENAME TO {table}"));
+            }
+            Some(_) => {}
+        }
+        statements.extend(queries.create_indexes());
+        for statement in statements {
             sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await
@@ -231,26 +292,172 @@ impl SqliteStore {
         &self.queries.index
     }
 
-    /// The row for `p.key` as it stands.
-    async fn current(&self, p: &Params) -> Result<Option<StoredRow>, StoreError> {
-        let row = sqlx::query(&self.queries.select)
-            .bind(p.key.to_vec())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(sql::backend)?;
-        row.as_ref().map(sql::decode_row).transpose()
+    /// The name of the partial index on `owner`.
+    pub fn owner_index_name(&self) -> &str {
+        &self.queries.owner_index
     }
 
-    /// Deletes the key's row if it is past its `expires_at`.
-    async fn forget(&self, p: &Params) -> Result<(), StoreError> {
-        sqlx::query(&self.queries.forget)
-            .bind(p.key.to_vec())
-            .bind(p.now)
-            .execute(&self.pool)
+    /// Begins an owned session under the limit, in one write transaction: SQLite has one
+    /// writer, so `BEGIN IMMEDIATE` (which waits out the busy timeout for the lock, where a
+    /// deferred transaction that reads and then writes would fail at once with `SQLITE_BUSY`)
+    /// orders this sign-in against every other write, from any connection or process.
+    async fn begin_limited(
+        &self,
+        p: &Params,
+        policy: &Policy,
+        owner: &str,
+        timeouts: Option<SessionTimeouts>,
+    ) -> Result<Begin, StoreError> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(sql::backend)?;
-        Ok(())
+        let active = sessions_on(&mut tx, &self.queries, owner, p).await?;
+        let key = SessionKey::from_bytes(p.key);
+        let began = begin_on(&mut tx, &self.queries, p, Some(owner), timeouts).await?;
+        // The id's own state answers first (an active id is already begun, a retired one is
+        // refused): only a new session counts against the limit, and a refused one is rolled
+        // back, so nothing of it is written.
+        if began == Begin::Began && sql::refuses(policy, &key, &active) {
+            tx.rollback().await.map_err(sql::backend)?;
+            return Ok(Begin::LimitReached);
+        }
+        for superseded in sql::superseded(policy, began, &key, p.now, timeouts, active) {
+            sql::bind_params!(sqlx::query(&self.queries.supersede), p.for_key(&superseded))
+                .execute(&mut *tx)
+                .await
+                .map_err(sql::backend)?;
+        }
+        tx.commit().await.map_err(sql::backend)?;
+        Ok(began)
     }
+}
+
+/// The row for `p.key` as it stands.
+async fn current(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    p: &Params,
+) -> Result<Option<StoredRow>, StoreError> {
+    let row = sqlx::query(&queries.select)
+        .bind(p.key.to_vec())
+        .fetch_optional(conn)
+        .await
+        .map_err(sql::backend)?;
+    row.as_ref().map(sql::decode_row).transpose()
+}
+
+/// Deletes the key's row if it is past its `expires_at`.
+async fn forget(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    p: &Params,
+) -> Result<(), StoreError> {
+    sqlx::query(&queries.forget)
+        .bind(p.key.to_vec())
+        .bind(p.now)
+        .execute(conn)
+        .await
+        .map_err(sql::backend)?;
+    Ok(())
+}
+
+/// [`SessionStore::check`] on one connection.
+async fn check_on(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    p: &Params,
+) -> Result<Check, StoreError> {
+    for _ in 0..sql::ATTEMPTS {
+        if let Some(answer) = check_once(conn, queries, p).await? {
+            return Ok(answer);
+        }
+    }
+    Err(sql::kept_changing())
+}
+
+/// One attempt of [`check_on`]: `None` when the row changed between the read and the write.
+async fn check_once(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    p: &Params,
+) -> Result<Option<Check>, StoreError> {
+    // Read first, so passive checks, tombstones and refreshes the touch interval skips take
+    // no write lock; the write itself re-checks its condition atomically, and when it finds
+    // the row changed since the read, the read runs again.
+    let current = current(conn, queries, p).await?;
+    if let Some(answer) = sql::read_check(current, false, p) {
+        if sql::found_forgotten(current.as_ref(), &answer) {
+            forget(conn, queries, p).await?;
+        }
+        return Ok(Some(answer));
+    }
+    let written = sql::bind_params!(sqlx::query(&queries.check), p)
+        .bind(p.touch)
+        .bind(p.refresh)
+        .fetch_optional(conn)
+        .await
+        .map_err(sql::backend)?;
+    match written {
+        Some(row) => Ok(sql::read_check(Some(sql::decode_row(&row)?), true, p)),
+        None => Ok(None),
+    }
+}
+
+/// [`SessionStore::begin`]'s statement on one connection, for a session with this owner and
+/// these timeouts.
+async fn begin_on(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    p: &Params,
+    owner: Option<&str>,
+    timeouts: Option<SessionTimeouts>,
+) -> Result<Begin, StoreError> {
+    let own = OwnTimeouts::of(timeouts);
+    for _ in 0..sql::ATTEMPTS {
+        // An active session or a live tombstone needs no write (see `check_once`).
+        let current = current(conn, queries, p).await?;
+        if current.is_some() {
+            if let Some(answer) = sql::read_begin(current, false, p) {
+                return Ok(answer);
+            }
+        }
+        let written = sql::bind_params!(sqlx::query(&queries.begin), p)
+            .bind(p.new_row_expires_at(own))
+            .bind(owner)
+            .bind(own.map(|own| own.idle))
+            .bind(own.and_then(|own| own.absolute))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(sql::backend)?;
+        if let Some(row) = written {
+            if let Some(answer) = sql::read_begin(Some(sql::decode_row(&row)?), true, p) {
+                return Ok(answer);
+            }
+        }
+    }
+    Err(sql::kept_changing())
+}
+
+/// The owner's sessions active at `p.now`, oldest first.
+async fn sessions_on(
+    conn: &mut SqliteConnection,
+    queries: &Queries,
+    owner: &str,
+    p: &Params,
+) -> Result<Vec<OwnedSession>, StoreError> {
+    let rows = sql::bind_owner!(sqlx::query(&queries.sessions_of), owner, p)
+        .fetch_all(conn)
+        .await
+        .map_err(sql::backend)?;
+    let mut sessions = rows
+        .iter()
+        .map(sql::decode_owned)
+        .collect::<Result<Vec<_>, _>>()?;
+    // The query's order already; sorted here too so the one definition of the order rules.
+    oldest_first(&mut sessions);
+    Ok(sessions)
 }
 
 impl SessionStore for SqliteStore {
@@ -269,29 +476,8 @@ impl SessionStore for SqliteStore {
         let store = self.clone();
         let p = Params::new(key, now, policy, touch);
         sql::logged(&self.log, "check", async move {
-            // Read first, so passive checks, tombstones and refreshes the touch interval skips
-            // take no write lock; the write itself re-checks its condition atomically, and
-            // when it finds the row changed since the read, the read runs again.
-            sql::retrying(|| async {
-                let current = store.current(&p).await?;
-                if let Some(answer) = sql::read_check(current, false, &p) {
-                    if sql::found_forgotten(current.as_ref(), &answer) {
-                        store.forget(&p).await?;
-                    }
-                    return Ok(Some(answer));
-                }
-                let written = sql::bind_params!(sqlx::query(&store.queries.check), p)
-                    .bind(p.touch)
-                    .bind(p.refresh)
-                    .fetch_optional(&store.pool)
-                    .await
-                    .map_err(sql::backend)?;
-                match written {
-                    Some(row) => Ok(sql::read_check(Some(sql::decode_row(&row)?), true, &p)),
-                    None => Ok(None),
-                }
-            })
-            .await
+            let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+            check_on(&mut conn, &store.queries, &p).await
         })
     }
 
@@ -300,30 +486,24 @@ impl SessionStore for SqliteStore {
         key: &SessionKey,
         now: Timestamp,
         policy: &Policy,
-        _new: NewSession<'_>,
+        new: NewSession<'_>,
     ) -> Self::BeginFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
+        let policy = *policy;
+        let owner = new.owner.map(str::to_owned);
+        let timeouts = new.timeouts;
         sql::logged(&self.log, "begin", async move {
-            sql::retrying(|| async {
-                // An active session or a live tombstone needs no write (see `check`).
-                let current = store.current(&p).await?;
-                if current.is_some() {
-                    if let Some(answer) = sql::read_begin(current, false, &p) {
-                        return Ok(Some(answer));
-                    }
+            match owner {
+                // Only a limit needs the owner's other sessions counted with this one.
+                Some(owner) if policy.session_limit().is_some() => {
+                    store.begin_limited(&p, &policy, &owner, timeouts).await
                 }
-                let written = sql::bind_params!(sqlx::query(&store.queries.begin), p)
-                    .bind(p.new_row_expires_at())
-                    .fetch_optional(&store.pool)
-                    .await
-                    .map_err(sql::backend)?;
-                match written {
-                    Some(row) => Ok(sql::read_begin(Some(sql::decode_row(&row)?), true, &p)),
-                    None => Ok(None),
+                owner => {
+                    let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+                    begin_on(&mut conn, &store.queries, &p, owner.as_deref(), timeouts).await
                 }
-            })
-            .await
+            }
         })
     }
 
@@ -331,16 +511,17 @@ impl SessionStore for SqliteStore {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
         sql::logged(&self.log, "end", async move {
+            let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
             let state: Option<String> =
                 sql::bind_params!(sqlx::query_scalar(&store.queries.end), p)
-                    .fetch_optional(&store.pool)
+                    .fetch_optional(&mut *conn)
                     .await
                     .map_err(sql::backend)?;
             if state.is_none() {
                 // Nothing active to end. A row past its retention is forgotten at this `now`,
                 // as check and begin find it; left in place, a clock stepping back would find
                 // it again. Rare (an end on a session long gone), so a second statement.
-                store.forget(&p).await?;
+                forget(&mut conn, &store.queries, &p).await?;
             }
             Ok(state.as_deref() == Some("ended"))
         })
@@ -359,6 +540,95 @@ impl SessionStore for SqliteStore {
                 Ok(done.rows_affected())
             })
             .await
+        })
+    }
+
+    fn set_timeouts(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        timeouts: SessionTimeouts,
+    ) -> StoreFuture<bool> {
+        let store = self.clone();
+        let p = Params::new(key, now, policy, Touch::Passive);
+        let own = OwnTimeouts::new(timeouts);
+        sql::logged(&self.log, "set_timeouts", async move {
+            let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+            let state: Option<String> =
+                sql::bind_params!(sqlx::query_scalar(&store.queries.set_timeouts), p)
+                    .bind(own.idle)
+                    .bind(own.absolute)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(sql::backend)?;
+            if let Some(state) = state {
+                if state != "active" {
+                    // Retired by its new timeouts; if so long ago that the tombstone is over
+                    // too, forgotten, as a check at `now` would forget it.
+                    forget(&mut conn, &store.queries, &p).await?;
+                }
+                return Ok(true);
+            }
+            // Not active at `now`: an expired row is settled as a check settles it.
+            check_on(&mut conn, &store.queries, &p).await?;
+            Ok(false)
+        })
+    }
+
+    fn owner_of(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Option<String>> {
+        let store = self.clone();
+        let p = Params::new(key, now, policy, Touch::Passive);
+        sql::logged(&self.log, "owner_of", async move {
+            let owner: Option<Option<String>> =
+                sql::bind_key_at!(sqlx::query_scalar(&store.queries.owner_of), p)
+                    .fetch_optional(&store.pool)
+                    .await
+                    .map_err(sql::backend)?;
+            Ok(owner.flatten())
+        })
+    }
+
+    fn sessions_of(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Vec<OwnedSession>> {
+        let store = self.clone();
+        let owner = owner.to_owned();
+        let p = Params::for_owner(now, policy);
+        sql::logged(&self.log, "sessions_of", async move {
+            let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
+            sessions_on(&mut conn, &store.queries, &owner, &p).await
+        })
+    }
+
+    fn end_sessions_of(
+        &self,
+        owner: &str,
+        keep: Option<&SessionKey>,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<u64> {
+        let store = self.clone();
+        let owner = owner.to_owned();
+        let keep = keep.map(|key| key.as_bytes().to_vec());
+        let p = Params::for_owner(now, policy);
+        sql::logged(&self.log, "end_sessions_of", async move {
+            // One statement, and SQLite has one writer: every row it ends is ended at once.
+            let done = sql::bind_owner!(sqlx::query(&store.queries.end_sessions_of), owner, p)
+                .bind(p.retention)
+                .bind(keep)
+                .execute(&store.pool)
+                .await
+                .map_err(sql::backend)?;
+            Ok(done.rows_affected())
         })
     }
 }

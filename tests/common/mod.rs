@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests; each test file uses a part of them.
 #![allow(dead_code)]
 
+pub mod announce_suite;
 pub mod app;
 pub mod capture;
 pub mod cluster;
@@ -9,7 +10,9 @@ pub mod failing;
 pub mod faulty;
 pub mod long;
 pub mod model;
+pub mod owner_races;
 pub mod owner_suite;
+pub mod previous_table;
 pub mod redis_owners;
 pub mod redis_server;
 pub mod store_suite;

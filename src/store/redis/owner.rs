@@ -41,10 +41,11 @@
 //! sessions and sign-ins under way by index score (the sign-in order): if `max` or more are
 //! ahead of it, it is withdrawn (its key left as a forgotten record, which answers as if never
 //! begun), its member dropped, and the answer is [`Begin::LimitReached`]. Every member ahead of
-//! it was added before it, so this sign-in sees them all, active or under way: of concurrent
-//! sign-ins at most `max` stay, the first ones to reach the index, on every instance alike.
-//! Under a race it may refuse a sign-in that would have fitted (it counted one under way that
-//! was then refused itself), never admit one too many. For the moment between its begin and its
+//! it was added before it, so this sign-in sees them all, active or under way, and an admitted
+//! one is never withdrawn: of concurrent sign-ins the first ones to reach the index are
+//! admitted, up to `max` in all, on every instance alike. Only when some of the owner's
+//! sessions end during the race may it refuse a sign-in that would have fitted (it counted one
+//! under way that was then refused itself); it never admits one too many. For the moment between its begin and its
 //! withdrawal, the refused session exists; its id has not reached the client yet.
 //!
 //! A sign-in and an end-all run as tasks of their own, so a client that goes away does not
