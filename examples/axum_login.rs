@@ -44,9 +44,8 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 use tower_session_timeout::store::redact_credentials;
 use tower_session_timeout::{
-    OnLimit, SessionHandle, SessionInfo, SessionRef, SessionStore, SessionTimeoutBuilder,
-    SessionTimeoutLayer, SessionTimeouts, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE,
-    MIN_WARN_BEFORE,
+    OnLimit, SessionHandle, SessionRef, SessionStore, SessionTimeoutBuilder, SessionTimeoutLayer,
+    SessionTimeouts, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE,
 };
 
 const DAY: u64 = 24 * 60 * 60;
@@ -425,12 +424,9 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn dashboard(
-    Extension(session): Extension<SessionHandle>,
-    info: Option<Extension<SessionInfo>>,
-) -> Response {
+async fn dashboard(Extension(session): Extension<SessionHandle>) -> Response {
     // The layer already answered 440 for an expired session; no cookie means never signed in.
-    let Some(Extension(info)) = info else {
+    let Some(info) = session.info() else {
         return Redirect::to("/login").into_response();
     };
     let name = match session.owner().await {
