@@ -81,6 +81,14 @@ async fn passes_the_announce_suite() {
     common::announce_suite::run(one, other).await;
 }
 
+/// The due index as Redis holds it: listings, relisting, crashes between steps, a claimer
+/// that dies, and the bound on what nobody sweeps.
+#[tokio::test]
+async fn keeps_the_due_index_consistent_across_instances() {
+    let stores = three_instances("due-index").await;
+    common::redis_announce::run(&stores, inspector().await).await;
+}
+
 #[tokio::test]
 async fn passes_the_owner_suite() {
     common::owner_suite::run(store("owner-suite").await).await;
