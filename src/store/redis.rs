@@ -6,7 +6,7 @@
 //! One session is one key (`<prefix><hex SHA-256 of the id>`), so on Redis Cluster one
 //! session is one slot, and every call is one script on that key's master. Keys carry no hash
 //! tag, so sessions spread over every slot. Work that spans sessions (the per-principal index,
-//! an expiry sweep) must keep to that rule: a script touches only keys of one slot, so such
+//! the announcement sweep) must keep to that rule: a script touches only keys of one slot, so such
 //! work is a series of per-key scripts (the session's key, then the index's key, each atomic
 //! on its own and ordered so that a crash between them leaves an index that lists too much,
 //! never too little; readers prune it), never one multi-key script across slots, which Redis
@@ -15,8 +15,9 @@
 //! which would forget every session of the current one.
 //!
 //! The script and the record are in `script.rs`, the reading of its replies in `reply.rs`,
-//! and the owner index (`<prefix>owner:<hex SHA-256 of the principal>`, in a slot of its own)
-//! with the order of its steps in `owner.rs`.
+//! the owner index (`<prefix>owner:<hex SHA-256 of the principal>`, in a slot of its own)
+//! with the order of its steps in `owner.rs`, and the due index that the announcement sweep
+//! reads (`<prefix>due:{0}` to `{15}`, a slot each) with the order of its steps in `due.rs`.
 
 mod due;
 mod owner;
@@ -53,12 +54,24 @@ const MAX_MILLIS: u64 = 1 << 50;
 ///
 /// What it guarantees:
 ///
-/// - **One atomic round trip per call.** [`check`](SessionStore::check),
-///   [`begin`](SessionStore::begin) and [`end`](SessionStore::end) each run one Lua script
-///   (loaded once, then called by hash) that reads the record, judges it and writes the
-///   refresh or the tombstone. A session that expired on one instance is never brought back by
-///   a concurrent request on another. A session's own timeouts live in its record and are
+/// - **One atomic round trip per request.** [`check`](SessionStore::check) runs one Lua
+///   script (loaded once, then called by hash) that reads the record, judges it and writes
+///   the refresh or the tombstone; [`begin`](SessionStore::begin) and
+///   [`end`](SessionStore::end) run one such script on the session, and one more on the due
+///   index (below). A session that expired on one instance is never brought back by a
+///   concurrent request on another. A session's own timeouts live in its record and are
 ///   judged by the same script.
+/// - **Every end announced once, without keyspace notifications** (which Redis loses across
+///   restarts and failovers). A begin first lists the session in the due index, sorted sets in
+///   slots of their own ([`due_key`](RedisStore::due_key)), at its deadline, and an end lists
+///   it again as due now; refreshes write nothing there.
+///   [`claim_ends`](SessionStore::claim_ends) takes what is due and claims each end with a
+///   script on the session's own key, which retires a session past its deadline as a check
+///   would and keeps the claim in the record until the lease runs out: two instances
+///   sweeping at once never both get an end, and an end whose claimer died comes due again
+///   after the lease. A session still active is listed again for its deadline. Listings
+///   nobody sweeps are dropped after a while (see [`SWEEP_GRACE`](RedisStore::SWEEP_GRACE)),
+///   so an app without an end hook keeps few.
 /// - **Owners across slots.** A session begun with an owner is listed in that owner's index,
 ///   a sorted set in a slot of its own ([`owner_key`](RedisStore::owner_key)). Sign-in,
 ///   listing and ending an owner's sessions are a few per-key scripts, in an order that leaves
@@ -126,7 +139,10 @@ const MAX_MILLIS: u64 = 1 << 50;
 /// time lost; a retirement the replica lacks is found again by the next check (expiry is
 /// judged from the times, not from the tombstone), so the expiry hook may hear it twice; a
 /// sign-in in that window is unknown (440) on the next request; and a sign-out in that window
-/// can be lost, so that session is active again until its idle deadline.
+/// can be lost, so that session is active again until its idle deadline. For announcements, a
+/// lost claim lets another instance announce that end again (at least once still holds), and
+/// a lost listing of a session begun in that window leaves its end unannounced unless it is
+/// ended or listed again.
 ///
 /// # Upgrading
 ///
@@ -134,7 +150,10 @@ const MAX_MILLIS: u64 = 1 << 50;
 /// timeouts and no owner. Earlier versions judge a session with timeouts of its own by the
 /// layer's, and answer a superseded or forgotten owned session with a store error (503 by
 /// default), so finish a rolling upgrade before the app names owners, gives sessions timeouts
-/// of their own or sets a limit.
+/// of their own or sets a limit. Earlier versions list nothing in the due index: of the
+/// sessions they began, only those that this version ends are announced (an expiry a request
+/// finds still reaches [`on_expiry`](crate::SessionTimeoutBuilder::on_expiry)); every session
+/// begun by this version is.
 ///
 /// # Why not Redis Sentinel
 ///

@@ -37,7 +37,14 @@
 //!
 //! An end handed out stays listed at the end of the lease. If its claimer dies before
 //! acknowledging it, a later sweep takes it again then, and the claim, now run out, hands it
-//! out again: at least once.
+//! out again: at least once. A claim runs out by the `now` of the instance that looks, so
+//! instances' clocks must differ by much less than the lease
+//! ([`ANNOUNCE_LEASE`](crate::ANNOUNCE_LEASE), 30 s) for an end never to be handed out twice.
+//!
+//! Each sweep does at most `limit` ends' worth of takes per round (never taking an end it
+//! could not hand out), rounds until it has `limit` ends or nothing is due, and stops starting
+//! rounds after half the store timeout: a backlog of active sessions to relist is worked off
+//! over the next sweeps rather than in one call the layer would time out.
 //!
 //! # Acknowledging
 //!

@@ -10,9 +10,9 @@
 //! session and an index: every step below is one script on one key, and the steps are ordered
 //! so that a crash between two leaves the index listing too much, never too little.
 //!
-//! - **Sign-in**: (1) add the member to the index (and, at the same time, list the session in
-//!   the due index, see `due.rs`), (2) begin the session with its owner. A
-//!   crash between them leaves a member whose key is missing: a reader takes it for a sign-in
+//! - **Sign-in**: (1) add the member to the index (and, at the same time, list the session
+//!   in the due index, see `due.rs`), (2) begin the session with its owner. A crash between
+//!   them leaves a member whose key is missing: a reader takes it for a sign-in
 //!   under way for [`SIGN_IN_GRACE`](RedisStore::SIGN_IN_GRACE) (never listing it as active),
 //!   then drops it. When the begin does not begin this owner's session (the id was already
 //!   active, or expired), the member is taken back.
@@ -27,7 +27,9 @@
 //! - **Ending all**: read as above, then end each active session with the end script told the
 //!   owner (it ends nothing else). A session active before the call began was in the index
 //!   (added before it began), is found active, and is ended; a check racing with it sees either
-//!   the session before the end or the tombstone after, never revives it.
+//!   the session before the end or the tombstone after, never revives it. Each session it
+//!   ended is then listed in the due index as due now, so its end is announced within a sweep
+//!   (its begin listed it already, for its deadline).
 //!
 //! # Limits
 //!

@@ -12,7 +12,9 @@
 //!   `a` (absolute ms, -1 for none); with an owner, `p` (the principal as the app gave it), `q`
 //!   (its score in the owner's index when it began, which orders concurrent sign-ins) and `x`
 //!   (until when the owner's index is sure to be kept: the session's deadline never passes it).
-//! - Tombstone: `r` (reason) and `u` (until), and `p` if the session had an owner.
+//! - Tombstone: `r` (reason) and `u` (until), and `p` if the session had an owner; once a
+//!   sweep claimed its end to announce it, `n` (until when the claim holds), and once the end
+//!   was announced, `h`.
 //! - Forgotten, of an owned session: `g` alone, kept for the sign-in grace. It answers every
 //!   call as a missing key would, but tells a reader of the owner's index that the session is
 //!   over, so an index member whose key is missing can be taken for a sign-in under way.
@@ -29,6 +31,16 @@
 //! sign-in takes `max(now, highest score + 1)`), so that they also say in which order sign-ins
 //! reached the index. Its TTL is only ever lengthened, and always outlasts the `x` of every
 //! session it lists by the grace.
+//!
+//! # Due index (sorted sets, one slot each)
+//!
+//! The `due_*` operations work on a shard of the due index (see `due.rs`): members are
+//! session keys (hex), scores the app-clock milliseconds from which a sweep should look at the
+//! session. `due_add` lists a member unless it is listed earlier, first dropping what no sweep
+//! visited within the grace; `due_take` returns the members due and moves them to the end of
+//! the sweep's lease; `due_settle` moves or drops the members a sweep took, only where the take
+//! left them; `due_drop` drops acknowledged ends. The session operations `claim` and `ack`
+//! decide, on the session's own key, what a sweep hands out and what is announced.
 //!
 //! # The index's lease
 //!
