@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionLike;
-use tower_session_timeout::store::{Check, NewSession, Policy, SessionKey, SessionStore, Touch};
+use tower_session_timeout::store::{
+    Check, NewSession, Policy, SessionKey, SessionStore, SessionTimeouts, Touch,
+};
 use tower_session_timeout::{
     ExpiryReason, ManualClock, RedisStore, SessionEnd, SessionTimeoutLayer, Timestamp,
     ANNOUNCE_LEASE,
@@ -111,6 +113,7 @@ fn keys(ends: &[SessionEnd]) -> Vec<SessionKey> {
 pub async fn run<C: ConnectionLike + Clone + Send>(stores: &[RedisStore], inspector: C) {
     a_begin_lists_the_session_and_an_acknowledgement_drops_it(stores, inspector.clone()).await;
     a_refreshed_session_is_relisted_at_its_deadline(stores, inspector.clone()).await;
+    shorter_timeouts_are_announced_by_their_new_deadline(stores, inspector.clone()).await;
     a_listing_whose_begin_never_ran_is_dropped(stores, inspector.clone()).await;
     an_end_whose_listing_was_lost_is_announced_by_its_deadline(stores, inspector.clone()).await;
     a_sign_out_racing_a_sweep_keeps_its_listing(stores, inspector.clone()).await;
@@ -236,6 +239,42 @@ async fn a_refreshed_session_is_relisted_at_its_deadline<C: ConnectionLike + Sen
         .await
         .expect("check");
     assert_eq!(check, Check::Expired(ExpiryReason::Idle));
+}
+
+async fn shorter_timeouts_are_announced_by_their_new_deadline<C: ConnectionLike + Send>(
+    stores: &[RedisStore],
+    mut connection: C,
+) {
+    let (store, _) = instances(stores, "shorter");
+    let t0 = start();
+    let key = fresh_key("shorter");
+    begin(&store, &key, t0).await;
+    let shorter = SessionTimeouts::new(Duration::from_secs(30));
+    assert!(
+        within(store.set_timeouts(&key, at(t0, 5), &policy(), shorter))
+            .await
+            .expect("set_timeouts")
+    );
+    // Listed as due now: the sweep finds the new deadline, earlier than the listing was.
+    assert_eq!(
+        listing(&mut connection, &store, &key).await,
+        Some(ms(at(t0, 5)))
+    );
+    assert!(claim(&store, at(t0, 6)).await.is_empty());
+    assert_eq!(
+        listing(&mut connection, &store, &key).await,
+        Some(ms(at(t0, 30)))
+    );
+    let claimed = claim(&store, at(t0, 31)).await;
+    assert_eq!(
+        claimed,
+        vec![SessionEnd {
+            key,
+            owner: None,
+            reason: ExpiryReason::Idle,
+            at: at(t0, 30),
+        }]
+    );
 }
 
 async fn a_listing_whose_begin_never_ran_is_dropped<C: ConnectionLike + Send>(
