@@ -4,7 +4,9 @@
 //! `cluster-require-full-coverage no`): two layer instances sharing it, sessions on every
 //! master, a master killed under load and its replica promoted, owners whose sessions and
 //! index sit in different slots (the store, owner and Redis owner suites, and end-all racing
-//! with requests and sign-ins on three instances), and the demo on `redis-cluster://`.
+//! with requests and sign-ins on three instances), every session end announced once with the
+//! due index's shards on every master (the announce suite and the Redis due index cases), and
+//! the demo on `redis-cluster://`.
 //!
 //! Prints the measured 503 window of the failover (`cargo test --all-features --test
 //! redis_cluster -- --nocapture`).
@@ -325,6 +327,59 @@ async fn owners_work_across_slots() {
     common::owner_races::limited_sign_ins_race(&stores, 3, OnLimit::EndOldest, 2).await;
 }
 
+/// Every session end announced once on a cluster: the due index's shards spread over the
+/// masters, most sessions listed on another master than their own key's, and two instances
+/// (from different seeds) running the announce suite and the Redis due index cases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_session_ends_across_slots() {
+    let cluster = Cluster::start(3, 1);
+    let masters = cluster.masters();
+    let prefix = format!("tst-cluster-announce:{:016x}:", rand::random::<u64>());
+    let mut stores = Vec::new();
+    for seed in [0, 4] {
+        let url = format!("redis-cluster://{}", cluster.nodes[seed].address());
+        stores.push(store(&url, &prefix).await);
+    }
+    let master_of = |key: &str| {
+        let slot = key_slot(key);
+        masters
+            .iter()
+            .find(|master| master.serves(slot))
+            .expect("a master")
+            .port
+    };
+    let probes: Vec<SessionKey> = (0..64)
+        .map(|i| SessionKey::from_id(&format!("announce-probe-{i}")))
+        .collect();
+    let shards: BTreeSet<String> = probes.iter().map(|key| stores[0].due_key(key)).collect();
+    assert_eq!(shards.len(), 16, "{shards:?}");
+    let shard_masters: BTreeSet<u16> = shards.iter().map(|shard| master_of(shard)).collect();
+    assert_eq!(shard_masters.len(), 3, "the due index on every master");
+    let split = probes
+        .iter()
+        .filter(|key| master_of(&stores[0].redis_key(key)) != master_of(&stores[0].due_key(key)))
+        .count();
+    assert!(
+        split >= 16,
+        "{split} of 64 sessions listed on another master"
+    );
+
+    common::announce_suite::run(stores[0].clone(), stores[1].clone()).await;
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| format!("redis://{}", node.address()))
+        .collect();
+    let inspector = within(
+        redis::cluster::ClusterClient::new(seeds)
+            .expect("cluster client")
+            .get_async_connection(),
+    )
+    .await
+    .expect("inspector connected");
+    common::redis_announce::run(&stores, inspector).await;
+}
+
 /// The reference model on a cluster: owners' indexes and their sessions in different slots.
 /// `TST_LONG=1` runs it for as many cases as the model test runs each store.
 #[test]
@@ -392,11 +447,14 @@ async fn the_demo_runs_on_redis_cluster_urls() {
         .filter(|key| !key.is_empty())
         .collect();
     let indexes = keys.iter().filter(|key| key.contains(":owner:")).count();
+    let due = keys.iter().filter(|key| key.contains(":due:{")).count();
     assert_eq!(
-        (keys.len() - indexes, indexes),
+        (keys.len() - indexes - due, indexes),
         (12, 1),
         "one key per session, over the masters, and the user's index: {keys:?}"
     );
+    // And the shards of the due index that list them for the announcement sweep.
+    assert!((1..=12).contains(&due), "{keys:?}");
     let masters_used = cluster
         .nodes
         .iter()

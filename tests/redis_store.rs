@@ -73,6 +73,22 @@ async fn passes_the_store_suite() {
     store_suite::run(store("suite").await).await;
 }
 
+/// Two clients with connections of their own: two app instances sharing one Redis.
+#[tokio::test]
+async fn passes_the_announce_suite() {
+    let one = store("announce").await;
+    let other = store("announce").await.with_prefix(one.prefix().to_owned());
+    common::announce_suite::run(one, other).await;
+}
+
+/// The due index as Redis holds it: listings, relisting, crashes between steps, a claimer
+/// that dies, and the bound on what nobody sweeps.
+#[tokio::test]
+async fn keeps_the_due_index_consistent_across_instances() {
+    let stores = three_instances("due-index").await;
+    common::redis_announce::run(&stores, inspector().await).await;
+}
+
 #[tokio::test]
 async fn passes_the_owner_suite() {
     common::owner_suite::run(store("owner-suite").await).await;
@@ -149,11 +165,26 @@ async fn keys_are_prefixed_hashes_with_a_ttl_and_hold_no_raw_id() {
     app.login(&id).await;
     assert_eq!(app.get("/page", Some(&id)).await.status, StatusCode::OK);
 
-    let expected = format!("{}{}", store.prefix(), SessionKey::from_id(&id).to_hex());
-    assert_eq!(store.redis_key(&SessionKey::from_id(&id)), expected);
-    assert_eq!(keys_under(store.prefix()).await, vec![expected.clone()]);
+    let key = SessionKey::from_id(&id);
+    let expected = format!("{}{}", store.prefix(), key.to_hex());
+    assert_eq!(store.redis_key(&key), expected);
+    // The session, and the shard of the due index that lists it for the announcement sweep.
+    let due = store.due_key(&key);
+    assert!(
+        due.starts_with(&format!("{}due:{{", store.prefix())),
+        "{due}"
+    );
+    let mut keys = vec![expected.clone(), due.clone()];
+    keys.sort();
+    assert_eq!(keys_under(store.prefix()).await, keys);
 
     let mut connection = inspector().await;
+    let listed: Vec<String> = connection.zrange(&due, 0, -1).await.expect("ZRANGE");
+    assert_eq!(
+        listed,
+        vec![key.to_hex()],
+        "listed by its key, never its id"
+    );
     let fields: std::collections::HashMap<String, String> =
         connection.hgetall(&expected).await.expect("HGETALL");
     assert!(!fields.is_empty());

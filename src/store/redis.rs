@@ -6,7 +6,7 @@
 //! One session is one key (`<prefix><hex SHA-256 of the id>`), so on Redis Cluster one
 //! session is one slot, and every call is one script on that key's master. Keys carry no hash
 //! tag, so sessions spread over every slot. Work that spans sessions (the per-principal index,
-//! an expiry sweep) must keep to that rule: a script touches only keys of one slot, so such
+//! the announcement sweep) must keep to that rule: a script touches only keys of one slot, so such
 //! work is a series of per-key scripts (the session's key, then the index's key, each atomic
 //! on its own and ordered so that a crash between them leaves an index that lists too much,
 //! never too little; readers prune it), never one multi-key script across slots, which Redis
@@ -15,16 +15,21 @@
 //! which would forget every session of the current one.
 //!
 //! The script and the record are in `script.rs`, the reading of its replies in `reply.rs`,
-//! and the owner index (`<prefix>owner:<hex SHA-256 of the principal>`, in a slot of its own)
-//! with the order of its steps in `owner.rs`.
+//! the owner index (`<prefix>owner:<hex SHA-256 of the principal>`, in a slot of its own)
+//! with the order of its steps in `owner.rs`, and the due index that the announcement sweep
+//! reads (`<prefix>due:{0}` to `{15}`, a slot each) with the order of its steps in `due.rs`.
 
+mod due;
 mod owner;
 mod reply;
 mod script;
 
 use std::fmt;
 use std::future::Future;
+use std::pin::{pin, Pin};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -34,8 +39,8 @@ use ::redis::{Client, FromRedisValue, IntoConnectionInfo, RedisError};
 
 use self::script::{LUA, SCRIPT};
 use super::{
-    Begin, Check, ExpiryReason, NewSession, OwnedSession, Policy, SessionKey, SessionStore,
-    SessionTimeouts, StoreFuture, Touch,
+    Begin, Check, ExpiryReason, NewSession, OwnedSession, Policy, SessionEnd, SessionKey,
+    SessionRecord, SessionStore, SessionTimeouts, StoreFuture, Touch,
 };
 use crate::error_log::StoreLog;
 use crate::{StoreError, Timestamp};
@@ -49,12 +54,24 @@ const MAX_MILLIS: u64 = 1 << 50;
 ///
 /// What it guarantees:
 ///
-/// - **One atomic round trip per call.** [`check`](SessionStore::check),
-///   [`begin`](SessionStore::begin) and [`end`](SessionStore::end) each run one Lua script
-///   (loaded once, then called by hash) that reads the record, judges it and writes the
-///   refresh or the tombstone. A session that expired on one instance is never brought back by
-///   a concurrent request on another. A session's own timeouts live in its record and are
+/// - **One atomic round trip per request.** [`check`](SessionStore::check) runs one Lua
+///   script (loaded once, then called by hash) that reads the record, judges it and writes
+///   the refresh or the tombstone; [`begin`](SessionStore::begin) and
+///   [`end`](SessionStore::end) run one such script on the session, and one more on the due
+///   index (below). A session that expired on one instance is never brought back by a
+///   concurrent request on another. A session's own timeouts live in its record and are
 ///   judged by the same script.
+/// - **Every end announced once, without keyspace notifications** (which Redis loses across
+///   restarts and failovers). A begin first lists the session in the due index, sorted sets in
+///   slots of their own ([`due_key`](RedisStore::due_key)), at its deadline, and an end lists
+///   it again as due now; refreshes write nothing there.
+///   [`claim_ends`](SessionStore::claim_ends) takes what is due and claims each end with a
+///   script on the session's own key, which retires a session past its deadline as a check
+///   would and keeps the claim in the record until the lease runs out: two instances
+///   sweeping at once never both get an end, and an end whose claimer died comes due again
+///   after the lease. A session still active is listed again for its deadline. Listings
+///   nobody sweeps are dropped after a while (see [`SWEEP_GRACE`](RedisStore::SWEEP_GRACE)),
+///   so an app without an end hook keeps few.
 /// - **Owners across slots.** A session begun with an owner is listed in that owner's index,
 ///   a sorted set in a slot of its own ([`owner_key`](RedisStore::owner_key)). Sign-in,
 ///   listing and ending an owner's sessions are a few per-key scripts, in an order that leaves
@@ -122,7 +139,10 @@ const MAX_MILLIS: u64 = 1 << 50;
 /// time lost; a retirement the replica lacks is found again by the next check (expiry is
 /// judged from the times, not from the tombstone), so the expiry hook may hear it twice; a
 /// sign-in in that window is unknown (440) on the next request; and a sign-out in that window
-/// can be lost, so that session is active again until its idle deadline.
+/// can be lost, so that session is active again until its idle deadline. For announcements, a
+/// lost claim lets another instance announce that end again (at least once still holds), and
+/// a lost listing of a session begun in that window leaves its end unannounced unless it is
+/// ended or listed again.
 ///
 /// # Upgrading
 ///
@@ -130,7 +150,10 @@ const MAX_MILLIS: u64 = 1 << 50;
 /// timeouts and no owner. Earlier versions judge a session with timeouts of its own by the
 /// layer's, and answer a superseded or forgotten owned session with a store error (503 by
 /// default), so finish a rolling upgrade before the app names owners, gives sessions timeouts
-/// of their own or sets a limit.
+/// of their own or sets a limit. Earlier versions list nothing in the due index: of the
+/// sessions they began, only those that this version ends are announced (an expiry a request
+/// finds still reaches [`on_expiry`](crate::SessionTimeoutBuilder::on_expiry)); every session
+/// begun by this version is.
 ///
 /// # Why not Redis Sentinel
 ///
@@ -147,6 +170,8 @@ pub struct RedisStore {
     prefix: Arc<str>,
     timeout: Duration,
     log: Arc<StoreLog>,
+    /// Sweeps begun, so each starts at another shard of the due index.
+    sweeps: Arc<AtomicUsize>,
 }
 
 /// The connection, whichever the topology. Both kinds are cheap to clone and multiplexed.
@@ -201,6 +226,17 @@ impl RedisStore {
     /// outlive their retention by as much, so that a missing key always means a sign-in under
     /// way or long over.
     pub const SIGN_IN_GRACE: Duration = Duration::from_secs(60);
+
+    /// How long past its due time a session listed for the announcement sweep waits for one,
+    /// at least (the tombstone retention, if longer). A running sweep looks at every listing
+    /// within a [sweep interval](crate::SessionTimeoutBuilder::sweep_interval) of its time;
+    /// one nobody looked at for this long is dropped by the next session begun on its shard,
+    /// and a shard nobody lists in nor sweeps for this long expires. That keeps the index
+    /// small in an app that never announces ends (no
+    /// [`on_session_end`](crate::SessionTimeoutBuilder::on_session_end) hook), at one cost:
+    /// when every instance stops sweeping for longer than this, the ends of sessions due
+    /// that long before may never be announced.
+    pub const SWEEP_GRACE: Duration = Duration::from_secs(60 * 60);
 
     /// Connects to the store a URL names: `redis://host:port/db` (or `rediss://`, or any URL
     /// [`connect`](RedisStore::connect) takes) for one Redis, and
@@ -305,6 +341,7 @@ impl RedisStore {
             prefix: Arc::from(Self::DEFAULT_PREFIX),
             timeout: Self::DEFAULT_TIMEOUT,
             log: Arc::new(StoreLog::new("redis")),
+            sweeps: Arc::default(),
         }
     }
 
@@ -362,6 +399,15 @@ impl RedisStore {
         redis_key.push_str("owner:");
         redis_key.push_str(&SessionKey::from_id(owner).to_hex());
         redis_key
+    }
+
+    /// The Redis key of the shard of the due index that lists the session for the
+    /// announcement sweep: the prefix, `due:` and a hash tag of the shard's number,
+    /// `{0}` to `{15}`. A sorted set of session keys (hex), scored by when (app-clock ms) a
+    /// sweep should look at them; it may list a session early or one that is over, which the
+    /// sweep settles, but never misses one whose end is yet to be announced.
+    pub fn due_key(&self, key: &SessionKey) -> String {
+        self.due_shard_key(Self::due_shard(key))
     }
 
     /// Runs the script on `redis_key` with `args` and returns its reply, bounded by the
@@ -587,18 +633,37 @@ impl SessionStore for RedisStore {
             let log = self.log.clone();
             return Box::pin(async move { log.record("begin", begin.await) });
         }
+        let deadline = policy
+            .deadline(&SessionRecord::new(now, now).with_timeouts(new.timeouts))
+            .0;
+        let listed = self.list_due(key, deadline, now, policy);
         let [idle, absolute] = timeouts_args(new.timeouts);
         let extra = [Arg::Name(""), idle, absolute, Arg::Int(0), Arg::Int(-1)];
-        let reply = self.session_op("begin", key, now, policy, Touch::Passive, extra);
+        let began = self.session_op("begin", key, now, policy, Touch::Passive, extra);
+        let reply = async move {
+            listed.await?;
+            began.await
+        };
         self.call("begin", reply, |reply| {
             reply::begin(reply).map(reply::Began::answer)
         })
     }
 
+    /// One script call; when it ends the session, a second lists it as due now for the
+    /// announcement sweep.
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
         let extra = [Arg::Name(ExpiryReason::Ended.as_str()), Arg::Name("")];
         let reply = self.session_op("end", key, now, policy, Touch::Passive, extra);
-        self.call("end", reply, reply::end)
+        let (store, key, policy) = (self.clone(), *key, *policy);
+        Box::pin(async move {
+            let ended = store
+                .log
+                .record("end", reply.await.and_then(|reply| reply::end(&reply)))?;
+            if ended {
+                store.announce_soon(&key, now, &policy).await;
+            }
+            Ok(ended)
+        })
     }
 
     /// Returns `Ok(0)` at once: every key carries a TTL that ends it at its deadline plus the
@@ -608,7 +673,9 @@ impl SessionStore for RedisStore {
     }
 
     /// One script call; two more when the session has an owner and its new timeouts let it
-    /// live longer than its owner's index is kept, which is then kept longer first.
+    /// live longer than its owner's index is kept, which is then kept longer first. After a
+    /// change, one more lists the session as due now for the announcement sweep, which then
+    /// finds its new deadline.
     fn set_timeouts(
         &self,
         key: &SessionKey,
@@ -617,8 +684,14 @@ impl SessionStore for RedisStore {
         timeouts: SessionTimeouts,
     ) -> StoreFuture<bool> {
         let change = self.change_timeouts(key, now, policy, timeouts);
-        let log = self.log.clone();
-        Box::pin(async move { log.record("set_timeouts", change.await) })
+        let (store, key, policy) = (self.clone(), *key, *policy);
+        Box::pin(async move {
+            let changed = store.log.record("set_timeouts", change.await)?;
+            if changed {
+                store.announce_soon(&key, now, &policy).await;
+            }
+            Ok(changed)
+        })
     }
 
     /// One read-only script call.
@@ -658,6 +731,84 @@ impl SessionStore for RedisStore {
         let log = self.log.clone();
         Box::pin(async move { log.record("end_sessions_of", end.await) })
     }
+
+    /// Takes the sessions due from the due index, then claims each with a script on its own
+    /// key, as `due.rs` explains: about three script calls per session looked at, most at
+    /// once.
+    fn claim_ends(
+        &self,
+        now: Timestamp,
+        policy: &Policy,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreFuture<Vec<SessionEnd>> {
+        let (store, policy) = (self.clone(), *policy);
+        Box::pin(async move {
+            let claimed = store.claim(now, policy, limit, lease).await;
+            store.log.record("claim_ends", claimed)
+        })
+    }
+
+    /// Marks each end announced with a script on its session's key, then drops them from the
+    /// due index (one script per shard).
+    fn ack_ends(&self, keys: &[SessionKey], now: Timestamp, policy: &Policy) -> StoreFuture<()> {
+        let (store, keys, policy) = (self.clone(), keys.to_vec(), *policy);
+        Box::pin(async move {
+            let acknowledged = store.acknowledge(keys, now, policy).await;
+            store.log.record("ack_ends", acknowledged)
+        })
+    }
+}
+
+/// Runs the futures at once and answers their outputs in order: per-key scripts go out
+/// together, each to its own slot's master.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// Runs two futures at once and answers both outputs.
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut first, mut second) = (None, None);
+    std::future::poll_fn(move |cx| {
+        if first.is_none() {
+            if let Poll::Ready(output) = a.as_mut().poll(cx) {
+                first = Some(output);
+            }
+        }
+        if second.is_none() {
+            if let Poll::Ready(output) = b.as_mut().poll(cx) {
+                second = Some(output);
+            }
+        }
+        match (first.take(), second.take()) {
+            (Some(first), Some(second)) => Poll::Ready((first, second)),
+            (one, two) => {
+                (first, second) = (one, two);
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 fn backend(error: RedisError) -> StoreError {

@@ -10,8 +10,9 @@
 //! session and an index: every step below is one script on one key, and the steps are ordered
 //! so that a crash between two leaves the index listing too much, never too little.
 //!
-//! - **Sign-in**: (1) add the member to the index, (2) begin the session with its owner. A
-//!   crash between them leaves a member whose key is missing: a reader takes it for a sign-in
+//! - **Sign-in**: (1) add the member to the index (and, at the same time, list the session
+//!   in the due index, see `due.rs`), (2) begin the session with its owner. A crash between
+//!   them leaves a member whose key is missing: a reader takes it for a sign-in
 //!   under way for [`SIGN_IN_GRACE`](RedisStore::SIGN_IN_GRACE) (never listing it as active),
 //!   then drops it. When the begin does not begin this owner's session (the id was already
 //!   active, or expired), the member is taken back.
@@ -26,7 +27,9 @@
 //! - **Ending all**: read as above, then end each active session with the end script told the
 //!   owner (it ends nothing else). A session active before the call began was in the index
 //!   (added before it began), is found active, and is ended; a check racing with it sees either
-//!   the session before the end or the tombstone after, never revives it.
+//!   the session before the end or the tombstone after, never revives it. Each session it
+//!   ended is then listed in the due index as due now, so its end is announced within a sweep
+//!   (its begin listed it already, for its deadline).
 //!
 //! # Limits
 //!
@@ -70,11 +73,9 @@
 //! owner's last activity.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 
 use super::reply::{self, Began, Renewal};
-use super::{millis_arg, time_arg, timeouts_args, Arg, RedisStore};
+use super::{both, join_all, millis_arg, time_arg, timeouts_args, Arg, RedisStore};
 use crate::store::{
     oldest_first, Begin, ExpiryReason, OnLimit, OwnedSession, Policy, SessionKey, SessionRecord,
     SessionTimeouts, Touch,
@@ -286,17 +287,22 @@ impl RedisStore {
         };
         let leased = now.saturating_add(idle.saturating_add(Self::OWNER_INDEX_LEASE));
         let until = absolute.map_or(leased, |absolute| leased.min(now.saturating_add(absolute)));
-        let added = self
-            .eval(
-                index.clone(),
-                vec![
-                    Arg::Name("index_add"),
-                    Arg::Int(time_arg(now)),
-                    Arg::Text(member.clone()),
-                    Arg::Int(lease(until, now)),
-                ],
-            )
-            .await?;
+        let add = self.eval(
+            index.clone(),
+            vec![
+                Arg::Name("index_add"),
+                Arg::Int(time_arg(now)),
+                Arg::Text(member.clone()),
+                Arg::Int(lease(until, now)),
+            ],
+        );
+        // Listed for the announcement sweep as well, before the session begins (`due.rs`).
+        let deadline = policy
+            .deadline(&SessionRecord::new(now, now).with_timeouts(timeouts))
+            .0;
+        let (added, listed) = both(add, self.list_due(&key, deadline, now, policy)).await;
+        let added = added?;
+        listed?;
         let (order, score) = match added.as_slice() {
             [tag, score] if tag == "added" => (reply::number(score, &added)?, score.clone()),
             _ => return Err(reply::corrupt(&added)),
@@ -460,15 +466,21 @@ impl RedisStore {
             let extra = [Arg::Name(reason.as_str()), Arg::Text(owner.to_owned())];
             self.session_op("end", &member.key, now, policy, Touch::Passive, extra)
         });
-        let mut ended = 0;
+        let mut ended = Vec::new();
         let mut result = Ok(());
-        for reply in join_all(ends.collect()).await {
+        for (member, reply) in members.iter().zip(join_all(ends.collect()).await) {
             match reply.and_then(|reply| reply::end(&reply)) {
-                Ok(true) => ended += 1,
+                Ok(true) => ended.push(member.key),
                 Ok(false) => {}
                 Err(error) => result = Err(error),
             }
         }
+        // Listed as due now, so the sweep announces these ends soon (`due.rs`).
+        let listings = ended
+            .iter()
+            .map(|key| self.announce_soon(key, now, policy))
+            .collect();
+        join_all(listings).await;
         result?;
         // Every one of them is over now (ended, or found over), whatever the answer was.
         let over: Vec<(&str, &str)> = members
@@ -476,7 +488,7 @@ impl RedisStore {
             .map(|member| (member.hex.as_str(), member.score.as_str()))
             .collect();
         self.prune(&self.owner_key(owner), &over).await?;
-        Ok(ended)
+        Ok(ended.len() as u64)
     }
 
     /// Drops the members from the index, each only while it still has the score given.
@@ -523,29 +535,4 @@ fn lease(until: Timestamp, now: Timestamp) -> i64 {
             .saturating_since(now)
             .saturating_add(RedisStore::SIGN_IN_GRACE),
     )
-}
-
-/// Runs the futures at once and answers their outputs in order: the per-session scripts of one
-/// owner go out together, each to its own slot's master.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }

@@ -122,6 +122,46 @@ pub(super) fn owner(reply: &[String]) -> Result<Option<String>, StoreError> {
     }
 }
 
+/// What a sweep's `claim` found for one session listed in the due index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// Active until its deadline (app-clock ms): to be listed again for then.
+    Later(u64),
+    /// Its end, now claimed by this sweep: the reason, when it ended, and the owner.
+    End {
+        reason: ExpiryReason,
+        at: Timestamp,
+        owner: Option<String>,
+    },
+    /// Claimed by another sweep until then (app-clock ms).
+    Claimed(u64),
+    /// Announced, forgotten or never known: nothing to announce.
+    Over,
+}
+
+pub(super) fn claim(reply: &[String]) -> Result<Claim, StoreError> {
+    match reply {
+        [tag, at] if tag == "later" => Ok(Claim::Later(number(at, reply)?)),
+        [tag, until] if tag == "claimed" => Ok(Claim::Claimed(number(until, reply)?)),
+        [tag] if tag == "done" || tag == "gone" => Ok(Claim::Over),
+        [tag, why, at, owner @ ..] if tag == "end" && owner.len() <= 1 => Ok(Claim::End {
+            reason: reason(why, reply)?,
+            at: timestamp(at, reply)?,
+            owner: owner.first().cloned(),
+        }),
+        _ => Err(corrupt(reply)),
+    }
+}
+
+/// Whether `ack` marked an end announced (`false`: not an ended session, left alone).
+pub(super) fn ack(reply: &[String]) -> Result<bool, StoreError> {
+    match reply {
+        [tag] if tag == "acked" => Ok(true),
+        [tag] if tag == "kept" => Ok(false),
+        _ => Err(corrupt(reply)),
+    }
+}
+
 /// A session key from the 64 hex digits an owner's index lists it by.
 pub(super) fn session_key(hex: &str) -> Option<SessionKey> {
     let digits = hex.as_bytes();
@@ -215,6 +255,30 @@ mod tests {
             Some(Began::AlreadyActive { same_owner: false })
         );
         assert_eq!(end(&strings(&["kept"])).ok(), Some(false));
+        assert_eq!(
+            claim(&strings(&["end", "idle", "1767225660000", "ada"])).ok(),
+            Some(Claim::End {
+                reason: ExpiryReason::Idle,
+                at: Timestamp::from_unix_millis(1_767_225_660_000),
+                owner: Some("ada".to_owned()),
+            })
+        );
+        assert_eq!(
+            claim(&strings(&["end", "ended", "1767225660000"])).ok(),
+            Some(Claim::End {
+                reason: ExpiryReason::Ended,
+                at: Timestamp::from_unix_millis(1_767_225_660_000),
+                owner: None,
+            })
+        );
+        assert_eq!(
+            claim(&strings(&["later", "1767225660000"])).ok(),
+            Some(Claim::Later(1_767_225_660_000))
+        );
+        assert_eq!(claim(&strings(&["gone"])).ok(), Some(Claim::Over));
+        assert!(claim(&strings(&["end", "sleepy", "1"])).is_err());
+        assert!(claim(&strings(&["end", "idle", "1", "a", "b"])).is_err());
+        assert_eq!(ack(&strings(&["acked"])).ok(), Some(true));
         assert_eq!(end(&strings(&["other"])).ok(), Some(false));
     }
 

@@ -12,7 +12,9 @@
 //!   `a` (absolute ms, -1 for none); with an owner, `p` (the principal as the app gave it), `q`
 //!   (its score in the owner's index when it began, which orders concurrent sign-ins) and `x`
 //!   (until when the owner's index is sure to be kept: the session's deadline never passes it).
-//! - Tombstone: `r` (reason) and `u` (until), and `p` if the session had an owner.
+//! - Tombstone: `r` (reason) and `u` (until), and `p` if the session had an owner; once a
+//!   sweep claimed its end to announce it, `n` (until when the claim holds), and once the end
+//!   was announced, `h`.
 //! - Forgotten, of an owned session: `g` alone, kept for the sign-in grace. It answers every
 //!   call as a missing key would, but tells a reader of the owner's index that the session is
 //!   over, so an index member whose key is missing can be taken for a sign-in under way.
@@ -29,6 +31,16 @@
 //! sign-in takes `max(now, highest score + 1)`), so that they also say in which order sign-ins
 //! reached the index. Its TTL is only ever lengthened, and always outlasts the `x` of every
 //! session it lists by the grace.
+//!
+//! # Due index (sorted sets, one slot each)
+//!
+//! The `due_*` operations work on a shard of the due index (see `due.rs`): members are
+//! session keys (hex), scores the app-clock milliseconds from which a sweep should look at the
+//! session. `due_add` lists a member unless it is listed earlier, first dropping what no sweep
+//! visited within the grace; `due_take` returns the members due and moves them to the end of
+//! the sweep's lease; `due_settle` moves or drops the members a sweep took, only where the take
+//! left them; `due_drop` drops acknowledged ends. The session operations `claim` and `ack`
+//! decide, on the session's own key, what a sweep hands out and what is announced.
 //!
 //! # The index's lease
 //!
@@ -97,6 +109,65 @@ if string.sub(op, 1, 6) == 'index_' then
     return {'pruned', int(removed)}
   end
   return redis.error_reply('unknown index operation')
+end
+
+if string.sub(op, 1, 4) == 'due_' then
+  local kind = redis.call('TYPE', key)['ok']
+  if kind ~= 'zset' and kind ~= 'none' then
+    return {'corrupt', 'a ' .. kind .. ' where a due index was expected'}
+  end
+  -- At least `ttl` ms from now, on a key that exists; a TTL is never shortened.
+  local function keep(ttl)
+    local before = redis.call('PTTL', key)
+    if before == -1 or (before >= 0 and before < ttl) then
+      redis.call('PEXPIRE', key, int(ttl))
+    end
+  end
+  if op == 'due_add' then
+    local member, score = ARGV[3], tonumber(ARGV[4])
+    -- What no sweep visited within the grace after it came due: nobody announces here.
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. ARGV[5])
+    local before = redis.call('ZSCORE', key, member)
+    -- An earlier listing stays: the sweep looks then, and sees what is due.
+    if not before or tonumber(before) > score then
+      redis.call('ZADD', key, int(score), member)
+    end
+    keep(tonumber(ARGV[6]))
+    return {'added'}
+  elseif op == 'due_take' then
+    -- Moved to the lease's end at once, so another sweep takes other members meanwhile and
+    -- these come due again if this one dies before it settles them.
+    local due = redis.call('ZRANGEBYSCORE', key, '-inf', int(now), 'LIMIT', 0, ARGV[4])
+    for _, member in ipairs(due) do
+      redis.call('ZADD', key, ARGV[3], member)
+    end
+    keep(tonumber(ARGV[5]))
+    return due
+  elseif op == 'due_settle' then
+    -- Only members still where the take put them: one that an end or a begin listed earlier
+    -- since stays where that put it.
+    local taken = tonumber(ARGV[3])
+    local settled = 0
+    for n = 5, #ARGV - 1, 2 do
+      local score = redis.call('ZSCORE', key, ARGV[n])
+      if score and tonumber(score) == taken then
+        if ARGV[n + 1] == '-' then
+          redis.call('ZREM', key, ARGV[n])
+        else
+          redis.call('ZADD', key, ARGV[n + 1], ARGV[n])
+        end
+        settled = settled + 1
+      end
+    end
+    keep(tonumber(ARGV[4]))
+    return {'settled', int(settled)}
+  elseif op == 'due_drop' then
+    for n = 3, #ARGV do
+      redis.call('ZREM', key, ARGV[n])
+    end
+    return {'dropped'}
+  end
+  return redis.error_reply('unknown due index operation')
 end
 
 local idle = tonumber(ARGV[3])
@@ -229,13 +300,17 @@ local function with_timeouts(reply, rec)
 end
 
 local rec, state, why, gone
+-- A tombstone's end: until when it is remembered, its owner, whether it was announced, and
+-- until when a sweep has it claimed.
+local ends_at, owned, heard, claimed
 local kind = redis.call('TYPE', key)['ok']
 if kind == 'hash' then
-  local f = redis.call('HMGET', key, 'c', 'l', 'r', 'u', 'i', 'a', 'p', 'q', 'x', 'g')
+  local f = redis.call('HMGET', key, 'c', 'l', 'r', 'u', 'i', 'a', 'p', 'q', 'x', 'g', 'h', 'n')
   local c, l, r, u = tonumber(f[1]), tonumber(f[2]), f[3], tonumber(f[4])
   local i, a, q, x = tonumber(f[5]), tonumber(f[6]), tonumber(f[8]), tonumber(f[9])
   local owner = f[7] or nil
-  if c and l and not r and not f[4] and not f[10]
+  local n = tonumber(f[12])
+  if c and l and not r and not f[4] and not f[10] and not f[11] and not f[12]
       and (f[5] == false) == (i == nil) and (f[6] == false) == (a == nil)
       and (i == nil) == (a == nil)
       and (owner == nil) == (q == nil) and (owner == nil) == (x == nil)
@@ -243,9 +318,10 @@ if kind == 'hash' then
     rec = {c = c, l = l, i = i, a = a, p = owner, q = q, x = x}
     state = 'active'
   elseif (r == 'idle' or r == 'absolute' or r == 'ended' or r == 'superseded') and u
-      and not f[1] and not f[2] and not f[10] then
+      and not f[1] and not f[2] and not f[10] and (f[12] == false) == (n == nil) then
     if u > now then
       state, why = 'tombstone', r
+      ends_at, owned, heard, claimed = u, owner, f[11] ~= false, n
     else
       -- Past its retention by the app's clock: forgotten, as if never known.
       forget(owner)
@@ -406,6 +482,39 @@ elseif op == 'set' then
     write(rec, true)
   end
   return {'changed'}
+elseif op == 'claim' then
+  -- A sweep asks for the end, to announce it; ARGV[10]: until when it is then claimed. Only
+  -- one sweep at a time gets it: the claim is written here, in the step that reads it.
+  local lease_end = ARGV[10]
+  if state == nil then
+    return {'gone'}
+  elseif state == 'active' then
+    local at, reason = deadline(rec)
+    if now < at then
+      return {'later', int(at)}
+    elseif now >= at + retention then
+      forget(rec.p)
+      return {'gone'}
+    end
+    -- Retired as a check would retire it, and claimed in the same step.
+    retire(rec.p, reason, at + retention)
+    redis.call('HSET', key, 'n', lease_end)
+    return {'end', reason, int(at), rec.p}
+  elseif heard then
+    return {'done'}
+  elseif claimed and claimed > now then
+    return {'claimed', int(claimed)}
+  end
+  redis.call('HSET', key, 'n', lease_end)
+  return {'end', why, int(ends_at - retention), owned}
+elseif op == 'ack' then
+  -- The end was announced: no sweep hands it out again.
+  if state ~= 'tombstone' then
+    return {'kept'}
+  elseif not heard then
+    redis.call('HSET', key, 'h', '1')
+  end
+  return {'acked'}
 end
 return redis.error_reply('unknown session operation')
 "#;
