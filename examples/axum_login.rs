@@ -17,6 +17,8 @@
 //! | `MAX_SESSIONS_PER_USER` | most sessions one user may have; a sign-in beyond it ends the oldest (440, reason `superseded`) | no limit |
 //! | `AUDIT_LOG` | a file to append one JSON line to per session end: `{"event":"session_end","user":"…","reason":"idle\|absolute\|ended\|superseded","at_ms":…}`, for every session, whether or not it is requested again, once across all instances sharing the store | none |
 //! | `EXPIRY_SWEEP_SECS` | how often session ends are swept for announcement: each is announced within about this of its deadline | `5` |
+//! | `TOMBSTONE_RETENTION_SECS` | how long an ended session is remembered (its id refused, its reason told) | 1 day |
+//! | `PURGE_SECS` | how often the SQL stores delete records past their retention | `60` |
 //!
 //! The username is the session's owner, kept in the store, so every instance sharing the store
 //! knows it:
@@ -44,9 +46,8 @@ use axum::{Extension, Json, Router};
 use serde_json::json;
 use tower_session_timeout::store::redact_credentials;
 use tower_session_timeout::{
-    OnLimit, SessionHandle, SessionInfo, SessionRef, SessionStore, SessionTimeoutBuilder,
-    SessionTimeoutLayer, SessionTimeouts, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE,
-    MIN_WARN_BEFORE,
+    OnLimit, SessionHandle, SessionRef, SessionStore, SessionTimeoutBuilder, SessionTimeoutLayer,
+    SessionTimeouts, DEFAULT_KEEP_ALIVE_INTERVAL, DEFAULT_WARN_BEFORE, MIN_WARN_BEFORE,
 };
 
 const DAY: u64 = 24 * 60 * 60;
@@ -65,6 +66,10 @@ pub struct Settings {
     pub audit_log: Option<std::path::PathBuf>,
     /// How often session ends are swept for announcement.
     pub expiry_sweep: Duration,
+    /// How long ended sessions are remembered, if not the crate's default.
+    pub tombstone_retention: Option<Duration>,
+    /// How often the SQL stores purge.
+    pub purge_every: Duration,
     pub store: StoreChoice,
 }
 
@@ -131,6 +136,13 @@ impl Settings {
             }
             seconds => Duration::from_secs(seconds.unwrap_or(5)),
         };
+        let tombstone_retention = number("TOMBSTONE_RETENTION_SECS")?.map(Duration::from_secs);
+        let purge_every = match number("PURGE_SECS")? {
+            Some(0) => {
+                return Err("PURGE_SECS=0 would purge without pause: give at least 1".to_owned())
+            }
+            seconds => Duration::from_secs(seconds.unwrap_or(60)),
+        };
         let audit_log = var("AUDIT_LOG")
             .filter(|path| !path.trim().is_empty())
             .map(std::path::PathBuf::from);
@@ -168,6 +180,8 @@ impl Settings {
             max_sessions_per_user,
             audit_log,
             expiry_sweep,
+            tombstone_retention,
+            purge_every,
             store,
         })
     }
@@ -213,6 +227,10 @@ pub fn configure<St>(
         .keep_alive_path("/session/keepalive")
         .status_path("/session/status")
         .login_url("/login");
+    let builder = match settings.tombstone_retention {
+        Some(retention) => builder.tombstone_retention(retention),
+        None => builder,
+    };
     let builder = match settings.max_sessions_per_user {
         Some(max) => builder.max_sessions_per_owner(max, OnLimit::EndOldest),
         None => builder,
@@ -425,12 +443,9 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-async fn dashboard(
-    Extension(session): Extension<SessionHandle>,
-    info: Option<Extension<SessionInfo>>,
-) -> Response {
+async fn dashboard(Extension(session): Extension<SessionHandle>) -> Response {
     // The layer already answered 440 for an expired session; no cookie means never signed in.
-    let Some(Extension(info)) = info else {
+    let Some(info) = session.info() else {
         return Redirect::to("/login").into_response();
     };
     let name = match session.owner().await {
@@ -478,6 +493,16 @@ async fn serve<St: SessionStore>(
     // Session ends go to the audit log from here, off the request path.
     layer.spawn_announcer();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // Without its HTTP listener the exporter keeps every histogram sample until upkeep
+    // drains it: unscraped, memory would grow with every request (found by the soak).
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
     let address = listener.local_addr()?;
     println!("Demo listening on http://{address}; sign in at http://{address}/login");
@@ -525,7 +550,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
             let store = tower_session_timeout::PostgresStore::connect(url).await?;
             store.migrate().await?;
             // Dropping the handle leaves the task running for the life of the demo.
-            store.spawn_purge(Duration::from_secs(60), tower_session_timeout::SystemClock);
+            store.spawn_purge(settings.purge_every, tower_session_timeout::SystemClock);
             serve(&settings, builder.store(store)).await
         }
         #[cfg(not(feature = "postgres"))]
@@ -534,7 +559,7 @@ async fn run(settings: Settings) -> Result<(), Box<dyn Error>> {
         StoreChoice::Sqlite(url) => {
             let store = tower_session_timeout::SqliteStore::connect(url).await?;
             store.migrate().await?;
-            store.spawn_purge(Duration::from_secs(60), tower_session_timeout::SystemClock);
+            store.spawn_purge(settings.purge_every, tower_session_timeout::SystemClock);
             serve(&settings, builder.store(store)).await
         }
         #[cfg(not(feature = "sqlite"))]

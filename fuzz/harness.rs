@@ -320,7 +320,7 @@ pub fn cookie_readers(data: &[u8]) {
 pub fn check_cookie_readers(path: &str, cookies: &[HeaderValue]) -> ReaderOutcome {
     use std::sync::{Arc, Mutex};
     use tower_session_timeout::store::SessionKey;
-    use tower_session_timeout::{SessionInfo, SessionStore};
+    use tower_session_timeout::{SessionHandle, SessionStore};
 
     let store = MemoryStore::with_shards(1);
     let clock = ManualClock::new();
@@ -357,7 +357,11 @@ pub fn check_cookie_readers(path: &str, cookies: &[HeaderValue]) -> ReaderOutcom
                 .get::<tower_cookies::Cookies>()
                 .and_then(|cookies| cookies.get("id"))
                 .map(|cookie| cookie.value().to_owned());
-            let checked = request.extensions().get::<SessionInfo>().is_some();
+            let checked = request
+                .extensions()
+                .get::<SessionHandle>()
+                .and_then(SessionHandle::info)
+                .is_some();
             *seen.lock().unwrap() = Some((readings, checked));
             std::future::ready(Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))))
         })

@@ -73,11 +73,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionInfo {
     type Rejection = NoActiveSession;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<SessionInfo>()
-            .copied()
-            .ok_or(NoActiveSession)
+        info_of(parts).ok_or(NoActiveSession)
     }
 }
 
@@ -92,6 +88,11 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for SessionInfo {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Infallible> {
-        Ok(parts.extensions.get::<SessionInfo>().copied())
+        Ok(info_of(parts))
     }
+}
+
+/// The active session's times, from the one extension the layer adds: its handle.
+fn info_of(parts: &Parts) -> Option<SessionInfo> {
+    parts.extensions.get::<SessionHandle>()?.info()
 }

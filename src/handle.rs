@@ -11,16 +11,16 @@ use crate::sessions::{SessionRef, SessionSummary, Sessions};
 use crate::store::{Policy, SessionKey, SessionRecord, SessionTimeouts};
 use crate::{StoreError, Timestamp};
 
-/// The times of the request's active session, put in the request extensions (with the
-/// `axum` feature, also an extractor of its own: `SessionInfo` or `Option<SessionInfo>`).
+/// The times of the request's active session, from its [`SessionHandle`] (with the `axum`
+/// feature, also an extractor of its own: `SessionInfo` or `Option<SessionInfo>`).
 ///
 /// ```
-/// # use axum::{Extension, response::IntoResponse};
-/// use tower_session_timeout::SessionInfo;
+/// # use axum::Extension;
+/// use tower_session_timeout::SessionHandle;
 ///
-/// async fn dashboard(session: Option<Extension<SessionInfo>>) -> impl IntoResponse {
-///     match session {
-///         Some(Extension(info)) => format!("signed in since {:?}", info.created_at()),
+/// async fn dashboard(Extension(session): Extension<SessionHandle>) -> String {
+///     match session.info() {
+///         Some(info) => format!("signed in since {:?}", info.created_at()),
 ///         None => "no session".to_owned(),
 ///     }
 /// }
@@ -343,7 +343,8 @@ impl SessionId {
     }
 }
 
-/// Puts the request's session info and handle in its extensions.
+/// Puts the request's session handle (which holds its info) in its extensions: one
+/// extension, so one allocation of the extension map's.
 pub(crate) fn annotate<B>(
     request: &mut http::Request<B>,
     info: Option<SessionInfo>,
@@ -352,9 +353,6 @@ pub(crate) fn annotate<B>(
     sessions: Sessions,
 ) -> SessionHandle {
     let handle = SessionHandle::new(info, id, key, sessions);
-    if let Some(info) = info {
-        request.extensions_mut().insert(info);
-    }
     request.extensions_mut().insert(handle.clone());
     handle
 }

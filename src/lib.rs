@@ -37,7 +37,7 @@
 //! | request carries | session | answer |
 //! |---|---|---|
 //! | no session cookie | — | passed to the inner service untouched |
-//! | the session cookie | active | `last_seen` refreshed, [`SessionInfo`] and [`SessionHandle`] put in the extensions, inner service called |
+//! | the session cookie | active | `last_seen` refreshed, a [`SessionHandle`] (with the session's [`SessionInfo`]) put in the extensions, inner service called |
 //! | the session cookie | expired (idle or absolute), ended, or never known | **440 Login Time-out**; the record becomes a tombstone that remembers why; the inner service is not called |
 //! | the session cookie, on an [exempt route](SessionTimeoutBuilder::exempt_path) | expired or unknown | the stale cookie is removed from the request, the inner service is called, and the response clears the cookie unless it sets a new one |
 //! | the session cookie | the store failed | `503 Service Unavailable` (fail-closed), or with [`fail_open`](SessionTimeoutBuilder::fail_open) passed on without its session cookie, as on an exempt route |

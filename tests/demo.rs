@@ -40,6 +40,8 @@ fn settings_defaults() {
             max_sessions_per_user: None,
             audit_log: None,
             expiry_sweep: Duration::from_secs(5),
+            tombstone_retention: None,
+            purge_every: Duration::from_secs(60),
             store: StoreChoice::Memory
         }
     );

@@ -2,15 +2,18 @@
 //! `RedisStore` on a real Redis Cluster of the test's own (3 masters and 3 replicas from the
 //! machine's `redis-server`, on free loopback ports, `cluster-node-timeout` 1 s,
 //! `cluster-require-full-coverage no`): two layer instances sharing it, sessions on every
-//! master, a master killed under load and its replica promoted, and the demo on
-//! `redis-cluster://`.
+//! master, a master killed under load and its replica promoted, owners whose sessions and
+//! index sit in different slots (the store, owner and Redis owner suites, and end-all racing
+//! with requests and sign-ins on three instances), every session end announced once with the
+//! due index's shards on every master (the announce suite and the Redis due index cases), and
+//! the demo on `redis-cluster://`.
 //!
 //! Prints the measured 503 window of the failover (`cargo test --all-features --test
 //! redis_cluster -- --nocapture`).
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::app::{app_with_store, TestApp, IDLE};
@@ -20,8 +23,8 @@ use http::header::COOKIE;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 use tower::ServiceExt;
-use tower_session_timeout::store::SessionKey;
-use tower_session_timeout::{ManualClock, RedisStore};
+use tower_session_timeout::store::{Begin, NewSession, SessionKey, SessionStore};
+use tower_session_timeout::{ManualClock, OnLimit, RedisStore};
 
 /// Bounds every single request.
 const WAIT: Duration = Duration::from_secs(10);
@@ -240,6 +243,180 @@ async fn sessions_spread_over_masters_and_survive_a_failover() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_work_across_slots() {
+    let cluster = Cluster::start(3, 1);
+    let masters = cluster.masters();
+    let prefix = format!("tst-cluster-owners:{:016x}:", rand::random::<u64>());
+    // Three instances, each with its own connection, from different seeds.
+    let mut stores = Vec::new();
+    for seed in [0, 2, 4] {
+        let url = format!("redis-cluster://{}", cluster.nodes[seed].address());
+        stores.push(store(&url, &prefix).await);
+    }
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| format!("redis://{}", node.address()))
+        .collect();
+    let inspector = within(
+        redis::cluster::ClusterClient::new(seeds)
+            .expect("cluster client")
+            .get_async_connection(),
+    )
+    .await
+    .expect("inspector connected");
+
+    // An owner's sessions and its index land on several masters: every owner operation here
+    // crosses slots, which one multi-key script could not (CROSSSLOT).
+    let master_of = |key: &str| {
+        let slot = key_slot(key);
+        masters
+            .iter()
+            .find(|master| master.serves(slot))
+            .expect("a master")
+            .port
+    };
+    let owner = format!("owner-{:016x}@example.com", rand::random::<u64>());
+    let policy = common::store_suite::policy();
+    let t0 = common::store_suite::start();
+    let mut sessions = Vec::new();
+    for i in 0..9u64 {
+        let key = SessionKey::from_id(&format!("cluster-owner-{i}-{:016x}", rand::random::<u64>()));
+        let new = NewSession {
+            owner: Some(&owner),
+            timeouts: None,
+        };
+        let now = t0.saturating_add(Duration::from_millis(i));
+        let began = within(stores[i as usize % 3].begin(&key, now, &policy, new)).await;
+        assert_eq!(began.expect("begin"), Begin::Began);
+        sessions.push(key);
+    }
+    let used: BTreeSet<u16> = sessions
+        .iter()
+        .map(|key| master_of(&stores[0].redis_key(key)))
+        .chain([master_of(&stores[0].owner_key(&owner))])
+        .collect();
+    assert!(used.len() >= 2, "nine sessions and an index on one master");
+    let after = t0.saturating_add(Duration::from_secs(1));
+    let listed = within(stores[1].sessions_of(&owner, after, &policy))
+        .await
+        .expect("sessions_of");
+    assert_eq!(
+        listed.iter().map(|session| session.key).collect::<Vec<_>>(),
+        sessions
+    );
+    let ended = within(stores[2].end_sessions_of(&owner, Some(&sessions[4]), after, &policy))
+        .await
+        .expect("end_sessions_of");
+    assert_eq!(ended, 8);
+    let listed = within(stores[0].sessions_of(&owner, after, &policy))
+        .await
+        .expect("sessions_of");
+    assert_eq!(
+        listed.iter().map(|session| session.key).collect::<Vec<_>>(),
+        vec![sessions[4]]
+    );
+
+    common::store_suite::run(stores[0].clone()).await;
+    common::owner_suite::run(stores[1].clone()).await;
+    common::redis_owners::run(&stores, inspector).await;
+    common::redis_owners::end_all_races_with_requests_and_sign_ins(&stores, 10).await;
+    common::owner_races::end_all_races_requests_and_sign_ins(&stores, 4).await;
+    common::owner_races::limited_sign_ins_race(&stores, 3, OnLimit::Refuse, 2).await;
+    common::owner_races::limited_sign_ins_race(&stores, 3, OnLimit::EndOldest, 2).await;
+}
+
+/// Every session end announced once on a cluster: the due index's shards spread over the
+/// masters, most sessions listed on another master than their own key's, and two instances
+/// (from different seeds) running the announce suite and the Redis due index cases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announces_session_ends_across_slots() {
+    let cluster = Cluster::start(3, 1);
+    let masters = cluster.masters();
+    let prefix = format!("tst-cluster-announce:{:016x}:", rand::random::<u64>());
+    let mut stores = Vec::new();
+    for seed in [0, 4] {
+        let url = format!("redis-cluster://{}", cluster.nodes[seed].address());
+        stores.push(store(&url, &prefix).await);
+    }
+    let master_of = |key: &str| {
+        let slot = key_slot(key);
+        masters
+            .iter()
+            .find(|master| master.serves(slot))
+            .expect("a master")
+            .port
+    };
+    let probes: Vec<SessionKey> = (0..64)
+        .map(|i| SessionKey::from_id(&format!("announce-probe-{i}")))
+        .collect();
+    let shards: BTreeSet<String> = probes.iter().map(|key| stores[0].due_key(key)).collect();
+    assert_eq!(shards.len(), 16, "{shards:?}");
+    let shard_masters: BTreeSet<u16> = shards.iter().map(|shard| master_of(shard)).collect();
+    assert_eq!(shard_masters.len(), 3, "the due index on every master");
+    let split = probes
+        .iter()
+        .filter(|key| master_of(&stores[0].redis_key(key)) != master_of(&stores[0].due_key(key)))
+        .count();
+    assert!(
+        split >= 16,
+        "{split} of 64 sessions listed on another master"
+    );
+
+    common::announce_suite::run(stores[0].clone(), stores[1].clone()).await;
+    let seeds: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| format!("redis://{}", node.address()))
+        .collect();
+    let inspector = within(
+        redis::cluster::ClusterClient::new(seeds)
+            .expect("cluster client")
+            .get_async_connection(),
+    )
+    .await
+    .expect("inspector connected");
+    common::redis_announce::run(&stores, inspector).await;
+}
+
+/// The reference model on a cluster: owners' indexes and their sessions in different slots.
+/// `TST_LONG=1` runs it for as many cases as the model test runs each store.
+#[test]
+fn matches_the_model_on_a_cluster() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    let cluster = Cluster::start(3, 0);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let prefix = format!("tst-cluster-model:{:016x}:", rand::random::<u64>());
+    let store = runtime.block_on(store(&cluster.url(3), &prefix));
+    let mut runner = TestRunner::new(Config {
+        cases: common::long::cases(32),
+        ..Config::default()
+    });
+    let cases = (
+        common::model::policy(),
+        prop::collection::vec(common::model::op(), 1..60),
+        common::model::start(),
+    );
+    let outcome = runner.run(&cases, |(policy, ops, start)| {
+        runtime.block_on(common::model::run(
+            &store,
+            &policy,
+            start,
+            &ops,
+            rand::random(),
+        ))
+    });
+    if let Err(failure) = outcome {
+        panic!("{failure}");
+    }
+}
+
 #[tokio::test]
 async fn the_demo_runs_on_redis_cluster_urls() {
     let cluster = Cluster::start(3, 0);
@@ -260,12 +437,24 @@ async fn the_demo_runs_on_redis_cluster_urls() {
         stale.starts_with("HTTP/1.1 440 Login Time-out\r\n"),
         "{stale}"
     );
-    let keys: u32 = cluster
+    let keys: Vec<String> = cluster
         .nodes
         .iter()
-        .map(|node| cli(node.port, &["DBSIZE"]).trim().parse::<u32>().unwrap())
-        .sum();
-    assert_eq!(keys, 12, "one key per session, over the masters");
+        .flat_map(|node| {
+            let keys = cli(node.port, &["KEYS", "*"]);
+            keys.lines().map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter(|key| !key.is_empty())
+        .collect();
+    let indexes = keys.iter().filter(|key| key.contains(":owner:")).count();
+    let due = keys.iter().filter(|key| key.contains(":due:{")).count();
+    assert_eq!(
+        (keys.len() - indexes - due, indexes),
+        (12, 1),
+        "one key per session, over the masters, and the user's index: {keys:?}"
+    );
+    // And the shards of the due index that list them for the announcement sweep.
+    assert!((1..=12).contains(&due), "{keys:?}");
     let masters_used = cluster
         .nodes
         .iter()

@@ -1,6 +1,8 @@
 #![cfg(feature = "redis")]
-//! `RedisStore` against a real Redis: the shared store suite, two layer instances sharing one
-//! Redis, a race at the idle deadline, and a Redis that stops and comes back.
+//! `RedisStore` against a real Redis: the shared store and owner suites, the owner index as
+//! Redis holds it (`common/redis_owners.rs`), "sign out everywhere" racing with requests and
+//! sign-ins on three instances, two layer instances sharing one Redis, a race at the idle
+//! deadline, and a Redis that stops and comes back.
 //!
 //! Needs Redis on 127.0.0.1:6379 (each test keeps to a key prefix of its own) and, for the
 //! restart test, the `redis-server` binary, which it runs on a free port of its own.
@@ -20,7 +22,7 @@ use http_body_util::Empty;
 use redis::AsyncCommands;
 use tower::{Service, ServiceExt};
 use tower_session_timeout::store::{Begin, Check, SessionKey, SessionStore, Touch};
-use tower_session_timeout::{ExpiryReason, ManualClock, RedisStore, StoreError};
+use tower_session_timeout::{ExpiryReason, ManualClock, OnLimit, RedisStore, StoreError};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
@@ -71,6 +73,60 @@ async fn passes_the_store_suite() {
     store_suite::run(store("suite").await).await;
 }
 
+/// Two clients with connections of their own: two app instances sharing one Redis.
+#[tokio::test]
+async fn passes_the_announce_suite() {
+    let one = store("announce").await;
+    let other = store("announce").await.with_prefix(one.prefix().to_owned());
+    common::announce_suite::run(one, other).await;
+}
+
+/// The due index as Redis holds it: listings, relisting, crashes between steps, a claimer
+/// that dies, and the bound on what nobody sweeps.
+#[tokio::test]
+async fn keeps_the_due_index_consistent_across_instances() {
+    let stores = three_instances("due-index").await;
+    common::redis_announce::run(&stores, inspector().await).await;
+}
+
+#[tokio::test]
+async fn passes_the_owner_suite() {
+    common::owner_suite::run(store("owner-suite").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_owner_indexes_consistent_across_instances() {
+    let stores = three_instances("owners").await;
+    common::redis_owners::run(&stores, inspector().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_all_racing_with_requests_and_sign_ins_on_three_instances() {
+    let stores = three_instances("end-all-race").await;
+    let rounds = if common::long::on() { 1_000 } else { 20 };
+    common::redis_owners::end_all_races_with_requests_and_sign_ins(&stores, rounds).await;
+}
+
+/// Three instances (connections of their own) on one prefix.
+async fn three_instances(test: &str) -> Vec<RedisStore> {
+    let prefix = unique_prefix(test);
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(store(test).await.with_prefix(prefix.clone()));
+    }
+    stores
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_shared_owner_races_on_three_instances() {
+    let stores = three_instances("owner-races").await;
+    common::owner_races::end_all_races_requests_and_sign_ins(&stores, 8).await;
+    common::owner_races::limited_sign_ins_race(&stores, 3, OnLimit::Refuse, 4).await;
+    common::owner_races::limited_sign_ins_race(&stores, 3, OnLimit::EndOldest, 4).await;
+    common::owner_races::limited_sign_ins_race(&stores, 1, OnLimit::EndOldest, 2).await;
+    common::owner_races::limited_sign_ins_race(&stores, 1, OnLimit::Refuse, 2).await;
+}
+
 #[tokio::test]
 async fn passes_the_store_suite_after_the_script_cache_is_flushed() {
     // What a Redis restart does to loaded scripts: the store loads it again and goes on.
@@ -109,11 +165,26 @@ async fn keys_are_prefixed_hashes_with_a_ttl_and_hold_no_raw_id() {
     app.login(&id).await;
     assert_eq!(app.get("/page", Some(&id)).await.status, StatusCode::OK);
 
-    let expected = format!("{}{}", store.prefix(), SessionKey::from_id(&id).to_hex());
-    assert_eq!(store.redis_key(&SessionKey::from_id(&id)), expected);
-    assert_eq!(keys_under(store.prefix()).await, vec![expected.clone()]);
+    let key = SessionKey::from_id(&id);
+    let expected = format!("{}{}", store.prefix(), key.to_hex());
+    assert_eq!(store.redis_key(&key), expected);
+    // The session, and the shard of the due index that lists it for the announcement sweep.
+    let due = store.due_key(&key);
+    assert!(
+        due.starts_with(&format!("{}due:{{", store.prefix())),
+        "{due}"
+    );
+    let mut keys = vec![expected.clone(), due.clone()];
+    keys.sort();
+    assert_eq!(keys_under(store.prefix()).await, keys);
 
     let mut connection = inspector().await;
+    let listed: Vec<String> = connection.zrange(&due, 0, -1).await.expect("ZRANGE");
+    assert_eq!(
+        listed,
+        vec![key.to_hex()],
+        "listed by its key, never its id"
+    );
     let fields: std::collections::HashMap<String, String> =
         connection.hgetall(&expected).await.expect("HGETALL");
     assert!(!fields.is_empty());

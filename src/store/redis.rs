@@ -5,28 +5,42 @@
 //!
 //! One session is one key (`<prefix><hex SHA-256 of the id>`), so on Redis Cluster one
 //! session is one slot, and every call is one script on that key's master. Keys carry no hash
-//! tag, so sessions spread over every slot. Work that spans sessions (a per-principal index,
-//! an expiry sweep) must keep to that rule: a script touches only keys of one slot, so such
+//! tag, so sessions spread over every slot. Work that spans sessions (the per-principal index,
+//! the announcement sweep) must keep to that rule: a script touches only keys of one slot, so such
 //! work is a series of per-key scripts (the session's key, then the index's key, each atomic
 //! on its own and ordered so that a crash between them leaves an index that lists too much,
 //! never too little; readers prune it), never one multi-key script across slots, which Redis
 //! Cluster refuses with `CROSSSLOT`. A key that must live beside a session can share its slot
 //! with a hash tag of the session's hash (`<prefix>{<hash>}...`) only under a new key format,
 //! which would forget every session of the current one.
+//!
+//! The script and the record are in `script.rs`, the reading of its replies in `reply.rs`,
+//! the owner index (`<prefix>owner:<hex SHA-256 of the principal>`, in a slot of its own)
+//! with the order of its steps in `owner.rs`, and the due index that the announcement sweep
+//! reads (`<prefix>due:{0}` to `{15}`, a slot each) with the order of its steps in `due.rs`.
+
+mod due;
+mod owner;
+mod reply;
+mod script;
 
 use std::fmt;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, LazyLock};
+use std::pin::{pin, Pin};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder};
 use ::redis::cluster_async::ClusterConnection;
-use ::redis::{Client, FromRedisValue, IntoConnectionInfo, RedisError, Script};
+use ::redis::{Client, FromRedisValue, IntoConnectionInfo, RedisError};
 
+use self::script::{LUA, SCRIPT};
 use super::{
-    Begin, Check, ExpiryReason, NewSession, Policy, SessionKey, SessionRecord, SessionStore, Touch,
+    Begin, Check, ExpiryReason, NewSession, OwnedSession, Policy, SessionEnd, SessionKey,
+    SessionRecord, SessionStore, SessionTimeouts, StoreFuture, Touch,
 };
 use crate::error_log::StoreLog;
 use crate::{StoreError, Timestamp};
@@ -35,158 +49,36 @@ use crate::{StoreError, Timestamp};
 /// to 2^53, and a time plus a duration (each at most 2^50 ms, about 35 000 years) stays below.
 const MAX_MILLIS: u64 = 1 << 50;
 
-/// The one script behind `check`, `begin` and `end`.
-///
-/// Each call runs it once, so reading the record, judging it against `now` and writing the
-/// refresh or the tombstone is one atomic step on the server: two instances racing on one
-/// session see one order of events, and an expired session stays expired. It touches only
-/// `KEYS[1]`, so on Redis Cluster it runs on the master of that key's slot.
-///
-/// Record (one hash per key): active `c` (created_at) and `l` (last_seen); tombstone `r`
-/// (reason) and `u` (until). All times are unix milliseconds of the app's clock; Redis's own
-/// clock only runs the key's TTL, which is relative and so acts as garbage collection
-/// whatever the app's clock says.
-const LUA: &str = r#"
-local key = KEYS[1]
-local op = ARGV[1]
-local now = tonumber(ARGV[2])
-local idle = tonumber(ARGV[3])
-local absolute = tonumber(ARGV[4])
-local touch = tonumber(ARGV[5])
-local retention = tonumber(ARGV[6])
-local refresh = ARGV[7] == '1'
-
--- Whole numbers as digits: tostring would switch to exponents past 14 digits.
-local function int(n)
-  return string.format('%.0f', n)
-end
-
--- The first deadline and its reason; absolute wins a tie, as activity cannot move it.
-local function deadline(created, last)
-  local idle_at = last + idle
-  if absolute >= 0 then
-    local absolute_at = created + absolute
-    if absolute_at <= idle_at then
-      return absolute_at, 'absolute'
-    end
-  end
-  return idle_at, 'idle'
-end
-
--- A tombstone lives until `ends` by its TTL; one already past it is not worth writing.
-local function retire(reason, ends)
-  redis.call('DEL', key)
-  if ends > now then
-    redis.call('HSET', key, 'r', reason, 'u', int(ends))
-    redis.call('PEXPIRE', key, int(ends - now))
-  end
-end
-
-local function keep_active(created, last)
-  local at = deadline(created, last)
-  redis.call('HSET', key, 'c', int(created), 'l', int(last))
-  redis.call('PEXPIRE', key, int(at - now + retention))
-end
-
-local state, a, b
-local kind = redis.call('TYPE', key)['ok']
-if kind == 'hash' then
-  local f = redis.call('HMGET', key, 'c', 'l', 'r', 'u')
-  local c, l, r, u = tonumber(f[1]), tonumber(f[2]), f[3], tonumber(f[4])
-  if c and l and not r then
-    state, a, b = 'active', c, l
-  elseif (r == 'idle' or r == 'absolute' or r == 'ended') and u and not f[1] then
-    if u > now then
-      state, a, b = 'tombstone', r, u
-    else
-      -- Past its retention by the app's clock: forgotten, as if never known.
-      redis.call('DEL', key)
-    end
-  else
-    return {'corrupt', 'unexpected fields in the session hash'}
-  end
-elseif kind ~= 'none' then
-  return {'corrupt', 'a ' .. kind .. ' where a session hash was expected'}
-end
-
-if op == 'check' then
-  if state == nil then
-    return {'expired', 'unknown'}
-  elseif state == 'tombstone' then
-    return {'expired', a}
-  end
-  local at, reason = deadline(a, b)
-  if now >= at + retention then
-    -- Never asked about until its retention passed: forgotten, as a purge would have.
-    redis.call('DEL', key)
-    return {'expired', 'unknown'}
-  elseif now >= at then
-    retire(reason, at + retention)
-    return {'retired', reason}
-  end
-  if refresh then
-    local needs
-    if touch >= 0 then
-      needs = math.max(now - b, 0) >= touch
-    else
-      needs = now > b
-    end
-    if needs then
-      b = math.max(b, now)
-      keep_active(a, b)
-    end
-  end
-  return {'active', int(a), int(b)}
-elseif op == 'begin' then
-  if state == 'tombstone' then
-    return {'refused', a}
-  elseif state == 'active' then
-    local at, reason = deadline(a, b)
-    if now < at then
-      return {'already'}
-    elseif now < at + retention then
-      retire(reason, at + retention)
-      return {'refused', reason}
-    end
-    -- Forgotten: begins anew below, as after a purge.
-  end
-  keep_active(now, now)
-  return {'began'}
-elseif op == 'end' then
-  if state ~= 'active' then
-    return {'kept'}
-  end
-  local at, reason = deadline(a, b)
-  if now >= at then
-    retire(reason, at + retention)
-    return {'kept'}
-  end
-  retire('ended', now + retention)
-  return {'ended'}
-end
-return redis.error_reply('unknown session operation')
-"#;
-
-/// Loaded on every master when the store connects (`SCRIPT LOAD`, which the cluster client
-/// sends to every master) and then called by its SHA-1 (`EVALSHA`). A node that does not have
-/// it (restarted, `SCRIPT FLUSH`, or a replica just promoted: Redis does not replicate its
-/// script cache) answers `NOSCRIPT`, and the call is sent again as `EVAL` with the whole
-/// script, which that node then keeps. `EVAL` goes to the key's node alone, so a missing
-/// script never depends on another master being up.
-static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(LUA));
-
-type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>>;
-
 /// Keeps sessions in Redis or Redis Cluster, so every app instance pointing at it sees the
 /// same sessions.
 ///
 /// What it guarantees:
 ///
-/// - **One atomic round trip per call.** [`check`](SessionStore::check),
-///   [`begin`](SessionStore::begin) and [`end`](SessionStore::end) each run one Lua script
-///   (loaded once, then called by hash) that reads the record, judges it and writes the
-///   refresh or the tombstone. A session that expired on one instance is never brought back by
-///   a concurrent request on another.
+/// - **One atomic round trip per request.** [`check`](SessionStore::check) runs one Lua
+///   script (loaded once, then called by hash) that reads the record, judges it and writes
+///   the refresh or the tombstone; [`begin`](SessionStore::begin) and
+///   [`end`](SessionStore::end) run one such script on the session, and one more on the due
+///   index (below). A session that expired on one instance is never brought back by a
+///   concurrent request on another. A session's own timeouts live in its record and are
+///   judged by the same script.
+/// - **Every end announced once, without keyspace notifications** (which Redis loses across
+///   restarts and failovers). A begin first lists the session in the due index, sorted sets in
+///   slots of their own ([`due_key`](RedisStore::due_key)), at its deadline, and an end lists
+///   it again as due now; refreshes write nothing there.
+///   [`claim_ends`](SessionStore::claim_ends) takes what is due and claims each end with a
+///   script on the session's own key, which retires a session past its deadline as a check
+///   would and keeps the claim in the record until the lease runs out: two instances
+///   sweeping at once never both get an end, and an end whose claimer died comes due again
+///   after the lease. A session still active is listed again for its deadline. Listings
+///   nobody sweeps are dropped after a while (see [`SWEEP_GRACE`](RedisStore::SWEEP_GRACE)),
+///   so an app without an end hook keeps few.
+/// - **Owners across slots.** A session begun with an owner is listed in that owner's index,
+///   a sorted set in a slot of its own ([`owner_key`](RedisStore::owner_key)). Sign-in,
+///   listing and ending an owner's sessions are a few per-key scripts, in an order that leaves
+///   the index listing too much, never too little (see
+///   [`SIGN_IN_GRACE`](RedisStore::SIGN_IN_GRACE)), and settles concurrent sign-ins on several
+///   instances the same way. Listing drops what is over from the index, and an index Redis no
+///   longer needs expires by itself (see [`OWNER_INDEX_LEASE`](RedisStore::OWNER_INDEX_LEASE)).
 /// - **App time.** Expiry is judged by the `now` the layer passes in (its
 ///   [`Clock`](crate::Clock)), never by Redis's clock. Each write sets a *relative* TTL: an
 ///   active record's ends at its deadline plus the tombstone retention, a tombstone's when its
@@ -247,7 +139,21 @@ type StoreFuture<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send>
 /// time lost; a retirement the replica lacks is found again by the next check (expiry is
 /// judged from the times, not from the tombstone), so the expiry hook may hear it twice; a
 /// sign-in in that window is unknown (440) on the next request; and a sign-out in that window
-/// can be lost, so that session is active again until its idle deadline.
+/// can be lost, so that session is active again until its idle deadline. For announcements, a
+/// lost claim lets another instance announce that end again (at least once still holds), and
+/// a lost listing of a session begun in that window leaves its end unannounced unless it is
+/// ended or listed again.
+///
+/// # Upgrading
+///
+/// Records of sessions begun by earlier versions are read as sessions with the layer's
+/// timeouts and no owner. Earlier versions judge a session with timeouts of its own by the
+/// layer's, and answer a superseded or forgotten owned session with a store error (503 by
+/// default), so finish a rolling upgrade before the app names owners, gives sessions timeouts
+/// of their own or sets a limit. Earlier versions list nothing in the due index: of the
+/// sessions they began, only those that this version ends are announced (an expiry a request
+/// finds still reaches [`on_expiry`](crate::SessionTimeoutBuilder::on_expiry)); every session
+/// begun by this version is.
 ///
 /// # Why not Redis Sentinel
 ///
@@ -264,6 +170,8 @@ pub struct RedisStore {
     prefix: Arc<str>,
     timeout: Duration,
     log: Arc<StoreLog>,
+    /// Sweeps begun, so each starts at another shard of the due index.
+    sweeps: Arc<AtomicUsize>,
 }
 
 /// The connection, whichever the topology. Both kinds are cheap to clone and multiplexed.
@@ -296,6 +204,39 @@ impl RedisStore {
 
     /// How long one store call may take when no other limit is set, reconnecting included.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+    /// How long an owner's index is kept beyond the idle deadline of a session of its that has
+    /// no absolute timeout (a session with one keeps it until that deadline). A request that
+    /// refreshes such a session once less than half of it is left lengthens it again, in the
+    /// background (two more script calls, about once per half lease of activity), so an owner
+    /// who never comes back leaves an index that Redis expires by itself within about this
+    /// long after their last session's idle deadline.
+    pub const OWNER_INDEX_LEASE: Duration = Duration::from_secs(60 * 60);
+
+    /// How long an owner's index keeps a session it lists whose key is missing, taking it for a
+    /// sign-in under way (the index is written before the session). Past it, by the `now` of
+    /// the call that reads the index, the entry is dropped as a sign-in that failed or crashed
+    /// half-way.
+    ///
+    /// Such an entry is never listed as active, but a sign-in under
+    /// [`OnLimit::Refuse`](crate::OnLimit::Refuse) counts it, so a crash half-way through a
+    /// sign-in can refuse that owner's next sign-ins for this long. It assumes that a sign-in's
+    /// two steps run within it of each other, which the store timeout (a few seconds) makes
+    /// sure of, and that app instances' clocks differ by much less. Keys of owned sessions
+    /// outlive their retention by as much, so that a missing key always means a sign-in under
+    /// way or long over.
+    pub const SIGN_IN_GRACE: Duration = Duration::from_secs(60);
+
+    /// How long past its due time a session listed for the announcement sweep waits for one,
+    /// at least (the tombstone retention, if longer). A running sweep looks at every listing
+    /// within a [sweep interval](crate::SessionTimeoutBuilder::sweep_interval) of its time;
+    /// one nobody looked at for this long is dropped by the next session begun on its shard,
+    /// and a shard nobody lists in nor sweeps for this long expires. That keeps the index
+    /// small in an app that never announces ends (no
+    /// [`on_session_end`](crate::SessionTimeoutBuilder::on_session_end) hook), at one cost:
+    /// when every instance stops sweeping for longer than this, the ends of sessions due
+    /// that long before may never be announced.
+    pub const SWEEP_GRACE: Duration = Duration::from_secs(60 * 60);
 
     /// Connects to the store a URL names: `redis://host:port/db` (or `rediss://`, or any URL
     /// [`connect`](RedisStore::connect) takes) for one Redis, and
@@ -400,6 +341,7 @@ impl RedisStore {
             prefix: Arc::from(Self::DEFAULT_PREFIX),
             timeout: Self::DEFAULT_TIMEOUT,
             log: Arc::new(StoreLog::new("redis")),
+            sweeps: Arc::default(),
         }
     }
 
@@ -448,40 +390,56 @@ impl RedisStore {
         redis_key
     }
 
-    /// Runs the script for `op` on `key` and returns its reply, bounded by the timeout.
-    fn run(
+    /// The Redis key of the owner's index: the prefix, `owner:`, and the hex SHA-256 of the
+    /// principal. A sorted set of the owner's session keys (hex), scored by sign-in time;
+    /// it may list sessions that are over, which readers drop, but never misses an active one.
+    pub fn owner_key(&self, owner: &str) -> String {
+        let mut redis_key = String::with_capacity(self.prefix.len() + 70);
+        redis_key.push_str(&self.prefix);
+        redis_key.push_str("owner:");
+        redis_key.push_str(&SessionKey::from_id(owner).to_hex());
+        redis_key
+    }
+
+    /// The Redis key of the shard of the due index that lists the session for the
+    /// announcement sweep: the prefix, `due:` and a hash tag of the shard's number,
+    /// `{0}` to `{15}`. A sorted set of session keys (hex), scored by when (app-clock ms) a
+    /// sweep should look at them; it may list a session early or one that is over, which the
+    /// sweep settles, but never misses one whose end is yet to be announced.
+    pub fn due_key(&self, key: &SessionKey) -> String {
+        self.due_shard_key(Self::due_shard(key))
+    }
+
+    /// Runs the script on `redis_key` with `args` and returns its reply, bounded by the
+    /// timeout. By hash first; by its text where the node lacks it.
+    fn eval(
         &self,
-        op: &'static str,
-        key: &SessionKey,
-        now: Timestamp,
-        policy: &Policy,
-        touch: Touch,
+        redis_key: String,
+        args: Vec<Arg>,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send + 'static {
         let mut connection = self.connection.clone();
-        let redis_key = self.redis_key(key);
         let timeout = self.timeout;
-        // -1 stands for "none" in the script.
-        let absolute = policy.absolute_timeout().map_or(-1, millis_arg);
-        let touch_interval = policy.touch_interval().map_or(-1, millis_arg);
-        let args = [
-            time_arg(now),
-            millis_arg(policy.idle_timeout()),
-            absolute,
-            touch_interval,
-            millis_arg(policy.tombstone_retention()),
-            i64::from(touch == Touch::Refresh),
-        ];
         async move {
-            let call = async {
-                let mut evalsha = ::redis::cmd("EVALSHA");
-                evalsha.arg(SCRIPT.get_hash());
-                let mut eval = ::redis::cmd("EVAL");
-                eval.arg(LUA);
-                for command in [&mut evalsha, &mut eval] {
-                    command.arg(1).arg(&redis_key).arg(op).arg(&args[..]);
+            let command = |first: &str, script: &str| {
+                let mut command = ::redis::cmd(first);
+                command.arg(script).arg(1).arg(&redis_key);
+                for arg in &args {
+                    match arg {
+                        Arg::Int(number) => command.arg(number),
+                        Arg::Text(text) => command.arg(text),
+                        Arg::Name(name) => command.arg(name),
+                    };
                 }
-                match connection.query(&evalsha).await {
-                    Err(error) if error.code() == Some("NOSCRIPT") => connection.query(&eval).await,
+                command
+            };
+            let call = async {
+                match connection
+                    .query(&command("EVALSHA", SCRIPT.get_hash()))
+                    .await
+                {
+                    Err(error) if error.code() == Some("NOSCRIPT") => {
+                        connection.query(&command("EVAL", LUA)).await
+                    }
                     reply => reply,
                 }
             };
@@ -493,19 +451,61 @@ impl RedisStore {
         }
     }
 
-    /// Runs the script for `op` and reads its reply with `parse`, logging the outcome.
-    fn call<T: Send + 'static>(
+    /// Runs the script's session operation `op` on `key`, with the policy's numbers and then
+    /// `extra`, the operation's own arguments.
+    fn session_op(
         &self,
         op: &'static str,
         key: &SessionKey,
         now: Timestamp,
         policy: &Policy,
         touch: Touch,
+        extra: impl IntoIterator<Item = Arg>,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send + 'static {
+        // -1 stands for "none" in the script.
+        let mut args = vec![
+            Arg::Name(op),
+            Arg::Int(time_arg(now)),
+            Arg::Int(millis_arg(policy.idle_timeout())),
+            Arg::Int(policy.absolute_timeout().map_or(-1, millis_arg)),
+            Arg::Int(policy.touch_interval().map_or(-1, millis_arg)),
+            Arg::Int(millis_arg(policy.tombstone_retention())),
+            Arg::Int(i64::from(touch == Touch::Refresh)),
+            Arg::Int(millis_arg(Self::SIGN_IN_GRACE)),
+            Arg::Int(millis_arg(Self::OWNER_INDEX_LEASE)),
+        ];
+        args.extend(extra);
+        self.eval(self.redis_key(key), args)
+    }
+
+    /// Runs `op` and reads its reply with `parse`, logging the outcome.
+    fn call<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        reply: impl Future<Output = Result<Vec<String>, StoreError>> + Send + 'static,
         parse: fn(&[String]) -> Result<T, StoreError>,
     ) -> StoreFuture<T> {
-        let reply = self.run(op, key, now, policy, touch);
         let log = self.log.clone();
         Box::pin(async move { log.record(op, reply.await.and_then(|reply| parse(&reply))) })
+    }
+}
+
+/// One argument of a script call.
+enum Arg {
+    Int(i64),
+    Text(String),
+    Name(&'static str),
+}
+
+/// A session's own timeouts as the script takes them: idle and absolute milliseconds, -1 for
+/// none (no own timeouts at all when idle is -1).
+fn timeouts_args(timeouts: Option<SessionTimeouts>) -> [Arg; 2] {
+    match timeouts {
+        None => [Arg::Int(-1), Arg::Int(-1)],
+        Some(timeouts) => [
+            Arg::Int(millis_arg(timeouts.idle)),
+            Arg::Int(timeouts.absolute.map_or(-1, millis_arg)),
+        ],
     }
 }
 
@@ -606,21 +606,64 @@ impl SessionStore for RedisStore {
         policy: &Policy,
         touch: Touch,
     ) -> Self::CheckFuture {
-        self.call("check", key, now, policy, touch, parse_check)
+        let reply = self.session_op("check", key, now, policy, touch, []);
+        let (store, key, policy) = (self.clone(), *key, *policy);
+        Box::pin(async move {
+            let (check, renewal) = store
+                .log
+                .record("check", reply.await.and_then(|reply| reply::check(&reply)))?;
+            if let Some(renewal) = renewal {
+                store.renew(key, now, policy, renewal).await;
+            }
+            Ok(check)
+        })
     }
 
+    /// Without an owner, one script call. With one, a few, in the order `owner.rs` explains:
+    /// the owner's index first, then the session, then (with a limit) the owner's others.
     fn begin(
         &self,
         key: &SessionKey,
         now: Timestamp,
         policy: &Policy,
-        _new: NewSession<'_>,
+        new: NewSession<'_>,
     ) -> Self::BeginFuture {
-        self.call("begin", key, now, policy, Touch::Passive, parse_begin)
+        if let Some(owner) = new.owner {
+            let begin = self.begin_owned(key, now, policy, owner, new.timeouts);
+            let log = self.log.clone();
+            return Box::pin(async move { log.record("begin", begin.await) });
+        }
+        let deadline = policy
+            .deadline(&SessionRecord::new(now, now).with_timeouts(new.timeouts))
+            .0;
+        let listed = self.list_due(key, deadline, now, policy);
+        let [idle, absolute] = timeouts_args(new.timeouts);
+        let extra = [Arg::Name(""), idle, absolute, Arg::Int(0), Arg::Int(-1)];
+        let began = self.session_op("begin", key, now, policy, Touch::Passive, extra);
+        let reply = async move {
+            listed.await?;
+            began.await
+        };
+        self.call("begin", reply, |reply| {
+            reply::begin(reply).map(reply::Began::answer)
+        })
     }
 
+    /// One script call; when it ends the session, a second lists it as due now for the
+    /// announcement sweep.
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
-        self.call("end", key, now, policy, Touch::Passive, parse_end)
+        let extra = [Arg::Name(ExpiryReason::Ended.as_str()), Arg::Name("")];
+        let reply = self.session_op("end", key, now, policy, Touch::Passive, extra);
+        let (store, key, policy) = (self.clone(), *key, *policy);
+        Box::pin(async move {
+            let ended = store
+                .log
+                .record("end", reply.await.and_then(|reply| reply::end(&reply)))?;
+            if ended {
+                store.announce_soon(&key, now, &policy).await;
+            }
+            Ok(ended)
+        })
     }
 
     /// Returns `Ok(0)` at once: every key carries a TTL that ends it at its deadline plus the
@@ -628,6 +671,144 @@ impl SessionStore for RedisStore {
     fn purge(&self, _now: Timestamp) -> Self::PurgeFuture {
         Box::pin(std::future::ready(Ok(0)))
     }
+
+    /// One script call; two more when the session has an owner and its new timeouts let it
+    /// live longer than its owner's index is kept, which is then kept longer first. After a
+    /// change, one more lists the session as due now for the announcement sweep, which then
+    /// finds its new deadline.
+    fn set_timeouts(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        timeouts: SessionTimeouts,
+    ) -> StoreFuture<bool> {
+        let change = self.change_timeouts(key, now, policy, timeouts);
+        let (store, key, policy) = (self.clone(), *key, *policy);
+        Box::pin(async move {
+            let changed = store.log.record("set_timeouts", change.await)?;
+            if changed {
+                store.announce_soon(&key, now, &policy).await;
+            }
+            Ok(changed)
+        })
+    }
+
+    /// One read-only script call.
+    fn owner_of(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Option<String>> {
+        let reply = self.session_op("owner", key, now, policy, Touch::Passive, []);
+        self.call("owner_of", reply, reply::owner)
+    }
+
+    /// Reads the owner's index, then each session it lists (one script call per session, at
+    /// once), dropping from the index the sessions that are over.
+    fn sessions_of(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<Vec<OwnedSession>> {
+        let list = self.active_of(owner, now, policy);
+        let log = self.log.clone();
+        Box::pin(async move { log.record("sessions_of", list.await) })
+    }
+
+    /// Lists as [`sessions_of`](SessionStore::sessions_of) does, then ends each session (one
+    /// script call per session, at once, each checking that the session is this owner's).
+    fn end_sessions_of(
+        &self,
+        owner: &str,
+        keep: Option<&SessionKey>,
+        now: Timestamp,
+        policy: &Policy,
+    ) -> StoreFuture<u64> {
+        let end = self.end_all_of(owner, keep.copied(), now, policy);
+        let log = self.log.clone();
+        Box::pin(async move { log.record("end_sessions_of", end.await) })
+    }
+
+    /// Takes the sessions due from the due index, then claims each with a script on its own
+    /// key, as `due.rs` explains: about three script calls per session looked at, most at
+    /// once.
+    fn claim_ends(
+        &self,
+        now: Timestamp,
+        policy: &Policy,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreFuture<Vec<SessionEnd>> {
+        let (store, policy) = (self.clone(), *policy);
+        Box::pin(async move {
+            let claimed = store.claim(now, policy, limit, lease).await;
+            store.log.record("claim_ends", claimed)
+        })
+    }
+
+    /// Marks each end announced with a script on its session's key, then drops them from the
+    /// due index (one script per shard).
+    fn ack_ends(&self, keys: &[SessionKey], now: Timestamp, policy: &Policy) -> StoreFuture<()> {
+        let (store, keys, policy) = (self.clone(), keys.to_vec(), *policy);
+        Box::pin(async move {
+            let acknowledged = store.acknowledge(keys, now, policy).await;
+            store.log.record("ack_ends", acknowledged)
+        })
+    }
+}
+
+/// Runs the futures at once and answers their outputs in order: per-key scripts go out
+/// together, each to its own slot's master.
+async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+/// Runs two futures at once and answers both outputs.
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut first, mut second) = (None, None);
+    std::future::poll_fn(move |cx| {
+        if first.is_none() {
+            if let Poll::Ready(output) = a.as_mut().poll(cx) {
+                first = Some(output);
+            }
+        }
+        if second.is_none() {
+            if let Poll::Ready(output) = b.as_mut().poll(cx) {
+                second = Some(output);
+            }
+        }
+        match (first.take(), second.take()) {
+            (Some(first), Some(second)) => Poll::Ready((first, second)),
+            (one, two) => {
+                (first, second) = (one, two);
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 fn backend(error: RedisError) -> StoreError {
@@ -644,99 +825,9 @@ fn time_arg(time: Timestamp) -> i64 {
     millis_arg(Duration::from_millis(time.as_unix_millis()))
 }
 
-fn corrupt(reply: &[String]) -> StoreError {
-    match reply {
-        [tag, detail] if tag == "corrupt" => StoreError::CorruptRecord(detail.clone()),
-        _ => StoreError::CorruptRecord(format!("unexpected script reply {reply:?}")),
-    }
-}
-
-fn reason(text: &str, reply: &[String]) -> Result<ExpiryReason, StoreError> {
-    text.parse().map_err(|_| corrupt(reply))
-}
-
-fn timestamp(text: &str, reply: &[String]) -> Result<Timestamp, StoreError> {
-    text.parse()
-        .map(Timestamp::from_unix_millis)
-        .map_err(|_| corrupt(reply))
-}
-
-fn parse_check(reply: &[String]) -> Result<Check, StoreError> {
-    match reply {
-        [tag, created_at, last_seen] if tag == "active" => Ok(Check::Active(SessionRecord {
-            created_at: timestamp(created_at, reply)?,
-            last_seen: timestamp(last_seen, reply)?,
-            timeouts: None,
-        })),
-        [tag, why] if tag == "expired" => Ok(Check::Expired(reason(why, reply)?)),
-        [tag, why] if tag == "retired" => Ok(Check::Retired(reason(why, reply)?)),
-        _ => Err(corrupt(reply)),
-    }
-}
-
-fn parse_begin(reply: &[String]) -> Result<Begin, StoreError> {
-    match reply {
-        [tag] if tag == "began" => Ok(Begin::Began),
-        [tag] if tag == "already" => Ok(Begin::AlreadyActive),
-        [tag, why] if tag == "refused" => Ok(Begin::Refused(reason(why, reply)?)),
-        _ => Err(corrupt(reply)),
-    }
-}
-
-fn parse_end(reply: &[String]) -> Result<bool, StoreError> {
-    match reply {
-        [tag] if tag == "ended" => Ok(true),
-        [tag] if tag == "kept" => Ok(false),
-        _ => Err(corrupt(reply)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(items: &[&str]) -> Vec<String> {
-        items.iter().map(|item| (*item).to_owned()).collect()
-    }
-
-    #[test]
-    fn parses_replies() {
-        assert_eq!(
-            parse_check(&strings(&["active", "1767225600000", "1767225601000"])).ok(),
-            Some(Check::Active(SessionRecord::new(
-                Timestamp::from_unix_millis(1_767_225_600_000),
-                Timestamp::from_unix_millis(1_767_225_601_000),
-            )))
-        );
-        assert_eq!(
-            parse_check(&strings(&["expired", "absolute"])).ok(),
-            Some(Check::Expired(ExpiryReason::Absolute))
-        );
-        assert_eq!(
-            parse_check(&strings(&["retired", "idle"])).ok(),
-            Some(Check::Retired(ExpiryReason::Idle))
-        );
-        assert_eq!(
-            parse_begin(&strings(&["refused", "ended"])).ok(),
-            Some(Begin::Refused(ExpiryReason::Ended))
-        );
-        assert_eq!(parse_end(&strings(&["kept"])).ok(), Some(false));
-    }
-
-    #[test]
-    fn malformed_replies_are_corrupt_records() {
-        for reply in [
-            strings(&["corrupt", "a string where a session hash was expected"]),
-            strings(&["active", "1.5e12", "x"]),
-            strings(&["expired", "later"]),
-            strings(&[]),
-        ] {
-            assert!(matches!(
-                parse_check(&reply),
-                Err(StoreError::CorruptRecord(_))
-            ));
-        }
-    }
 
     #[test]
     fn cluster_urls_give_seed_nodes() {

@@ -12,8 +12,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
 use tower_session_timeout::{
-    ManualClock, MemoryStore, SessionHandle, SessionInfo, SessionStore, SessionTimeout,
-    SessionTimeoutBuilder,
+    ManualClock, MemoryStore, SessionHandle, SessionStore, SessionTimeout, SessionTimeoutBuilder,
 };
 
 pub const IDLE: Duration = Duration::from_secs(60);
@@ -75,7 +74,7 @@ pub fn inner(calls: Arc<AtomicUsize>) -> Inner {
                     *response.body_mut() = Full::new(Bytes::from(text));
                 }
                 "/info" => {
-                    let info = request.extensions().get::<SessionInfo>().copied();
+                    let info = handle.and_then(|handle| handle.info());
                     let text = info.map_or("none".to_owned(), |info| {
                         info.last_seen().as_unix_millis().to_string()
                     });

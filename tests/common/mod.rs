@@ -14,5 +14,7 @@ pub mod model;
 pub mod owner_races;
 pub mod owner_suite;
 pub mod previous_table;
+pub mod redis_announce;
+pub mod redis_owners;
 pub mod redis_server;
 pub mod store_suite;
