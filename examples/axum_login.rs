@@ -493,6 +493,16 @@ async fn serve<St: SessionStore>(
     // Session ends go to the audit log from here, off the request path.
     layer.spawn_announcer();
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    // Without its HTTP listener the exporter keeps every histogram sample until upkeep
+    // drains it: unscraped, memory would grow with every request (found by the soak).
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port)).await?;
     let address = listener.local_addr()?;
     println!("Demo listening on http://{address}; sign in at http://{address}/login");

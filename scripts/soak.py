@@ -19,6 +19,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -27,7 +28,11 @@ import threading
 import time
 
 IDLE_SECS = 20
+ABSOLUTE_SECS = 60
 RETENTION_SECS = 30
+# How long RedisStore keeps an owned session's key past its horizon for a sign-in under way
+# (`SIGN_IN_GRACE`), and an owner's index past its last session's absolute deadline.
+GRACE_SECS = 60
 SWEEP_SECS = 2
 PURGE_SECS = 5
 MAX_PER_USER = 3
@@ -235,6 +240,8 @@ def store_size(kind, state):
 
 
 def main():
+    # A SIGTERM (timeout, Ctrl-C's cousin) still stops what the soak started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", choices=["redis", "postgres"], required=True)
     parser.add_argument("--minutes", type=float, default=30)
@@ -265,6 +272,7 @@ def main():
             PORT="0",
             SESSION_STORE=url,
             IDLE_TIMEOUT_SECS=str(IDLE_SECS),
+            ABSOLUTE_TIMEOUT_SECS=str(ABSOLUTE_SECS),
             TOMBSTONE_RETENTION_SECS=str(RETENTION_SECS),
             EXPIRY_SWEEP_SECS=str(SWEEP_SECS),
             PURGE_SECS=str(PURGE_SECS),
@@ -301,15 +309,16 @@ def main():
             worker.join(REQUEST_TIMEOUT * 2)
         log(f"load stopped; requests: {sum(ledger.counts.values())}")
 
-        # The drain: a few sessions kept alive; the rest expire, are announced and purged.
+        # The drain: a few "remember me" sessions kept alive; the rest expire (by their
+        # absolute timeout at the latest), are announced and purged.
         kept = []
         for i in range(KEEP_ALIVE):
             status, set_cookie, _ = demos[i % 2].request(
-                "POST", "/login", body=f"username=keeper{i}&password=x"
+                "POST", "/login", body=f"username=keeper{i}&password=x&remember=on"
             )
             if status == 303 and set_cookie:
                 kept.append(set_cookie.split(";")[0])
-        drain = IDLE_SECS + RETENTION_SECS + 3 * PURGE_SECS + 2 * SWEEP_SECS
+        drain = ABSOLUTE_SECS + RETENTION_SECS + GRACE_SECS + 3 * PURGE_SECS + 2 * SWEEP_SECS
         drain_end = time.monotonic() + drain
         while time.monotonic() < drain_end:
             for i, cookie in enumerate(kept):

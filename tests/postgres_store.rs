@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::app::app_with_store;
 use common::owner_races;
 use common::owner_suite::fresh_owner;
-use common::previous_table::{previous_schema, OldSessions};
-use common::store_suite::{self, fresh_key, policy, start, IDLE, RETENTION};
+use common::previous_table::{owners_schema, previous_schema, OldSessions};
+use common::store_suite::{self, fresh_key, policy, start, ABSOLUTE, IDLE, RETENTION};
 use http::StatusCode;
 use sqlx::Connection;
 use tower_session_timeout::store::{
@@ -95,6 +95,13 @@ async fn passes_the_owner_suite() {
     common::owner_suite::run(db.store().await).await;
 }
 
+/// Two pools on one database, as two app instances; the race runs on two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_announce_suite() {
+    let db = TestDb::new().await;
+    common::announce_suite::run(db.store().await, db.store().await).await;
+}
+
 #[tokio::test]
 async fn migrate_is_idempotent_and_names_are_checked() {
     let db = TestDb::new().await;
@@ -106,7 +113,7 @@ async fn migrate_is_idempotent_and_names_are_checked() {
         .is_err());
     let other = store.with_table_name("other_sessions").expect("valid name");
     other.migrate().await.expect("migrate other table");
-    assert_eq!(other.index_name(), "other_sessions_expires_at_idx");
+    assert_eq!(other.index_name(), "other_sessions_expiry_idx");
     store_suite::run(other).await;
 }
 
@@ -290,10 +297,93 @@ async fn purge_removes_only_expired_rows() {
     store_suite::purge_removes_only_expired_rows(&store, rows).await;
 }
 
+/// A store whose pool has one connection, so what it prepared can be read back from
+/// `pg_prepared_statements` on that connection.
+async fn one_connection_store(db: &TestDb) -> PostgresStore {
+    // Filling and analyzing take longer than a request may, on a busy machine.
+    let options = SqlOptions::new()
+        .max_connections(1)
+        .statement_timeout(Duration::from_secs(60));
+    let store = PostgresStore::connect_with_options(&db.url(), options)
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+/// The text of the statement `store` prepared that matches `pattern` (SQL `LIKE`), so a test
+/// explains the store's own SQL, not a copy of it.
+async fn prepared(store: &PostgresStore, pattern: &str) -> String {
+    sqlx::query_scalar("SELECT statement FROM pg_prepared_statements WHERE statement LIKE $1")
+        .bind(pattern)
+        .fetch_one(store.pool())
+        .await
+        .expect("the store prepared the statement")
+}
+
+/// A scan of the table in a plan: its node type, its index, and the rows it read (returned
+/// and removed by a filter, over all its loops).
+#[derive(Debug)]
+struct Scan {
+    node: String,
+    index: Option<String>,
+    rows_read: f64,
+}
+
+/// The scans of `tower_session_timeout` in `EXPLAIN (ANALYZE, FORMAT JSON)` output.
+fn table_scans(plan: &serde_json::Value, scans: &mut Vec<Scan>) {
+    let node = plan["Node Type"].as_str().unwrap_or_default();
+    if node.contains("Scan") && plan["Relation Name"] == "tower_session_timeout" {
+        let number = |name: &str| plan[name].as_f64().unwrap_or(0.0);
+        scans.push(Scan {
+            node: node.to_owned(),
+            index: plan["Index Name"].as_str().map(str::to_owned),
+            rows_read: (number("Actual Rows") + number("Rows Removed by Filter"))
+                * number("Actual Loops"),
+        });
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        table_scans(child, scans);
+    }
+}
+
+/// Runs `statement` under `EXPLAIN (ANALYZE, FORMAT JSON)` in a transaction it rolls back,
+/// and answers its scans of the table.
+async fn explain_analyze(
+    store: &PostgresStore,
+    query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+) -> Vec<Scan> {
+    use sqlx::Row;
+    let mut tx = store.pool().begin().await.expect("begin");
+    let row = query.fetch_one(&mut *tx).await.expect("explain");
+    tx.rollback().await.expect("rollback");
+    // The column is `json`, which is text on the wire.
+    let text: String = row.try_get_unchecked(0).expect("the plan");
+    let plan: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let mut scans = Vec::new();
+    table_scans(&plan[0]["Plan"], &mut scans);
+    scans
+}
+
+/// No scan of the whole table (rows are found through an index: the primary key, or the
+/// index on `(announced, expires_at)`, which reads at most `most` rows).
+fn assert_read_through_the_index(store: &PostgresStore, scans: &[Scan], most: f64) {
+    assert!(
+        scans.iter().all(|scan| scan.node != "Seq Scan"),
+        "{scans:?}"
+    );
+    let through: Vec<&Scan> = scans
+        .iter()
+        .filter(|scan| scan.index.as_deref() == Some(store.index_name()))
+        .collect();
+    assert_eq!(through.len(), 1, "{scans:?}");
+    assert!(through[0].rows_read <= most, "{scans:?}");
+}
+
 #[tokio::test]
 async fn the_purge_uses_the_index() {
     let db = TestDb::new().await;
-    let store = db.store().await;
+    let store = one_connection_store(&db).await;
     // Enough rows, spread over expiry times, that a scan of the whole table costs more.
     sqlx::query(
         "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at) \
@@ -307,23 +397,212 @@ async fn the_purge_uses_the_index() {
         .execute(store.pool())
         .await
         .expect("analyze");
-    // The purge's own statement, with what has expired being a small part of what is stored.
-    let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN DELETE FROM tower_session_timeout WHERE key IN \
-         (SELECT key FROM tower_session_timeout WHERE expires_at <= 50000 LIMIT 1000)",
+    let now = tower_session_timeout::Timestamp::from_unix_millis(50_000);
+    // Nothing to purge yet: the statement is prepared, and explained with what has expired
+    // a small part of what is stored.
+    let before = tower_session_timeout::Timestamp::from_unix_millis(500);
+    assert_eq!(store.purge(before).await.expect("purge"), 0);
+    let purge = prepared(&store, "DELETE FROM tower_session_timeout %").await;
+    let explain = format!("EXPLAIN (ANALYZE, FORMAT JSON) {purge}");
+    let scans = explain_analyze(&store, sqlx::query(&explain).bind(50_000_i64)).await;
+    assert_read_through_the_index(&store, &scans, 50.0);
+    assert_eq!(store.purge(now).await.expect("purge"), 50);
+}
+
+#[tokio::test]
+async fn the_claim_reads_the_ends_due_through_the_index_not_the_live_sessions() {
+    let db = TestDb::new().await;
+    let store = one_connection_store(&db).await;
+    let policy = policy();
+    let t = 10_000_000_i64;
+    let (idle, retention) = (IDLE.as_millis() as i64, RETENTION.as_millis() as i64);
+    // 20,000 live sessions, 20,000 ends already announced, and 100 ends due, all of them
+    // within the retention of `t`.
+    for (rows, state, announced, expires_at) in [
+        (
+            20_000,
+            "active",
+            0,
+            format!("{t} - i + {}", idle + retention),
+        ),
+        (
+            20_000,
+            "idle",
+            1,
+            format!("{t} + 1 + i % {}", retention - 1),
+        ),
+        (100, "ended", 0, format!("{t} + 100 + i")),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO tower_session_timeout \
+               (key, created_at, last_seen, state, expires_at, announced) \
+             SELECT sha256(('{state}' || i)::bytea), {t} - i, {t} - i, '{state}', {expires_at}, \
+                    {announced} \
+             FROM generate_series(1, {rows}) AS i"
+        ))
+        .execute(store.pool())
+        .await
+        .expect("fill");
+    }
+    sqlx::query("ANALYZE tower_session_timeout")
+        .execute(store.pool())
+        .await
+        .expect("analyze");
+    let at = |ms: i64| tower_session_timeout::Timestamp::from_unix_millis(ms as u64);
+    let lease = Duration::from_secs(30);
+    // Long before anything ends: nothing claimed, and the statement is prepared.
+    let early = store
+        .claim_ends(at(t - 10 * retention), &policy, 256, lease)
+        .await
+        .expect("claim_ends");
+    assert_eq!(early, Vec::new());
+    let claim = prepared(
+        &store,
+        "UPDATE tower_session_timeout SET state = %lease_until = $1%",
     )
-    .fetch_all(store.pool())
-    .await
-    .expect("explain");
-    let plan = plan.join("\n");
-    assert!(plan.contains(store.index_name()), "{plan}");
-    assert_eq!(
+    .await;
+    let explain = format!("EXPLAIN (ANALYZE, FORMAT JSON) {claim}");
+    let query = sqlx::query(&explain)
+        .bind(t + 30_000)
+        .bind(t)
+        .bind(idle)
+        .bind(1_i64)
+        .bind(ABSOLUTE.as_millis() as i64)
+        .bind(retention)
+        .bind(256_i64)
+        .bind(0_i64);
+    let scans = explain_analyze(&store, query).await;
+    assert_read_through_the_index(&store, &scans, 100.0);
+    let claimed = store
+        .claim_ends(at(t), &policy, 256, lease)
+        .await
+        .expect("claim_ends");
+    assert_eq!(claimed.len(), 100);
+    assert!(claimed.iter().all(|end| end.reason == ExpiryReason::Ended));
+}
+
+/// A claim never waits for a row another transaction holds (a request's statement, another
+/// claimer): it skips it, and takes it on a later sweep.
+#[tokio::test]
+async fn a_claim_skips_an_end_another_transaction_holds_and_never_waits_for_it() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let policy = policy();
+    let t0 = start();
+    let (held, free) = (fresh_key("held"), fresh_key("free"));
+    for key in [&held, &free] {
         store
-            .purge(tower_session_timeout::Timestamp::from_unix_millis(50_000))
+            .begin(key, t0, &policy, NewSession::plain())
             .await
-            .expect("purge"),
-        50
+            .expect("begin");
+        assert!(store
+            .end(key, t0.saturating_add(Duration::from_secs(1)), &policy)
+            .await
+            .expect("end"));
+    }
+    let mut other = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    let mut tx = other.begin().await.expect("begin");
+    sqlx::query("SELECT key FROM tower_session_timeout WHERE key = $1 FOR UPDATE")
+        .bind(held.as_bytes().to_vec())
+        .fetch_one(&mut *tx)
+        .await
+        .expect("lock the row");
+    let now = t0.saturating_add(Duration::from_secs(2));
+    let lease = Duration::from_secs(30);
+    let claimed = tokio::time::timeout(
+        Duration::from_millis(500),
+        store.claim_ends(now, &policy, 64, lease),
+    )
+    .await
+    .expect("the claim does not wait for the lock")
+    .expect("claim_ends");
+    assert_eq!(
+        claimed.iter().map(|end| end.key).collect::<Vec<_>>(),
+        vec![free]
     );
+    tx.rollback().await.expect("rollback");
+    let claimed = store
+        .claim_ends(now, &policy, 64, lease)
+        .await
+        .expect("claim_ends");
+    assert_eq!(
+        claimed.iter().map(|end| end.key).collect::<Vec<_>>(),
+        vec![held]
+    );
+}
+
+/// A claim in a backlog starts where the one before left off; an end it passed over (held
+/// by a request's row lock) is found once the backlog is through.
+#[tokio::test]
+async fn an_end_passed_over_in_a_backlog_is_claimed_after_it() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let policy = policy();
+    let t = 10_000_000_i64;
+    let retention = RETENTION.as_millis() as i64;
+    // 600 ends, one every 10 ms, all due at `t`.
+    sqlx::query(&format!(
+        "INSERT INTO tower_session_timeout (key, created_at, last_seen, state, expires_at) \
+         SELECT sha256(int8send(i)), 0, 0, 'ended', {t} + i * 10 \
+         FROM generate_series(1::bigint, 600::bigint) AS i"
+    ))
+    .execute(store.pool())
+    .await
+    .expect("fill");
+    let held: Vec<u8> = sqlx::query_scalar("SELECT sha256(int8send(100::bigint))")
+        .fetch_one(store.pool())
+        .await
+        .expect("a key");
+    let mut other = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    let mut tx = other.begin().await.expect("begin");
+    sqlx::query("SELECT key FROM tower_session_timeout WHERE key = $1 FOR UPDATE")
+        .bind(&held)
+        .fetch_one(&mut *tx)
+        .await
+        .expect("lock the row");
+    let now = tower_session_timeout::Timestamp::from_unix_millis(t as u64);
+    let lease = Duration::from_secs(30);
+    let mut sizes = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        let batch = store
+            .claim_ends(now, &policy, 256, lease)
+            .await
+            .expect("claim_ends");
+        sizes.push(batch.len());
+        let keys: Vec<SessionKey> = batch.iter().map(|end| end.key).collect();
+        for key in &keys {
+            assert!(seen.insert(*key), "{key:?} handed out twice");
+        }
+        store.ack_ends(&keys, now, &policy).await.expect("ack_ends");
+        if batch.len() < 256 {
+            break;
+        }
+    }
+    assert_eq!(sizes, [256, 256, 87]);
+    tx.rollback().await.expect("rollback");
+    let after = store
+        .claim_ends(now, &policy, 256, lease)
+        .await
+        .expect("claim_ends");
+    assert_eq!(
+        after
+            .iter()
+            .map(|end| end.key.as_bytes().to_vec())
+            .collect::<Vec<_>>(),
+        vec![held]
+    );
+    assert_eq!(after[0].at.as_unix_millis() as i64, t + 1000 - retention);
+}
+
+#[tokio::test]
+async fn passes_the_announcement_cases_of_rows() {
+    let db = TestDb::new().await;
+    common::announce_rows::run(&db.store().await).await;
 }
 
 #[tokio::test]
@@ -431,15 +710,13 @@ async fn a_locked_table_is_answered_503_within_the_bound_and_gives_connections_b
     }
 }
 
-#[tokio::test]
-async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
-    let db = TestDb::new().await;
-    let store = PostgresStore::connect(&db.url()).await.expect("connect");
-    for statement in previous_schema("tower_session_timeout", "BYTEA") {
-        sqlx::query(&statement)
+/// The default table made by `schema` (an earlier version's), with [`OldSessions`] in it.
+async fn old_table(store: &PostgresStore, schema: &[String]) -> OldSessions {
+    for statement in schema {
+        sqlx::query(statement)
             .execute(store.pool())
             .await
-            .expect("the previous version's table");
+            .expect("an earlier version's table");
     }
     let old = OldSessions::new();
     for row in old.rows() {
@@ -456,6 +733,25 @@ async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
         .await
         .expect("an old row");
     }
+    old
+}
+
+/// The table's indexes but its primary key, by name.
+async fn indexes(store: &PostgresStore) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'tower_session_timeout' \
+         AND indexname <> 'tower_session_timeout_pkey' ORDER BY indexname",
+    )
+    .fetch_all(store.pool())
+    .await
+    .expect("indexes")
+}
+
+#[tokio::test]
+async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
+    let db = TestDb::new().await;
+    let store = PostgresStore::connect(&db.url()).await.expect("connect");
+    let old = old_table(&store, &previous_schema("tower_session_timeout", "BYTEA")).await;
 
     // Two instances starting at once: one upgrades, the other waits and finds it done.
     let other = PostgresStore::connect(&db.url()).await.expect("connect");
@@ -482,21 +778,15 @@ async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
     .fetch_all(store.pool())
     .await
     .expect("columns");
-    assert_eq!(columns, ["absolute_ms", "idle_ms", "owner"]);
-    let indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT indexname::text FROM pg_indexes WHERE tablename = 'tower_session_timeout' \
-         AND indexname <> 'tower_session_timeout_pkey' ORDER BY indexname",
-    )
-    .fetch_all(store.pool())
-    .await
-    .expect("indexes");
+    assert_eq!(columns, ["absolute_ms", "idle_ms", "lease_until", "owner"]);
     assert_eq!(
-        indexes,
+        indexes(&store).await,
         vec![
             store.index_name().to_owned(),
             store.owner_index_name().to_owned()
         ]
     );
+    old.ends_are_announced(&store).await;
     old.keep_working(&store).await;
 
     // A second migrate finds the table current and leaves it; the check still refuses a
@@ -510,6 +800,40 @@ async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
     .execute(store.pool())
     .await;
     assert!(bogus.is_err(), "{bogus:?}");
+}
+
+#[tokio::test]
+async fn a_table_from_before_announcements_gets_its_columns_and_index_in_place() {
+    let db = TestDb::new().await;
+    let store = PostgresStore::connect(&db.url()).await.expect("connect");
+    let old = old_table(&store, &owners_schema("tower_session_timeout", "BYTEA")).await;
+    let other = PostgresStore::connect(&db.url()).await.expect("connect");
+    let (a, b) = tokio::join!(store.migrate(), other.migrate());
+    a.expect("migrate upgrades");
+    b.expect("a concurrent migrate");
+    assert_eq!(count(&store).await, 4, "every row survives the upgrade");
+    // The index on `expires_at` alone gives way to the one on `(announced, expires_at)`.
+    let upgraded = indexes(&store).await;
+    assert_eq!(
+        upgraded,
+        vec![
+            store.index_name().to_owned(),
+            store.owner_index_name().to_owned()
+        ]
+    );
+    let definition: String = sqlx::query_scalar("SELECT pg_get_indexdef($1::regclass)")
+        .bind(store.index_name())
+        .fetch_one(store.pool())
+        .await
+        .expect("index definition");
+    assert!(
+        definition.ends_with("(announced, expires_at)"),
+        "{definition}"
+    );
+    old.ends_are_announced(&store).await;
+    old.keep_working(&store).await;
+    store.migrate().await.expect("migrate again");
+    assert_eq!(indexes(&store).await, upgraded);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::app::app_with_store;
 use common::owner_races;
 use common::owner_suite::fresh_owner;
-use common::previous_table::{previous_schema, OldSessions};
+use common::previous_table::{owners_schema, previous_schema, OldSessions};
 use common::store_suite::{self, fresh_key, policy, start, ABSOLUTE, IDLE, RETENTION};
 use http::StatusCode;
 use tower_session_timeout::store::{
@@ -64,6 +64,14 @@ async fn passes_the_store_suite() {
 async fn passes_the_owner_suite() {
     let db = TempDb::new();
     common::owner_suite::run(db.store().await).await;
+}
+
+/// Two pools on one file, as two processes sharing it; the race runs on two threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_announce_suite() {
+    let db = TempDb::new();
+    let [store, other] = two_instances(&db).await;
+    common::announce_suite::run(store, other).await;
 }
 
 #[tokio::test]
@@ -159,24 +167,69 @@ async fn purge_removes_only_expired_rows() {
     store_suite::purge_removes_only_expired_rows(&store, rows).await;
 }
 
+/// The plan SQLite makes for `statement`, one step a line.
+async fn query_plan(store: &SqliteStore, statement: &str) -> String {
+    let plan: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(&format!("EXPLAIN QUERY PLAN {statement}"))
+            .fetch_all(store.pool())
+            .await
+            .expect("explain");
+    let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();
+    plan.join("\n")
+}
+
 #[tokio::test]
 async fn the_purge_uses_the_index() {
     let db = TempDb::new();
     let store = db.store().await;
-    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
-        "EXPLAIN QUERY PLAN DELETE FROM tower_session_timeout WHERE key IN \
-         (SELECT key FROM tower_session_timeout WHERE expires_at <= 50000 LIMIT 1000)",
+    // The purge's statement: both values of `announced`, so the index serves it as two ranges.
+    let plan = query_plan(
+        &store,
+        "DELETE FROM tower_session_timeout WHERE key IN \
+         (SELECT key FROM tower_session_timeout WHERE announced IN (0, 1) \
+          AND expires_at <= 50000 LIMIT 1000)",
     )
-    .fetch_all(store.pool())
-    .await
-    .expect("explain");
-    let plan: Vec<String> = plan.into_iter().map(|(_, _, _, detail)| detail).collect();
-    let plan = plan.join("\n");
+    .await;
     assert!(
-        plan.contains("USING INDEX") || plan.contains("USING COVERING INDEX"),
+        plan.contains(&format!(
+            "INDEX {} (announced=? AND expires_at<?)",
+            store.index_name()
+        )),
         "{plan}"
     );
-    assert!(plan.contains(store.index_name()), "{plan}");
+}
+
+#[tokio::test]
+async fn the_claim_reads_the_ends_due_through_the_index_in_order() {
+    let db = TempDb::new();
+    let store = db.store().await;
+    // The claim's choice of rows (its `SET` and the deadline arithmetic left out): a range of
+    // the index, in its order, so `LIMIT` stops the read; the rows are then found by key.
+    let plan = query_plan(
+        &store,
+        "UPDATE tower_session_timeout SET lease_until = 1 WHERE key IN \
+         (SELECT key FROM tower_session_timeout \
+          WHERE announced = 0 AND expires_at > 5 AND expires_at <= 10 \
+            AND (lease_until IS NULL OR lease_until <= 5) \
+            AND (state <> 'active' OR last_seen + 60 <= 5) \
+          ORDER BY expires_at LIMIT 256)",
+    )
+    .await;
+    assert!(
+        plan.contains(&format!(
+            "SEARCH tower_session_timeout USING INDEX {} (announced=? AND expires_at>? AND \
+             expires_at<?)",
+            store.index_name()
+        )),
+        "{plan}"
+    );
+    assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+    assert!(
+        !plan
+            .lines()
+            .any(|step| step.contains("SCAN tower_session_timeout")),
+        "no scan of the table: {plan}"
+    );
 }
 
 #[tokio::test]
@@ -275,15 +328,13 @@ async fn a_locked_file_is_answered_503_within_the_busy_timeout() {
     );
 }
 
-#[tokio::test]
-async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
-    let db = TempDb::new();
-    let store = SqliteStore::open(&db.0).await.expect("open");
-    for statement in previous_schema("tower_session_timeout", "BLOB") {
-        sqlx::query(&statement)
+/// The default table made by `schema` (an earlier version's), with [`OldSessions`] in it.
+async fn old_table(store: &SqliteStore, schema: &[String]) -> OldSessions {
+    for statement in schema {
+        sqlx::query(statement)
             .execute(store.pool())
             .await
-            .expect("the previous version's table");
+            .expect("an earlier version's table");
     }
     let old = OldSessions::new();
     for row in old.rows() {
@@ -300,34 +351,49 @@ async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
         .await
         .expect("an old row");
     }
+    old
+}
 
-    store.migrate().await.expect("migrate upgrades");
-    assert_eq!(count(&store).await, 4, "every row survives the upgrade");
-    let definition = || async {
-        sqlx::query_scalar::<_, String>(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tower_session_timeout'",
-        )
-        .fetch_one(store.pool())
-        .await
-        .expect("the table")
-    };
-    let upgraded = definition().await;
-    assert!(upgraded.contains("superseded"), "{upgraded}");
-    assert!(upgraded.contains("owner TEXT"), "{upgraded}");
-    let indexes: Vec<String> = sqlx::query_scalar(
+async fn table_definition(store: &SqliteStore) -> String {
+    sqlx::query_scalar(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tower_session_timeout'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("the table")
+}
+
+/// The table's indexes but the primary key's, by name.
+async fn indexes(store: &SqliteStore) -> Vec<String> {
+    sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tower_session_timeout' \
          AND sql IS NOT NULL ORDER BY name",
     )
     .fetch_all(store.pool())
     .await
-    .expect("indexes");
+    .expect("indexes")
+}
+
+#[tokio::test]
+async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
+    let db = TempDb::new();
+    let store = SqliteStore::open(&db.0).await.expect("open");
+    let old = old_table(&store, &previous_schema("tower_session_timeout", "BLOB")).await;
+
+    store.migrate().await.expect("migrate upgrades");
+    assert_eq!(count(&store).await, 4, "every row survives the upgrade");
+    let definition = || table_definition(&store);
+    let upgraded = definition().await;
+    assert!(upgraded.contains("superseded"), "{upgraded}");
+    assert!(upgraded.contains("owner TEXT"), "{upgraded}");
     assert_eq!(
-        indexes,
+        indexes(&store).await,
         vec![
             store.index_name().to_owned(),
             store.owner_index_name().to_owned()
         ]
     );
+    old.ends_are_announced(&store).await;
     old.keep_working(&store).await;
 
     // A second migrate finds the table current and leaves it, rows and all.
@@ -343,6 +409,44 @@ async fn an_old_table_is_upgraded_in_place_and_its_sessions_keep_working() {
     .execute(store.pool())
     .await;
     assert!(bogus.is_err(), "{bogus:?}");
+}
+
+#[tokio::test]
+async fn a_table_from_before_announcements_gets_its_columns_and_index_in_place() {
+    let db = TempDb::new();
+    let store = SqliteStore::open(&db.0).await.expect("open");
+    let old = old_table(&store, &owners_schema("tower_session_timeout", "BLOB")).await;
+    let before = table_definition(&store).await;
+    store.migrate().await.expect("migrate upgrades");
+    assert_eq!(count(&store).await, 4, "every row survives the upgrade");
+    // Added by `ALTER TABLE ... ADD COLUMN`, which inserts them after the other columns (a
+    // rebuild would have written a definition of its own).
+    let upgraded = table_definition(&store).await;
+    assert_eq!(
+        upgraded,
+        before.replace(
+            "absolute_ms BIGINT, ",
+            "absolute_ms BIGINT, announced SMALLINT NOT NULL DEFAULT 0, lease_until BIGINT, "
+        )
+    );
+    // The index on `expires_at` alone gives way to the one on `(announced, expires_at)`.
+    assert_eq!(
+        indexes(&store).await,
+        vec![
+            store.index_name().to_owned(),
+            store.owner_index_name().to_owned()
+        ]
+    );
+    old.ends_are_announced(&store).await;
+    old.keep_working(&store).await;
+    store.migrate().await.expect("migrate again");
+    assert_eq!(table_definition(&store).await, upgraded);
+}
+
+#[tokio::test]
+async fn passes_the_announcement_cases_of_rows() {
+    let db = TempDb::new();
+    common::announce_rows::run(&db.store().await).await;
 }
 
 #[tokio::test]

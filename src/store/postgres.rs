@@ -7,10 +7,11 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgRow};
 use sqlx::Row;
 
+use super::sql::ends::{Claim, Resume};
 use super::sql::{self, BoxFuture, OwnTimeouts, Params, Queries, SqlOptions};
 use super::{
-    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionKey, SessionStore,
-    SessionTimeouts, StoreFuture, Touch,
+    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionEnd, SessionKey,
+    SessionStore, SessionTimeouts, StoreFuture, Touch,
 };
 use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
@@ -31,6 +32,15 @@ use crate::{Clock, StoreError, Timestamp};
 /// transaction holding an advisory lock on the owner (ending all of an owner's sessions takes
 /// it too), so sign-ins of one user on several instances take turns and never leave more
 /// than the limit; a sign-in without a limit stays one statement.
+///
+/// Every session end is announced once across instances
+/// ([`on_session_end`](crate::SessionTimeoutBuilder::on_session_end)):
+/// [`claim_ends`](SessionStore::claim_ends) is one `UPDATE` that retires the sessions found past
+/// their deadline, as a check would, and leases the ends due, found through an index rather
+/// than a scan of the live sessions. It takes their rows `FOR UPDATE SKIP LOCKED`, so two
+/// instances claiming at once take different ends and never wait on each other or on a
+/// request; an end stays leased until its announcement is acknowledged, or its lease runs out
+/// and another instance takes it.
 ///
 /// Call [`migrate`](PostgresStore::migrate) once at start-up to create the table and its
 /// indexes (or upgrade a table of an earlier version), and [`spawn_purge`](PostgresStore::spawn_purge) (or call
@@ -66,9 +76,15 @@ use crate::{Clock, StoreError, Timestamp};
 /// answers its reason), for an ended or expired one the end of that retention; and three
 /// nullable columns: `owner` (indexed where set), and the session's own timeouts `idle_ms`
 /// and `absolute_ms` (its own exactly when `idle_ms` is set; `absolute_ms` null then means no
-/// absolute timeout). The purge is `DELETE ... WHERE expires_at <= now`, through the index on
-/// `expires_at`, so its cost grows with what expired, not with what is stored; an owner's
-/// rows go with it like any other, so the owner index never holds more than the table.
+/// absolute timeout); and for the announcement of each end, `announced` (0, or 1 once
+/// announced) and `lease_until` (null, or until when an instance holds the end to announce
+/// it). The index `<table>_expiry_idx` on `(announced, expires_at)` serves the purge,
+/// `DELETE ... WHERE expires_at <= now`, whose cost so grows with what expired, not with what
+/// is stored, and the announcement sweep, which reads the unannounced rows whose
+/// `expires_at` lies within a retention of now: the ends due, never the live sessions. An
+/// owner's rows go with the purge like any other, so the owner index never holds more than
+/// the table. The purge may delete an end nobody announced once it is past its retention:
+/// it is forgotten with its announcement.
 ///
 /// # Why the app's clock
 ///
@@ -85,6 +101,8 @@ pub struct PostgresStore {
     pool: PgPool,
     queries: Arc<PgQueries>,
     log: Arc<StoreLog>,
+    /// Where the next claim of ends starts reading.
+    resume: Arc<Resume>,
 }
 
 #[derive(Debug)]
@@ -94,6 +112,10 @@ struct PgQueries {
     check: String,
     /// The begin upsert, then the row as it stands if it wrote nothing: one statement.
     begin: String,
+    /// The claim, its rows taken `FOR UPDATE SKIP LOCKED`.
+    claim: String,
+    /// The acknowledgement of `$1`, an array of keys.
+    ack: String,
 }
 
 impl From<Queries> for PgQueries {
@@ -101,6 +123,8 @@ impl From<Queries> for PgQueries {
         PgQueries {
             check: shared.written_or_current(&shared.check),
             begin: shared.written_or_current(&shared.begin),
+            claim: sql::ends::claim_sql(&shared.table, sql::ends::picked_postgres),
+            ack: sql::ends::ack_sql(&shared.table, "= ANY($1)"),
             shared,
         }
     }
@@ -170,11 +194,12 @@ impl PostgresStore {
             pool,
             queries: Arc::new(PgQueries::from(Queries::default_table())),
             log: Arc::new(StoreLog::new("postgres")),
+            resume: Arc::default(),
         }
     }
 
     /// Uses the table `name` instead of `tower_session_timeout` (its indexes are
-    /// `<name>_expires_at_idx` and `<name>_owner_idx`). The name must be a plain identifier
+    /// `<name>_expiry_idx` and `<name>_owner_idx`). The name must be a plain identifier
     /// (ASCII letters, digits and `_`, at most 48): it is part of the SQL text. To use another
     /// schema, set `search_path` on the pool's connections.
     ///
@@ -188,17 +213,25 @@ impl PostgresStore {
             pool: self.pool,
             queries: Arc::new(PgQueries::from(Queries::new(name)?)),
             log: self.log,
+            resume: Arc::default(),
         })
     }
 
-    /// Creates the table and its indexes (on `expires_at`, and on `owner` where set) if they
-    /// are missing, and upgrades a table of an earlier version in place, keeping its rows.
-    /// Safe to call from several instances at once: an advisory lock makes them take turns.
+    /// Creates the table and its indexes (on `(announced, expires_at)`, and on `owner` where
+    /// set) if they are missing, and upgrades a table of an earlier version in place, keeping
+    /// its rows. Safe to call from several instances at once: an advisory lock makes them take
+    /// turns.
     ///
-    /// The upgrade (from before owners and per-session timeouts) adds three nullable columns
-    /// without a default, which PostgreSQL does without rewriting the table, and replaces the
-    /// `CHECK` on `state` with one that allows `superseded`. It takes the table's exclusive
-    /// lock for a moment, once: a later `migrate` finds the table current and alters nothing.
+    /// The upgrade adds the columns earlier versions lack (`owner`, `idle_ms`, `absolute_ms`,
+    /// `lease_until`, nullable, and `announced` with the constant default 0: PostgreSQL adds
+    /// them without rewriting the table), replaces the `CHECK` on `state` with one that allows
+    /// `superseded`, and replaces the index on `expires_at` alone with the one on
+    /// `(announced, expires_at)`. It takes the table's exclusive lock for a moment, once: a
+    /// later `migrate` finds the table current and alters nothing. Building the new index
+    /// blocks writes to the table while it runs (about a second per million rows); to avoid
+    /// that on a large table, add the columns and build the index beforehand with
+    /// `CREATE INDEX CONCURRENTLY <table>_expiry_idx ON <table> (announced, expires_at)`,
+    /// which `migrate` then keeps.
     ///
     /// ```no_run
     /// # async fn run(store: tower_session_timeout::PostgresStore) -> Result<(), tower_session_timeout::StoreError> {
@@ -226,7 +259,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(sql::backend)?;
-        if let Some(upgrade) = self.upgrade(&mut tx).await? {
+        for upgrade in self.upgrade(&mut tx).await? {
             sqlx::query(&upgrade)
                 .execute(&mut *tx)
                 .await
@@ -241,14 +274,27 @@ impl PostgresStore {
         tx.commit().await.map_err(sql::backend)
     }
 
-    /// The `ALTER TABLE` that brings a table of an earlier version up to this one, `None`
-    /// when it is current. Read from the catalog, so a current table is not locked.
-    async fn upgrade(&self, conn: &mut PgConnection) -> Result<Option<String>, StoreError> {
+    /// The statements that bring a table of an earlier version up to this one (an `ALTER
+    /// TABLE`, and the drop of the old index on `expires_at` alone), none when it is current.
+    /// Read from the catalog, so a current table is not locked.
+    async fn upgrade(&self, conn: &mut PgConnection) -> Result<Vec<String>, StoreError> {
         let queries = &self.queries.shared;
         let table = &queries.table;
+        let mut statements = Vec::new();
+        let old_index: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&queries.old_index)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(sql::backend)?;
+        if old_index {
+            // Replaced by the index on `(announced, expires_at)`, which serves the purge too:
+            // keeping both would cost every refresh a second index write.
+            statements.push(format!("DROP INDEX {}", queries.old_index));
+        }
         let columns: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM pg_attribute WHERE attrelid = $1::regclass \
-             AND attname IN ('owner', 'idle_ms', 'absolute_ms') AND NOT attisdropped",
+             AND attname IN ('owner', 'idle_ms', 'absolute_ms', 'announced', 'lease_until') \
+             AND NOT attisdropped",
         )
         .bind(table)
         .fetch_one(&mut *conn)
@@ -272,14 +318,18 @@ impl PostgresStore {
             .filter(|(_, current)| !current)
             .map(|(name, _)| name.as_str())
             .collect();
-        if columns == 3 && current && stale.is_empty() {
-            return Ok(None);
+        if columns == 5 && current && stale.is_empty() {
+            return Ok(statements);
         }
         let mut changes = vec![
             "ADD COLUMN IF NOT EXISTS owner TEXT".to_owned(),
             "ADD COLUMN IF NOT EXISTS idle_ms BIGINT".to_owned(),
             "ADD COLUMN IF NOT EXISTS absolute_ms BIGINT".to_owned(),
         ];
+        // A constant default: PostgreSQL (11 and later) adds it without rewriting the table.
+        for (column, definition) in sql::ANNOUNCE_COLUMNS {
+            changes.push(format!("ADD COLUMN IF NOT EXISTS {column} {definition}"));
+        }
         for name in stale {
             changes.push(format!("DROP CONSTRAINT \"{}\"", name.replace('"', "\"\"")));
         }
@@ -288,7 +338,8 @@ impl PostgresStore {
             // nothing: `NOT VALID` skips the scan, and new rows are checked all the same.
             changes.push(format!("ADD {} NOT VALID", queries.state_constraint()));
         }
-        Ok(Some(format!("ALTER TABLE {table} {}", changes.join(", "))))
+        statements.push(format!("ALTER TABLE {table} {}", changes.join(", ")));
+        Ok(statements)
     }
 
     /// Runs [`purge`](SessionStore::purge) every `interval` (at least a second) in a Tokio
@@ -324,7 +375,8 @@ impl PostgresStore {
         &self.queries.shared.table
     }
 
-    /// The name of the index on `expires_at`.
+    /// The name of the index on `(announced, expires_at)`, which the purge and the
+    /// announcement sweep read through.
     pub fn index_name(&self) -> &str {
         &self.queries.shared.index
     }
@@ -643,6 +695,50 @@ impl SessionStore for PostgresStore {
         sql::logged(&self.log, "sessions_of", async move {
             let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
             sessions_on(&mut conn, &store.queries.shared, &owner, &p).await
+        })
+    }
+
+    fn claim_ends(
+        &self,
+        now: Timestamp,
+        policy: &Policy,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreFuture<Vec<SessionEnd>> {
+        let store = self.clone();
+        let claim = Claim {
+            from: self.resume.from(),
+            ..Claim::new(now, policy, limit, lease)
+        };
+        sql::logged(&self.log, "claim_ends", async move {
+            if claim.limit == 0 {
+                return Ok(Vec::new());
+            }
+            // One statement: the rows it picks are locked `SKIP LOCKED`, so a claimer never
+            // waits on another, nor on a request's statement, and never shares a row with one.
+            let rows = sql::ends::bind_claim!(sqlx::query(&store.queries.claim), claim)
+                .fetch_all(&store.pool)
+                .await
+                .map_err(sql::backend)?;
+            let ends = sql::ends::decode_ends(&rows, &claim)?;
+            store.resume.claimed(&claim, &ends);
+            Ok(ends)
+        })
+    }
+
+    fn ack_ends(&self, keys: &[SessionKey], _now: Timestamp, _policy: &Policy) -> StoreFuture<()> {
+        let store = self.clone();
+        let keys: Vec<Vec<u8>> = keys.iter().map(|key| key.as_bytes().to_vec()).collect();
+        sql::logged(&self.log, "ack_ends", async move {
+            if keys.is_empty() {
+                return Ok(());
+            }
+            sqlx::query(&store.queries.ack)
+                .bind(keys)
+                .execute(&store.pool)
+                .await
+                .map_err(sql::backend)?;
+            Ok(())
         })
     }
 

@@ -21,7 +21,7 @@
 //! after which the row may be deleted. For an active row that is its deadline plus the
 //! tombstone retention (until then an expired row must still answer its reason); for a retired
 //! row, the end of its retention. The purge deletes `expires_at <= now` through the index on
-//! `expires_at`.
+//! `(announced, expires_at)`.
 //!
 //! Three nullable columns carry what issue #13 added: `owner`, the principal (indexed where
 //! set, so an owner's rows are found without a scan, and a plain session costs nothing), and
@@ -32,6 +32,11 @@
 //! same atomic step as the layer's. The owner index holds rows, not a list kept beside them:
 //! a retired row leaves it when the purge deletes the row, and every query on it asks for
 //! rows active at `now`, so it cannot disagree with expiry.
+//!
+//! Two more carry what issue #14 added, the announcement of every end: `announced` (0 until
+//! [`ack_ends`](super::SessionStore::ack_ends) marks the end announced) and `lease_until`
+//! (null, or until when a claim holds the end). The index on `(announced, expires_at)` finds
+//! the ends due without reading live sessions; see [`ends`] for the claim.
 //!
 //! # One owner's sign-ins
 //!
@@ -56,6 +61,7 @@ use super::{
 use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
 
+pub(crate) mod ends;
 mod owned;
 pub(crate) use owned::{decode_owned, refuses, superseded};
 
@@ -399,7 +405,10 @@ impl Params {
 #[derive(Debug, Clone)]
 pub(crate) struct Queries {
     pub table: String,
+    /// The index on `(announced, expires_at)`, for the purge and the announcement sweep.
     pub index: String,
+    /// The index on `expires_at` alone that earlier versions made, which `migrate` drops.
+    pub old_index: String,
     /// The partial index on `owner`.
     pub owner_index: String,
     /// The name of the `CHECK` constraint on `state`.
@@ -432,6 +441,9 @@ pub(crate) struct Queries {
     pub end_sessions_of: String,
     /// `$1`: deletes up to [`PURGE_BATCH`] rows whose `expires_at` has passed.
     pub purge: String,
+    /// [`ends::claim_sql`] as SQLite runs it (PostgreSQL's locks its rows).
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+    pub claim: String,
     /// `$1`, `$2` (now): deletes one row whose `expires_at` has passed, when a check or an end
     /// finds it forgotten, so a clock stepping back later cannot find it again.
     pub forget: String,
@@ -557,7 +569,8 @@ impl Queries {
             "(({t}.state <> 'active' AND {t}.expires_at <= $2) \
               OR ({t}.state = 'active' AND {q_deadline} + $6 <= $2))"
         );
-        // A replaced row is a new session: it takes the new one's owner and timeouts.
+        // A replaced row is a new session: it takes the new one's owner and timeouts, and
+        // its end is yet to be announced.
         let begin = format!(
             "INSERT INTO {t} \
                (key, created_at, last_seen, state, expires_at, owner, idle_ms, absolute_ms) \
@@ -570,7 +583,9 @@ impl Queries {
                owner = CASE WHEN {gone} THEN excluded.owner ELSE {t}.owner END, \
                idle_ms = CASE WHEN {gone} THEN excluded.idle_ms ELSE {t}.idle_ms END, \
                absolute_ms = CASE WHEN {gone} THEN excluded.absolute_ms \
-                             ELSE {t}.absolute_ms END \
+                             ELSE {t}.absolute_ms END, \
+               announced = CASE WHEN {gone} THEN 0 ELSE {t}.announced END, \
+               lease_until = CASE WHEN {gone} THEN NULL ELSE {t}.lease_until END \
              WHERE {gone} OR ({t}.state = 'active' AND $2 >= {q_deadline}) \
              RETURNING {COLUMNS}",
             q_reason = reason(&qc, &ql, &q_own),
@@ -600,7 +615,8 @@ impl Queries {
         let owned_active = format!("owner = $1 AND state = 'active' AND $2 < {row_deadline}");
         Queries {
             table: t.to_owned(),
-            index: format!("{t}_expires_at_idx"),
+            index: format!("{t}_expiry_idx"),
+            old_index: format!("{t}_expires_at_idx"),
             owner_index: format!("{t}_owner_idx"),
             state_check: format!("{t}_state_check"),
             select: format!("SELECT {COLUMNS} FROM {t} WHERE key = $1"),
@@ -619,10 +635,14 @@ impl Queries {
                 "UPDATE {t} SET state = 'ended', expires_at = $2 + $6 \
                  WHERE {owned_active} AND ($7 IS NULL OR key <> $7)"
             ),
+            // Both values of `announced`, so the index on `(announced, expires_at)` serves it
+            // as two ranges.
             purge: format!(
                 "DELETE FROM {t} WHERE key IN \
-                 (SELECT key FROM {t} WHERE expires_at <= $1 LIMIT {PURGE_BATCH})"
+                 (SELECT key FROM {t} WHERE announced IN (0, 1) AND expires_at <= $1 \
+                  LIMIT {PURGE_BATCH})"
             ),
+            claim: ends::claim_sql(t, ends::picked_sqlite),
             forget: format!("DELETE FROM {t} WHERE key = $1 AND expires_at <= $2"),
         }
     }
@@ -640,13 +660,16 @@ impl Queries {
                owner TEXT, \
                idle_ms BIGINT, \
                absolute_ms BIGINT, \
+               announced SMALLINT NOT NULL DEFAULT 0, \
+               lease_until BIGINT, \
                {check})",
             check = self.state_constraint(),
         )
     }
 
-    /// The indexes: on `expires_at` for the purge, and on `owner` where set (a partial
-    /// index: sessions without an owner, most of them in many apps, cost it nothing).
+    /// The indexes: on `(announced, expires_at)` for the purge and the announcement sweep,
+    /// and on `owner` where set (a partial index: sessions without an owner, most of them in
+    /// many apps, cost it nothing).
     pub fn create_indexes(&self) -> [String; 2] {
         let Queries {
             table,
@@ -655,7 +678,7 @@ impl Queries {
             ..
         } = self;
         [
-            format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at)"),
+            format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (announced, expires_at)"),
             format!(
                 "CREATE INDEX IF NOT EXISTS {owner_index} ON {table} (owner) \
                  WHERE owner IS NOT NULL"
@@ -689,7 +712,7 @@ impl Queries {
 
 /// Every column of the table, for a migration that copies the ones an old table has.
 #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
-pub(crate) const COLUMNS_ALL: [&str; 8] = [
+pub(crate) const COLUMNS_ALL: [&str; 10] = [
     "key",
     "created_at",
     "last_seen",
@@ -698,6 +721,15 @@ pub(crate) const COLUMNS_ALL: [&str; 8] = [
     "owner",
     "idle_ms",
     "absolute_ms",
+    "announced",
+    "lease_until",
+];
+
+/// The columns issue #14 added, with their definitions: a table that lacks them gets them with
+/// `ALTER TABLE ... ADD COLUMN` (every old row unannounced and unclaimed).
+pub(crate) const ANNOUNCE_COLUMNS: [(&str, &str); 2] = [
+    ("announced", "SMALLINT NOT NULL DEFAULT 0"),
+    ("lease_until", "BIGINT"),
 ];
 
 /// The state this version added: a table whose `CHECK` on `state` does not name it predates

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool};
 
+use super::sql::ends::Claim;
 use super::sql::{self, BoxFuture, OwnTimeouts, Params, Queries, SqlOptions, StoredRow};
 use super::{
-    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionKey, SessionStore,
-    SessionTimeouts, StoreFuture, Touch,
+    oldest_first, Begin, Check, NewSession, OwnedSession, Policy, SessionEnd, SessionKey,
+    SessionStore, SessionTimeouts, StoreFuture, Touch,
 };
 use crate::error_log::StoreLog;
 use crate::{Clock, StoreError, Timestamp};
@@ -32,6 +33,14 @@ use crate::{Clock, StoreError, Timestamp};
 /// [`max_sessions_per_owner`](crate::SessionTimeoutBuilder::max_sessions_per_owner) is one
 /// write transaction (`BEGIN IMMEDIATE`), so sign-ins from several processes on the file take
 /// turns and never leave more than the limit; a sign-in without a limit stays one statement.
+///
+/// Every session end is announced once across processes
+/// ([`on_session_end`](crate::SessionTimeoutBuilder::on_session_end)):
+/// [`claim_ends`](SessionStore::claim_ends) is one `UPDATE`, which holds SQLite's write lock
+/// from its start, that retires the sessions found past their deadline, as a check would, and
+/// leases the ends due, found through an index rather than a scan of the live sessions; an
+/// end stays leased until its announcement is acknowledged, or its lease runs out and another
+/// process takes it.
 ///
 /// Call [`migrate`](SqliteStore::migrate) once at start-up to create the table and its
 /// indexes (or upgrade a table of an earlier version), and [`spawn_purge`](SqliteStore::spawn_purge) (or call
@@ -64,9 +73,15 @@ use crate::{Clock, StoreError, Timestamp};
 /// answers its reason), for an ended or expired one the end of that retention; and three
 /// nullable columns: `owner` (indexed where set), and the session's own timeouts `idle_ms`
 /// and `absolute_ms` (its own exactly when `idle_ms` is set; `absolute_ms` null then means no
-/// absolute timeout). The purge is `DELETE ... WHERE expires_at <= now`, through the index on
-/// `expires_at`, so its cost grows with what expired, not with what is stored; an owner's
-/// rows go with it like any other, so the owner index never holds more than the table.
+/// absolute timeout); and for the announcement of each end, `announced` (0, or 1 once
+/// announced) and `lease_until` (null, or until when a process holds the end to announce
+/// it). The index `<table>_expiry_idx` on `(announced, expires_at)` serves the purge,
+/// `DELETE ... WHERE expires_at <= now`, whose cost so grows with what expired, not with what
+/// is stored, and the announcement sweep, which reads the unannounced rows whose
+/// `expires_at` lies within a retention of now: the ends due, never the live sessions. An
+/// owner's rows go with the purge like any other, so the owner index never holds more than
+/// the table. The purge may delete an end nobody announced once it is past its retention:
+/// it is forgotten with its announcement.
 ///
 /// # Why the app's clock
 ///
@@ -171,7 +186,7 @@ impl SqliteStore {
     }
 
     /// Uses the table `name` instead of `tower_session_timeout` (its indexes are
-    /// `<name>_expires_at_idx` and `<name>_owner_idx`). The name must be a plain identifier
+    /// `<name>_expiry_idx` and `<name>_owner_idx`). The name must be a plain identifier
     /// (ASCII letters, digits and `_`, at most 48): it is part of the SQL text.
     ///
     /// ```no_run
@@ -187,15 +202,19 @@ impl SqliteStore {
         })
     }
 
-    /// Creates the table and its indexes (on `expires_at`, and on `owner` where set) if they
-    /// are missing, and upgrades a table of an earlier version in place, keeping its rows.
+    /// Creates the table and its indexes (on `(announced, expires_at)`, and on `owner` where
+    /// set) if they are missing, and upgrades a table of an earlier version in place, keeping
+    /// its rows.
     ///
-    /// The upgrade (from before owners and per-session timeouts) adds three nullable columns
-    /// and lets `state` be `superseded`; SQLite cannot change a table's `CHECK`, so the table
-    /// is rebuilt: a copy with the new definition, filled from the old one, which is then
-    /// dropped. It runs once, in one write transaction, so every session survives it
-    /// unchanged and a concurrent migration from another process waits for it (up to the
-    /// busy timeout) and then finds nothing to do.
+    /// A table from before owners and per-session timeouts lacks columns and a `state`
+    /// (`superseded`); SQLite cannot change a table's `CHECK`, so that table is rebuilt: a copy
+    /// with the new definition, filled from the old one, which is then dropped. A table from
+    /// before announcements only lacks `announced` and `lease_until`, added with
+    /// `ALTER TABLE ... ADD COLUMN`, which rewrites no row. Either way the index on
+    /// `expires_at` alone gives way to the one on `(announced, expires_at)`. It runs once, in
+    /// one write transaction, so every session survives it unchanged and a concurrent
+    /// migration from another process waits for it (up to the busy timeout) and then finds
+    /// nothing to do.
     ///
     /// ```no_run
     /// # async fn run(store: tower_session_timeout::SqliteStore) -> Result<(), tower_session_timeout::StoreError> {
@@ -242,8 +261,26 @@ impl SqliteStore {
                 statements.push(format!("DROP TABLE {table}"));
                 statements.push(format!("ALTER TABLE {new} RENAME TO {table}"));
             }
-            Some(_) => {}
+            Some(_) => {
+                // A table of the version before announcements: two columns more, added in
+                // place (SQLite does not rewrite the rows for that).
+                let existing: Vec<String> =
+                    sqlx::query_scalar("SELECT name FROM pragma_table_info($1)")
+                        .bind(table)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(sql::backend)?;
+                for (column, definition) in sql::ANNOUNCE_COLUMNS {
+                    if !existing.iter().any(|name| name == column) {
+                        statements.push(format!(
+                            "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                        ));
+                    }
+                }
+            }
         }
+        // Replaced by the index on `(announced, expires_at)`, which serves the purge too.
+        statements.push(format!("DROP INDEX IF EXISTS {}", queries.old_index));
         statements.extend(queries.create_indexes());
         for statement in statements {
             sqlx::query(&statement)
@@ -287,7 +324,8 @@ impl SqliteStore {
         &self.queries.table
     }
 
-    /// The name of the index on `expires_at`.
+    /// The name of the index on `(announced, expires_at)`, which the purge and the
+    /// announcement sweep read through.
     pub fn index_name(&self) -> &str {
         &self.queries.index
     }
@@ -333,6 +371,10 @@ impl SqliteStore {
         Ok(began)
     }
 }
+
+/// The most keys one acknowledgement statement names: the announcer's whole batch
+/// ([`ANNOUNCE_BATCH`](crate::ANNOUNCE_BATCH)), far below SQLite's limit on parameters.
+const ACK_CHUNK: usize = 256;
 
 /// The row for `p.key` as it stands.
 async fn current(
@@ -606,6 +648,53 @@ impl SessionStore for SqliteStore {
         sql::logged(&self.log, "sessions_of", async move {
             let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
             sessions_on(&mut conn, &store.queries, &owner, &p).await
+        })
+    }
+
+    fn claim_ends(
+        &self,
+        now: Timestamp,
+        policy: &Policy,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreFuture<Vec<SessionEnd>> {
+        let store = self.clone();
+        let claim = Claim::new(now, policy, limit, lease);
+        sql::logged(&self.log, "claim_ends", async move {
+            if claim.limit == 0 {
+                return Ok(Vec::new());
+            }
+            // One statement, which takes SQLite's write lock as it starts: the rows it picks
+            // are leased before any other claimer, in any process, can read them.
+            let rows = sql::ends::bind_claim!(sqlx::query(&store.queries.claim), claim)
+                .fetch_all(&store.pool)
+                .await
+                .map_err(sql::backend)?;
+            sql::ends::decode_ends(&rows, &claim)
+        })
+    }
+
+    fn ack_ends(&self, keys: &[SessionKey], _now: Timestamp, _policy: &Policy) -> StoreFuture<()> {
+        let store = self.clone();
+        let keys: Vec<SessionKey> = keys.to_vec();
+        sql::logged(&self.log, "ack_ends", async move {
+            // SQLite has no arrays: the keys go in as `IN` lists of a bounded length (one
+            // statement for the announcer's batch). Each statement may stand alone, as an end
+            // left unacknowledged is only announced again after its lease.
+            for chunk in keys.chunks(ACK_CHUNK) {
+                let placeholders = (1..=chunk.len())
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let statement =
+                    sql::ends::ack_sql(&store.queries.table, &format!("IN ({placeholders})"));
+                let mut query = sqlx::query(&statement);
+                for key in chunk {
+                    query = query.bind(key.as_bytes().to_vec());
+                }
+                query.execute(&store.pool).await.map_err(sql::backend)?;
+            }
+            Ok(())
         })
     }
 

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests; each test file uses a part of them.
 #![allow(dead_code)]
 
+pub mod announce_rows;
 pub mod announce_suite;
 pub mod app;
 pub mod capture;

@@ -1,10 +1,12 @@
-//! The SQL stores' table as the version before owners and per-session timeouts made it, with
-//! sessions in it, for the tests that `migrate` upgrades it in place and they keep working.
+//! The SQL stores' table as earlier versions made it (before owners and per-session timeouts,
+//! and before announcements), with sessions in it, for the tests that `migrate` upgrades it in
+//! place and they keep working.
 
 use std::time::Duration;
 
 use tower_session_timeout::store::{
-    Begin, Check, NewSession, SessionKey, SessionRecord, SessionStore, SessionTimeouts, Touch,
+    Begin, Check, NewSession, SessionEnd, SessionKey, SessionRecord, SessionStore, SessionTimeouts,
+    Touch,
 };
 use tower_session_timeout::{ExpiryReason, OnLimit, Timestamp};
 
@@ -26,6 +28,31 @@ pub fn previous_schema(table: &str, key_type: &str) -> [String; 2] {
                expires_at BIGINT NOT NULL)"
         ),
         format!("CREATE INDEX IF NOT EXISTS {table}_expires_at_idx ON {table} (expires_at)"),
+    ]
+}
+
+/// The table as the version before announcements made it (issue #13: owners and own
+/// timeouts), with its indexes, word for word.
+pub fn owners_schema(table: &str, key_type: &str) -> [String; 3] {
+    [
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} ( \
+               key {key_type} PRIMARY KEY NOT NULL, \
+               created_at BIGINT NOT NULL, \
+               last_seen BIGINT NOT NULL, \
+               state TEXT NOT NULL, \
+               expires_at BIGINT NOT NULL, \
+               owner TEXT, \
+               idle_ms BIGINT, \
+               absolute_ms BIGINT, \
+               CONSTRAINT {table}_state_check CHECK \
+                 (state IN ('active', 'idle', 'absolute', 'ended', 'superseded')))"
+        ),
+        format!("CREATE INDEX IF NOT EXISTS {table}_expires_at_idx ON {table} (expires_at)"),
+        format!(
+            "CREATE INDEX IF NOT EXISTS {table}_owner_idx ON {table} (owner) \
+             WHERE owner IS NOT NULL"
+        ),
     ]
 }
 
@@ -99,6 +126,47 @@ impl OldSessions {
 
     fn time(&self, seconds: i64) -> Timestamp {
         Timestamp::from_unix_millis(self.at(seconds) as u64)
+    }
+
+    /// After `migrate`, before [`keep_working`](OldSessions::keep_working): the ends the old
+    /// table holds (one ended, one gone idle) are announced like any other, at the times their
+    /// rows imply, and once; the live sessions are not.
+    pub async fn ends_are_announced<St: SessionStore>(&self, store: &St) {
+        let policy = policy();
+        // A lease of a millisecond, so only the acknowledgement keeps them from coming back.
+        let lease = Duration::from_millis(1);
+        let mut claimed = store
+            .claim_ends(self.time(0), &policy, 64, lease)
+            .await
+            .expect("claim_ends");
+        claimed.sort_by_key(|end| end.at);
+        assert_eq!(
+            claimed,
+            vec![
+                SessionEnd {
+                    key: self.idle,
+                    owner: None,
+                    reason: ExpiryReason::Idle,
+                    at: self.time(-25),
+                },
+                SessionEnd {
+                    key: self.ended,
+                    owner: None,
+                    reason: ExpiryReason::Ended,
+                    at: self.time(-10),
+                },
+            ]
+        );
+        let keys: Vec<SessionKey> = claimed.iter().map(|end| end.key).collect();
+        store
+            .ack_ends(&keys, self.time(0), &policy)
+            .await
+            .expect("ack_ends");
+        let again = store
+            .claim_ends(self.time(1), &policy, 64, lease)
+            .await
+            .expect("claim_ends");
+        assert_eq!(again, Vec::new(), "announced once");
     }
 
     /// After `migrate`: every old session answers as before, and the new features work on
