@@ -236,6 +236,32 @@ async fn script_stats(url: &str) -> (u64, f64) {
         })
 }
 
+/// The bytes of the due index's shards (`MEMORY USAGE`, every member counted).
+async fn due_index_bytes(url: &str, store: &RedisStore) -> u64 {
+    let client = redis::Client::open(url).expect("url");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connected");
+    let mut shards = std::collections::BTreeSet::new();
+    for i in 0..256 {
+        shards.insert(store.due_key(&key("probe", i)));
+    }
+    let mut bytes = 0;
+    for shard in shards {
+        let usage: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&shard)
+            .arg("SAMPLES")
+            .arg(0)
+            .query_async(&mut connection)
+            .await
+            .expect("MEMORY USAGE");
+        bytes += usage.unwrap_or(0);
+    }
+    bytes
+}
+
 async fn used_memory(url: &str) -> u64 {
     let client = redis::Client::open(url).expect("url");
     let mut connection = client
@@ -264,6 +290,7 @@ async fn run(server: &Server, run: &'static str, under_load: bool) {
     fill(&store, run, 0, sessions(), t0).await;
     let filled = started.elapsed();
     let after = used_memory(&server.url()).await;
+    let listings = due_index_bytes(&server.url(), &store).await;
     // Every one of the million is past its deadline then; the live ones begin a minute before.
     let now = Timestamp::from_unix_millis(t0 + sessions() * SPACING_MICROS / 1000)
         .saturating_add(IDLE)
@@ -277,11 +304,12 @@ async fn run(server: &Server, run: &'static str, under_load: bool) {
     )
     .await;
     println!(
-        "{run}: {} sessions begun in {:.1} s ({:.1} µs per begin, {IN_FLIGHT} in flight); Redis memory {:.0} bytes per session (record, TTL and listing)",
+        "{run}: {} sessions begun in {:.1} s ({:.1} µs per begin, {IN_FLIGHT} in flight); Redis memory {:.0} bytes per session (record, TTL and listing), of which the listing {:.0}",
         sessions(),
         filled.as_secs_f64(),
         filled.as_secs_f64() * 1e6 / sessions() as f64,
         (after - before) as f64 / sessions() as f64,
+        listings as f64 / sessions() as f64,
     );
 
     let mut windows = Vec::new();
