@@ -86,14 +86,34 @@ pub(crate) async fn announce_once<St: SessionStore>(
     let Some(hook) = config.on_session_end.clone() else {
         return Ok(0);
     };
+    // Batch after batch while batches come back full, so a burst of ends (a deploy that
+    // restarts every client, a mass sign-out) is announced within the sweep, not one batch
+    // per interval.
+    let mut announced = 0;
+    loop {
+        let (claimed, heard) = announce_batch(config, &hook).await?;
+        announced += heard;
+        if claimed < ANNOUNCE_BATCH {
+            return Ok(announced);
+        }
+    }
+}
+
+/// Claims one batch and announces it; answers how many were claimed and how many the hook
+/// announced.
+async fn announce_batch<St: SessionStore>(
+    config: &Arc<Config<St>>,
+    hook: &EndHook,
+) -> Result<(usize, usize), StoreError> {
     let now = config.now();
     let claim = config
         .store
         .claim_ends(now, &config.policy, ANNOUNCE_BATCH, ANNOUNCE_LEASE);
     let claimed = Bounded::new("claim_ends", claim, config.store_timeout).await?;
+    let count = claimed.len();
     let mut calls = tokio::task::JoinSet::new();
     for end in claimed {
-        let hook = Arc::clone(&hook);
+        let hook = Arc::clone(hook);
         let key = end.key;
         tracing::info!(session = %key, reason = %end.reason, "session end announced");
         crate::metrics::session_ended(end.reason);
@@ -135,5 +155,5 @@ pub(crate) async fn announce_once<St: SessionStore>(
         let ack = config.store.ack_ends(&done, config.now(), &config.policy);
         Bounded::new("ack_ends", ack, config.store_timeout).await?;
     }
-    Ok(announced)
+    Ok((count, announced))
 }

@@ -145,3 +145,17 @@ async fn without_a_hook_nothing_is_claimed() {
     assert_eq!(with_hook.announce_now().await.unwrap(), 1);
     assert_eq!(heard.lock().unwrap()[0].reason, ExpiryReason::Idle);
 }
+
+/// A burst of ends larger than a batch is announced in one sweep, batch after batch.
+#[tokio::test]
+async fn a_burst_of_ends_is_announced_in_one_sweep() {
+    let (store, clock) = (MemoryStore::new(), ManualClock::new());
+    let (layer, heard) = layer(&store, &clock);
+    let burst = 3 * tower_session_timeout::ANNOUNCE_BATCH + 7;
+    for i in 0..burst {
+        sign_in(&layer, &format!("burst-session-{i:06}"), "frank").await;
+    }
+    clock.advance(IDLE + Duration::from_secs(1));
+    assert_eq!(layer.announce_now().await.unwrap(), burst);
+    assert_eq!(heard.lock().unwrap().len(), burst);
+}
