@@ -325,13 +325,7 @@ impl SessionStore for MemoryStore {
                 let (_, seen) = shard.sweep(now, PURGE_CHUNK);
                 if seen < PURGE_CHUNK {
                     let retention = policy.tombstone_retention();
-                    shard.claim(
-                        now,
-                        retention,
-                        limit - claimed.len(),
-                        lease_until,
-                        &mut claimed,
-                    );
+                    shard.claim(now, retention, limit, lease_until, &mut claimed);
                     break;
                 }
             }
@@ -943,9 +937,10 @@ impl Shard {
         (removed, seen)
     }
 
-    /// Hands out up to `limit` ends not yet announced and not leased at `now`, leasing each
-    /// until `lease_until`; drops listings of records since forgotten or announced. Stops at
-    /// `limit`, so a claim costs what it hands out (and what it drops), not the whole list.
+    /// Adds to `out` ends not yet announced and not leased at `now` until it holds `limit`
+    /// (it may hold some from other shards already), leasing each until `lease_until`; drops
+    /// listings of records since forgotten or announced. Stops at `limit`, so a claim costs
+    /// what it hands out (and what it drops), not the whole list.
     fn claim(
         &mut self,
         now: Timestamp,
