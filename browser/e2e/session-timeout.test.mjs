@@ -140,7 +140,7 @@ test('sign-out in one tab reaches the others', { timeout: 30000 }, async () => {
   try {
     const first = await signIn(context);
     const second = await openDashboard(context);
-    await Promise.all([first.waitForURL(`${base}/login`), first.click('text=Sign out')]);
+    await Promise.all([first.waitForURL(`${base}/login`), first.click('form[data-session-signout] button')]);
     await second.waitForURL(`${base}/login`, { timeout: 10000 });
   } finally {
     await context.close();
