@@ -480,17 +480,45 @@ async fn refresh_cost(admin: &mut sqlx::PgConnection) {
     println!();
 }
 
+/// The bench's own database, dropped when the value is, also when the bench panics.
+struct BenchDb {
+    server: String,
+    name: String,
+}
+
+impl Drop for BenchDb {
+    fn drop(&mut self) {
+        let admin = format!("{}/postgres", self.server);
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop cannot await, and may run inside the bench's runtime: a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(&drop).execute(&mut admin).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
 async fn bench() {
     let server = server_url();
-    let name = format!("bench_sweep_{:016x}", rand::random::<u64>());
-    let mut admin = sqlx::PgConnection::connect(&format!("{server}/postgres"))
+    let db = BenchDb {
+        name: format!("bench_sweep_{:016x}", rand::random::<u64>()),
+        server,
+    };
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", db.server))
         .await
         .expect("connect to the postgres database");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
+    sqlx::query(&format!("CREATE DATABASE {}", db.name))
         .execute(&mut admin)
         .await
         .expect("create the bench database");
-    let url = format!("{server}/{name}");
+    let url = format!("{}/{}", db.server, db.name);
     let store = PostgresStore::connect(&url).await.expect("connect");
     store.migrate().await.expect("migrate");
     let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
@@ -500,10 +528,6 @@ async fn bench() {
     refresh_cost(&mut conn).await;
     drop(conn);
     store.pool().close().await;
-    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .expect("drop the bench database");
 }
 
 fn main() {
