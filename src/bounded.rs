@@ -19,8 +19,9 @@ pin_project! {
     pub(crate) struct Bounded<F> {
         #[pin]
         call: F,
-        #[pin]
-        timer: Option<Sleep>,
+        // Boxed: armed only for a store that makes the request wait, and inline it would
+        // make every response future, also the memory store's, several times larger.
+        timer: Option<Pin<Box<Sleep>>>,
         limit: Option<Duration>,
         // The store operation, for the call-duration histogram (feature `metrics`).
         operation: &'static str,
@@ -48,7 +49,7 @@ where
     type Output = Result<T, StoreError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
+        let this = self.project();
         #[cfg(feature = "metrics")]
         let started = *this.started.get_or_insert_with(std::time::Instant::now);
         #[cfg(not(feature = "metrics"))]
@@ -68,12 +69,12 @@ where
                 *this.limit = None;
                 return Poll::Pending;
             }
-            this.timer.set(Some(tokio::time::sleep(limit)));
+            *this.timer = Some(Box::pin(tokio::time::sleep(limit)));
         }
         let expired = this
             .timer
-            .as_pin_mut()
-            .is_some_and(|timer| timer.poll(cx).is_ready());
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
         if expired {
             #[cfg(feature = "metrics")]
             crate::metrics::store_call(this.operation, started.elapsed());

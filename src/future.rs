@@ -25,14 +25,27 @@ use crate::{
     StoreError, Timestamp,
 };
 
-/// A request waiting for the store's answer.
-pub(crate) struct Pending<S, B> {
-    pub(crate) inner: S,
+/// A request whose session the store is checking.
+pub(crate) struct Checking<B> {
     pub(crate) request: Request<B>,
     pub(crate) route: Route,
     pub(crate) key: SessionKey,
-    pub(crate) id: Option<SessionId>,
+    pub(crate) id: SessionId,
     pub(crate) now: Timestamp,
+}
+
+/// A request waiting for the store's answer, with the inner service that will take it.
+pub(crate) struct Pending<S, B> {
+    pub(crate) inner: S,
+    pub(crate) checking: Checking<B>,
+}
+
+/// What the layer does with a request once the store has checked its session.
+pub(crate) enum Decided<B> {
+    /// The layer answers itself.
+    Answer(Response<Bytes>),
+    /// The request goes on to the inner service; `After` settles the response.
+    Pass(Request<B>, After),
 }
 
 /// What the layer needs, once the inner service answers, to begin or end sessions.
@@ -163,7 +176,7 @@ where
                 StateProj::Checking { check, pending } => {
                     let checked = ready!(check.poll(cx));
                     let pending = pending.take().expect(POLLED_AFTER_COMPLETION);
-                    decide(checked, pending, this.config)
+                    next_state(checked, pending, this.config)
                 }
                 StateProj::Calling { call, after } => {
                     let mut response = ready!(call.poll(cx))?;
@@ -210,24 +223,45 @@ where
 }
 
 /// The next step once the store has checked the request's session.
-fn decide<S, St, B>(
-    checked: Result<Check, crate::StoreError>,
+fn next_state<S, St, B>(
+    checked: Result<Check, StoreError>,
     pending: Pending<S, B>,
-    shared: &Arc<Config<St>>,
+    config: &Arc<Config<St>>,
 ) -> State<S, St, B>
 where
     S: Service<Request<B>>,
     St: SessionStore,
 {
-    let config = &**shared;
     let Pending {
         mut inner,
+        checking,
+    } = pending;
+    match decide(checked, checking, config) {
+        Decided::Answer(answer) => State::Answered {
+            response: Some(answer),
+        },
+        Decided::Pass(request, after) => State::Calling {
+            call: inner.call(request),
+            after: Some(after),
+        },
+    }
+}
+
+/// What the store's answer means for the request: the layer's own answer, or the request
+/// (with its session in the extensions) for the inner service.
+pub(crate) fn decide<St: SessionStore, B>(
+    checked: Result<Check, StoreError>,
+    checking: Checking<B>,
+    shared: &Arc<Config<St>>,
+) -> Decided<B> {
+    let config = &**shared;
+    let Checking {
         mut request,
         route,
         key,
         id,
         now,
-    } = pending;
+    } = checking;
     let (carried, info, stale) = match checked {
         Ok(Check::Active(record)) => {
             metrics::request(match route {
@@ -242,12 +276,12 @@ where
                     let mut answer = answer::keep_alive();
                     set_seconds_left(&mut answer, &info, now, config);
                     expired::finish(&mut answer);
-                    return answered(answer);
+                    return Decided::Answer(answer);
                 }
                 Route::Status => {
                     let mut answer = answer::status(&info, now);
                     expired::finish(&mut answer);
-                    return answered(answer);
+                    return Decided::Answer(answer);
                 }
                 _ => (Some(key), Some(info), false),
             }
@@ -258,7 +292,7 @@ where
             }
             tracing::debug!(session = %key, %reason, ?route, "session not active");
             match inactive(config, route, Some(reason), &mut request) {
-                Some(answer) => return answered(answer),
+                Some(answer) => return Decided::Answer(answer),
                 None => (Some(key), None, true),
             }
         }
@@ -270,7 +304,7 @@ where
                 config.errors.record(&error, "answered 503 (fail-closed)");
                 let mut answer = answer::store_unavailable();
                 expired::finish(&mut answer);
-                return answered(answer);
+                return Decided::Answer(answer);
             }
             config
                 .errors
@@ -283,23 +317,10 @@ where
         }
     };
     // The handler sees the id only of a session the layer found active.
-    let id = id.filter(|_| info.is_some());
+    let id = info.is_some().then_some(id);
     let sessions = Sessions::new(Arc::clone(shared));
     let after = After::new(carried, info, id, stale, &mut request, sessions);
-    State::Calling {
-        call: inner.call(request),
-        after: Some(after),
-    }
-}
-
-fn answered<S, St, B>(response: Response<Bytes>) -> State<S, St, B>
-where
-    S: Service<Request<B>>,
-    St: SessionStore,
-{
-    State::Answered {
-        response: Some(response),
-    }
+    Decided::Pass(request, after)
 }
 
 fn set_seconds_left<T, St>(

@@ -3,10 +3,10 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use http::header::COOKIE;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use std::time::Duration;
 
+use crate::cookie::FoundId;
 use crate::sessions::{SessionRef, SessionSummary, Sessions};
 use crate::store::{Policy, SessionKey, SessionRecord, SessionTimeouts};
 use crate::{StoreError, Timestamp};
@@ -323,18 +323,11 @@ pub(crate) struct SessionId {
 }
 
 impl SessionId {
-    /// Finds `id`, a slice of one of the `Cookie` headers in `headers`, in its header.
-    pub(crate) fn locate(headers: &HeaderMap, id: &str) -> Option<Self> {
-        let start = id.as_ptr() as usize;
-        headers.get_all(COOKIE).iter().find_map(|header| {
-            let bytes = header.as_bytes().as_ptr_range();
-            let offset = start.checked_sub(bytes.start as usize)?;
-            // The whole id within this header: values built by hand may overlap.
-            (start + id.len() <= bytes.end as usize).then(|| SessionId {
-                header: header.clone(),
-                range: offset..offset + id.len(),
-            })
-        })
+    pub(crate) fn new(found: &FoundId<'_>) -> Self {
+        SessionId {
+            header: found.header.clone(),
+            range: found.range.clone(),
+        }
     }
 
     fn as_str(&self) -> &str {
@@ -355,53 +348,4 @@ pub(crate) fn annotate<B>(
     let handle = SessionHandle::new(info, id, key, sessions);
     request.extensions_mut().insert(handle.clone());
     handle
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// hyper slices every header value out of one read buffer, so neighbouring values can sit
-    /// back to back in memory: the id is found in its own header, never a neighbour.
-    #[test]
-    fn an_id_is_located_in_its_own_header_among_slices_of_one_buffer() {
-        let (one, two) = ("a=1; id=first-id-000000", "id=second-id-000000");
-        let buffer = bytes::Bytes::from(format!("{one}{two}"));
-        let mut headers = HeaderMap::new();
-        for range in [0..one.len(), one.len()..one.len() + two.len()] {
-            let value = HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap();
-            headers.append(COOKIE, value);
-        }
-        let id_in = |index: usize, skip: usize| {
-            let header = headers
-                .get_all(COOKIE)
-                .iter()
-                .nth(index)
-                .unwrap()
-                .as_bytes();
-            std::str::from_utf8(&header[skip..]).unwrap()
-        };
-        let located = SessionId::locate(&headers, id_in(1, 3)).expect("found");
-        assert_eq!(located.as_str(), "second-id-000000");
-        let located = SessionId::locate(&headers, id_in(0, 8)).expect("found");
-        assert_eq!(located.as_str(), "first-id-000000");
-        // The same text from elsewhere is in no header.
-        assert!(SessionId::locate(&headers, "first-id-000000").is_none());
-    }
-
-    /// Values built by hand from one buffer may overlap; the id is placed in a header that
-    /// holds all of it, never read past a header's end.
-    #[test]
-    fn overlapping_header_values_do_not_panic() {
-        let buffer = bytes::Bytes::from_static(b"xxxxxxxxxxid=overlapping-idxxx");
-        let mut headers = HeaderMap::new();
-        for range in [0..20, 10..30] {
-            let value = HeaderValue::from_maybe_shared(buffer.slice(range)).unwrap();
-            headers.append(COOKIE, value);
-        }
-        let second = headers.get_all(COOKIE).iter().nth(1).unwrap().as_bytes();
-        let id = std::str::from_utf8(&second[3..17]).unwrap();
-        let located = SessionId::locate(&headers, id).expect("found");
-        assert_eq!(located.as_str(), "overlapping-id");
-    }
 }

@@ -76,6 +76,26 @@ pub(crate) fn announcement_dropped() {
     metrics::counter!("session_timeout_announcements_dropped_total").increment(1);
 }
 
+/// Runs a store call that may answer without waiting, timing an answer as
+/// [`Bounded`](crate::bounded::Bounded) times the calls that wait.
+#[inline]
+pub(crate) fn timed<T>(operation: &'static str, call: impl FnOnce() -> Option<T>) -> Option<T> {
+    #[cfg(feature = "metrics")]
+    {
+        let started = std::time::Instant::now();
+        let answer = call();
+        if answer.is_some() {
+            store_call(operation, started.elapsed());
+        }
+        answer
+    }
+    #[cfg(not(feature = "metrics"))]
+    {
+        let _ = operation;
+        call()
+    }
+}
+
 /// Records how long a store call took.
 #[cfg(feature = "metrics")]
 pub(crate) fn store_call(operation: &'static str, took: std::time::Duration) {

@@ -10,7 +10,7 @@ use tower_service::Service;
 use crate::config::Config;
 use crate::cookie::{self, RequestCookie};
 use crate::expired;
-use crate::future::{After, Pending, ResponseFuture};
+use crate::future::{decide, After, Checking, Decided, Pending, ResponseFuture};
 use crate::handle::SessionId;
 use crate::inactive::inactive;
 use crate::metrics::{self, Decision};
@@ -92,28 +92,40 @@ where
         }
         let found = cookie::find(request.headers(), &config.cookie.name, config.id_bounds);
         let reason = match found {
-            RequestCookie::Present(id) => {
-                let key = SessionKey::from_id(id);
+            RequestCookie::Present(found) => {
+                let key = SessionKey::from_id_bytes(found.bytes());
+                let id = SessionId::new(&found);
                 let touch = match route {
                     Route::Passive | Route::Status => Touch::Passive,
                     _ => Touch::Refresh,
                 };
                 let now = config.now();
-                let check = config.store.check(&key, now, &config.policy, touch);
-                // The store answers before the inner service is called, so the future takes
-                // the clone that `poll_ready` readied and leaves a fresh one here.
-                let clone = self.inner.clone();
-                let inner = std::mem::replace(&mut self.inner, clone);
-                let id = SessionId::locate(request.headers(), id);
-                let pending = Pending {
-                    inner,
+                let checking = Checking {
                     request,
                     route,
                     key,
                     id,
                     now,
                 };
-                return ResponseFuture::checking(check, pending, config);
+                let policy = &config.policy;
+                // A store that can answer without waiting (in memory, or from a cache) saves
+                // the request a trip through the response future's states.
+                if let Some(checked) =
+                    metrics::timed("check", || config.store.try_check(&key, now, policy, touch))
+                {
+                    return match decide(checked, checking, &config) {
+                        Decided::Answer(answer) => ResponseFuture::answered(answer, config),
+                        Decided::Pass(request, after) => {
+                            ResponseFuture::calling(self.inner.call(request), after, config)
+                        }
+                    };
+                }
+                let check = config.store.check(&key, now, policy, touch);
+                // The store answers before the inner service is called, so the future takes
+                // the clone that `poll_ready` readied and leaves a fresh one here.
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
+                return ResponseFuture::checking(check, Pending { inner, checking }, config);
             }
             RequestCookie::Absent if matches!(route, Route::KeepAlive | Route::Status) => {
                 Some(ExpiryReason::Unknown)

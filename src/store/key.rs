@@ -15,7 +15,12 @@ pub struct SessionKey([u8; 32]);
 impl SessionKey {
     /// Hashes a session id as it appears in the cookie.
     pub fn from_id(id: &str) -> Self {
-        SessionKey(Sha256::digest(id.as_bytes()).into())
+        Self::from_id_bytes(id.as_bytes())
+    }
+
+    /// [`from_id`](SessionKey::from_id) for an id the layer holds as the cookie's bytes.
+    pub(crate) fn from_id_bytes(id: &[u8]) -> Self {
+        SessionKey(Sha256::digest(id).into())
     }
 
     /// Wraps a hash a store read back.

@@ -78,6 +78,23 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         touch: Touch,
     ) -> Self::CheckFuture;
 
+    /// [`check`](SessionStore::check) for a store that can answer without waiting: an
+    /// in-process store, or a cache in front of a shared one that holds this session. `None`
+    /// (the default) means "ask [`check`](SessionStore::check)"; the layer then does.
+    ///
+    /// The answer must be the one `check` would give, with the same writes: the layer takes
+    /// it instead of calling `check`, and skips the future and its timeout.
+    fn try_check(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        touch: Touch,
+    ) -> Option<Result<Check, StoreError>> {
+        let _ = (key, now, policy, touch);
+        None
+    }
+
     /// Begins tracking a session created at `now`, with the owner and own timeouts `new`
     /// gives. Beginning a session that is already active changes nothing; one that expired or
     /// ended is refused while its tombstone is kept.
