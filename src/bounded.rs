@@ -14,13 +14,13 @@ pin_project! {
     /// A store call bounded by a timeout, so a hung store never holds a request forever.
     ///
     /// The timer is armed only when the call does not finish on its first poll, so a store
-    /// that answers at once (the memory store) pays nothing for it. Outside a tokio runtime
-    /// there is no timer to arm, and the call is left unbounded.
+    /// call that is ready at once pays nothing for it. Outside a tokio runtime there is no
+    /// timer to arm, and the call is left unbounded.
     pub(crate) struct Bounded<F> {
         #[pin]
         call: F,
-        // Boxed: armed only for a store that makes the request wait, and inline it would
-        // make every response future, also the memory store's, several times larger.
+        // Boxed, and only when armed: inline, tokio's `Sleep` would grow every response
+        // future, also those of requests that never wait for a store.
         timer: Option<Pin<Box<Sleep>>>,
         limit: Option<Duration>,
         // The store operation, for the call-duration histogram (feature `metrics`).

@@ -85,8 +85,10 @@ impl After {
 pin_project! {
     /// The response future of [`SessionTimeout`](crate::SessionTimeout).
     ///
-    /// It waits for the store, then for the inner service, then for the store again when the
-    /// response begins or ends a session. No state is boxed.
+    /// It waits for the store (unless the store answered at once, through
+    /// [`SessionStore::try_check`]), then for the inner service, then for the store again when
+    /// the response begins or ends a session. No state is boxed but the store timeout's timer,
+    /// once a store makes the request wait.
     pub struct ResponseFuture<S, St, B>
     where
         S: Service<Request<B>>,

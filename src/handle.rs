@@ -323,6 +323,8 @@ pub(crate) struct SessionId {
 }
 
 impl SessionId {
+    /// The id where [`cookie::find`](crate::cookie::find) found it: a clone of its header (a
+    /// reference count when the server shares the bytes of its headers) and the range.
     pub(crate) fn new(found: &FoundId<'_>) -> Self {
         SessionId {
             header: found.header.clone(),

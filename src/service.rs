@@ -114,7 +114,13 @@ where
                     metrics::timed("check", || config.store.try_check(&key, now, policy, touch))
                 {
                     return match decide(checked, checking, &config) {
-                        Decided::Answer(answer) => ResponseFuture::answered(answer, config),
+                        Decided::Answer(answer) => {
+                            // The readied service is not called: let it go (a concurrency
+                            // permit, a buffer slot), as a wait for the store would; keep a
+                            // clone.
+                            self.inner = self.inner.clone();
+                            ResponseFuture::answered(answer, config)
+                        }
                         Decided::Pass(request, after) => {
                             ResponseFuture::calling(self.inner.call(request), after, config)
                         }

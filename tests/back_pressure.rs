@@ -148,3 +148,79 @@ async fn a_request_waits_for_the_inner_service() {
 fn poll_once<F: std::future::Future + Unpin>(future: &mut F) -> Poll<F::Output> {
     std::pin::Pin::new(future).poll(&mut Context::from_waker(Waker::noop()))
 }
+
+/// An inner service with one permit among all its clones, as tower's `ConcurrencyLimit`: a
+/// clone holds the permit from a ready `poll_ready` until it is called or dropped.
+struct OnePermit {
+    free: Arc<Mutex<bool>>,
+    held: bool,
+}
+
+impl Clone for OnePermit {
+    fn clone(&self) -> Self {
+        // A clone starts without the permit, as a `ConcurrencyLimit` clone does.
+        OnePermit {
+            free: Arc::clone(&self.free),
+            held: false,
+        }
+    }
+}
+
+impl Drop for OnePermit {
+    fn drop(&mut self) {
+        if self.held {
+            *self.free.lock().unwrap() = true;
+        }
+    }
+}
+
+impl Service<Request<Empty<Bytes>>> for OnePermit {
+    type Response = Response<Full<Bytes>>;
+    type Error = Overloaded;
+    type Future = std::future::Ready<Result<Self::Response, Overloaded>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Overloaded>> {
+        let mut free = self.free.lock().unwrap();
+        if self.held || std::mem::take(&mut *free) {
+            self.held = true;
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn call(&mut self, _request: Request<Empty<Bytes>>) -> Self::Future {
+        assert!(self.held, "called without poll_ready");
+        // The response is ready at once, so the permit goes back at once.
+        self.held = false;
+        *self.free.lock().unwrap() = true;
+        std::future::ready(Ok(Response::new(Full::new(Bytes::from_static(b"inner")))))
+    }
+}
+
+/// The layer readies its inner service and then answers 440 itself (an unknown session on
+/// `MemoryStore`, which answers at once): the readied service's permit goes back, so another
+/// clone of the service, another connection, is not held up until this one's next request.
+#[tokio::test]
+async fn a_request_the_layer_answers_itself_releases_the_inner_services_readiness() {
+    let permit = OnePermit {
+        free: Arc::new(Mutex::new(true)),
+        held: false,
+    };
+    let mut first = layer().layer(permit);
+    let mut second = first.clone();
+    let service = first.ready().await.expect("ready");
+    let request = Request::get("/")
+        .header("cookie", "id=unknown-session-0123456789")
+        .body(Empty::new())
+        .unwrap();
+    let response = service.call(request).await.expect("answered");
+    assert_eq!(response.status().as_u16(), 440);
+    assert!(
+        matches!(
+            poll_ready_once::<_, Request<Empty<Bytes>>>(&mut second),
+            Poll::Ready(Ok(()))
+        ),
+        "the permit the first service readied is free again"
+    );
+}

@@ -78,12 +78,16 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
         touch: Touch,
     ) -> Self::CheckFuture;
 
-    /// [`check`](SessionStore::check) for a store that can answer without waiting: an
-    /// in-process store, or a cache in front of a shared one that holds this session. `None`
-    /// (the default) means "ask [`check`](SessionStore::check)"; the layer then does.
+    /// [`check`](SessionStore::check), answered at once by a store whose answer needs no
+    /// waiting: an in-process store such as [`MemoryStore`](crate::MemoryStore), whose memory
+    /// *is* the store. `None` (the default) means "ask [`check`](SessionStore::check)", and
+    /// the layer then does; a `None` must have written nothing.
     ///
-    /// The answer must be the one `check` would give, with the same writes: the layer takes
-    /// it instead of calling `check`, and skips the future and its timeout.
+    /// An answer must be the one `check` would give, with the same writes done: the layer takes
+    /// it instead of calling `check`, and skips the future and its timeout
+    /// ([`store_timeout`](crate::SessionTimeoutBuilder::store_timeout) does not bound this
+    /// call). A cache in front of a shared store must not answer from what it remembers: an
+    /// end on another instance would go unseen.
     fn try_check(
         &self,
         key: &SessionKey,
