@@ -580,6 +580,11 @@ mod tests {
                     plain,
                     "{first:#x} {second:#x} in one word"
                 );
+                assert_eq!(
+                    is_session_id(&bytes),
+                    id,
+                    "{first:#x} {second:#x} in one word"
+                );
             }
         }
     }
