@@ -79,7 +79,7 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
     ) -> Self::CheckFuture;
 
     /// [`check`](SessionStore::check), answered at once by a store whose answer needs no
-    /// waiting: an in-process store such as [`MemoryStore`](crate::MemoryStore), whose memory
+    /// waiting: an in-process store such as [`MemoryStore`], whose memory
     /// *is* the store. `None` (the default) means "ask [`check`](SessionStore::check)", and
     /// the layer then does; a `None` must have written nothing.
     ///
