@@ -179,3 +179,21 @@ async fn hyper_writes_the_iis_status_line() {
     );
     assert_eq!(body, IIS_BODY);
 }
+
+/// Every reason the answer can carry reads back from its text (the SQL stores keep reasons as
+/// text), and `Display` writes the same text.
+#[test]
+fn every_reason_reads_back_from_its_text() {
+    use tower_session_timeout::ExpiryReason;
+    for reason in [
+        ExpiryReason::Idle,
+        ExpiryReason::Absolute,
+        ExpiryReason::Ended,
+        ExpiryReason::Superseded,
+        ExpiryReason::Unknown,
+    ] {
+        assert_eq!(reason.to_string(), reason.as_str());
+        assert_eq!(reason.as_str().parse::<ExpiryReason>(), Ok(reason));
+    }
+    assert!("Idle".parse::<ExpiryReason>().is_err());
+}

@@ -566,3 +566,38 @@ async fn a_refreshed_session_is_swept_at_its_new_deadline() {
     assert_eq!(claimed[0].key, key);
     assert_eq!(claimed[0].at, deadline);
 }
+
+/// A session whose own idle timeout is no longer than the touch interval is written on every
+/// refresh: skipping a write could let it expire while in use.
+#[tokio::test]
+async fn own_idle_timeout_at_the_touch_interval_writes_every_refresh() {
+    let touch = Duration::from_secs(10);
+    let policy = *tower_session_timeout::SessionTimeoutLayer::builder()
+        .idle_timeout(IDLE)
+        .touch_interval(touch)
+        .tombstone_retention(RETENTION)
+        .build()
+        .unwrap()
+        .policy();
+    let store = MemoryStore::with_shards(1);
+    let t0 = t0();
+    let key = fresh_key("short-idle");
+    let new = tower_session_timeout::store::NewSession {
+        owner: None,
+        timeouts: Some(tower_session_timeout::SessionTimeouts::new(touch)),
+    };
+    store.begin(&key, t0, &policy, new).await.unwrap();
+    let refreshed = t0.saturating_add(Duration::from_secs(5));
+    let check = store
+        .check(&key, refreshed, &policy, Touch::Refresh)
+        .await
+        .unwrap();
+    assert!(matches!(check, Check::Active(record) if record.last_seen == refreshed));
+    // Past the idle deadline counted from the start, not from the refresh.
+    let later = t0.saturating_add(Duration::from_secs(12));
+    let check = store
+        .check(&key, later, &policy, Touch::Passive)
+        .await
+        .unwrap();
+    assert!(matches!(check, Check::Active(_)), "{check:?}");
+}
