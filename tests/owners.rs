@@ -541,3 +541,24 @@ async fn an_admin_ends_all_but_one_of_an_owners_sessions() {
         "ended"
     );
 }
+
+/// A session's own timeouts keep the rules the builder keeps for the layer's: a zero idle
+/// timeout becomes a millisecond, an absolute timeout shorter than the idle one is raised to
+/// it, and `within` cuts both to a bound.
+#[test]
+fn own_timeouts_are_kept_consistent() {
+    let minute = Duration::from_secs(60);
+    assert_eq!(
+        SessionTimeouts::new(Duration::ZERO).idle(),
+        Duration::from_millis(1)
+    );
+    let short_absolute = SessionTimeouts::new(2 * minute).with_absolute(minute);
+    assert_eq!(short_absolute.absolute(), Some(2 * minute));
+    let long = SessionTimeouts::new(7 * DAY).with_absolute(30 * DAY);
+    assert_eq!((long.idle(), long.absolute()), (7 * DAY, Some(30 * DAY)));
+    let bound = SessionTimeouts::new(DAY).with_absolute(2 * DAY);
+    let cut = long.within(bound);
+    assert_eq!((cut.idle(), cut.absolute()), (DAY, Some(2 * DAY)));
+    let unbounded = SessionTimeouts::new(minute).within(bound);
+    assert_eq!(unbounded.absolute(), Some(2 * DAY));
+}
