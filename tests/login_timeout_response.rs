@@ -197,3 +197,30 @@ fn every_reason_reads_back_from_its_text() {
     }
     assert!("Idle".parse::<ExpiryReason>().is_err());
 }
+
+/// A custom response is told what the default one uses: whether the client prefers JSON, and
+/// the login URL.
+#[tokio::test]
+async fn a_custom_response_is_told_the_format_and_the_login_url() {
+    let app = app(|builder| {
+        builder.login_url("/login").expired_response(|expiry| {
+            Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .body(format!(
+                    "{} json={} login={:?}",
+                    expiry.reason(),
+                    expiry.prefers_json(),
+                    expiry.login_url()
+                ))
+                .unwrap()
+        })
+    });
+    assert_eq!(
+        app.get("/", Some("gone")).await.text(),
+        "unknown json=false login=Some(\"/login\")"
+    );
+    assert_eq!(
+        app.get_json("gone").await.text(),
+        "unknown json=true login=Some(\"/login\")"
+    );
+}
