@@ -3,13 +3,19 @@
 # tests talk to (as .ci/test does), installs cargo-mutants when it is missing, and runs it over
 # src/ with every feature, so the Redis and SQL stores' tests count.
 #
-# The whole crate takes hours on two cores; narrow it with --file (repeatable), and, to save
-# the build, with the test targets that exercise that file (after `--`, for cargo test):
+# The whole crate takes hours on two cores; narrow it with --file (repeatable), and with the
+# test targets that exercise that file. Give those with -C (cargo-mutants passes them to both
+# the build and the test command; after `--` they would reach only `cargo test`, and every
+# mutant would build all 30-odd test binaries), and, after `-- --`, filters for the test
+# binaries (here: skip the other stores' cases in the model and race tests):
 #
-#   bash scripts/mutants.sh --file src/store/memory.rs -- --lib --test memory_store --test model
+#   bash scripts/mutants.sh --in-place --timeout 15 --file src/store/memory.rs \
+#     -C --test=memory_store -C --test=model -C --test=races \
+#     -- -- --skip redis --skip sqlite --skip postgres
 #
-# Other arguments go to `cargo mutants` as they are (--in-place reuses target/, --list lists
-# the mutants without testing them). Results land in mutants.out/: missed.txt is the work list.
+# Other arguments go to `cargo mutants` as they are (--in-place reuses target/ and implies one
+# job; --timeout stops a mutant that makes a loop endless, counted as caught; --list lists the
+# mutants without testing them). Results land in mutants.out/: missed.txt is the work list.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

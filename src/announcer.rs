@@ -157,3 +157,26 @@ async fn announce_batch<St: SessionStore>(
     }
     Ok((count, announced))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An end is dropped after `HOOK_ATTEMPTS` failed calls in a row: a call that succeeds in
+    /// between starts the count again (and forgets the end's failures).
+    #[test]
+    fn a_success_starts_the_failure_count_again() {
+        let announcements = Announcements::default();
+        let key = SessionKey::from_id("flaky");
+        for _ in 1..HOOK_ATTEMPTS {
+            assert!(!announcements.failed(key));
+        }
+        announcements.succeeded(&key);
+        assert!(announcements.failures.lock().unwrap().is_empty());
+        for _ in 1..HOOK_ATTEMPTS {
+            assert!(!announcements.failed(key));
+        }
+        assert!(announcements.failed(key));
+        assert_eq!(announcements.dropped(), 1);
+    }
+}

@@ -216,6 +216,14 @@ mod tests {
         assert!(!prefers_json(&accept("*/*")));
         assert!(!prefers_json(&accept("application/json;q=0.5, text/html")));
         assert!(!prefers_json(&HeaderMap::new()));
+        // Only HTML and the wildcards that cover it outrank JSON; other types do not count.
+        assert!(!prefers_json(&accept("application/json;q=0.5, text/*")));
+        assert!(!prefers_json(&accept("application/json;q=0.5, */*")));
+        assert!(prefers_json(&accept("application/json;q=0.5, image/png")));
+        // Qualities are compared as given, not only as present or absent.
+        assert!(prefers_json(&accept(
+            "application/json;q=0.9, text/html;q=0.5"
+        )));
     }
 
     #[test]
@@ -224,5 +232,12 @@ mod tests {
         let body = expiry.default_response().into_body();
         let text = std::str::from_utf8(&body).unwrap();
         assert!(text.contains("<a href=\"/login?next=&quot;x&quot;&amp;y\">Log in again.</a>"));
+        let expiry = ExpiredSession::new(ExpiryReason::Idle, false, Some("/login?<b>='x'"));
+        let body = expiry.default_response().into_body();
+        let text = std::str::from_utf8(&body).unwrap();
+        assert!(
+            text.contains("href=\"/login?&lt;b&gt;=&#39;x&#39;\""),
+            "{text}"
+        );
     }
 }

@@ -116,6 +116,7 @@ async fn a_hook_that_keeps_failing_is_retried_then_dropped_and_counted() {
         .unwrap();
     sign_in(&layer, "unlucky-session-id", "dave").await;
     clock.advance(IDLE + Duration::from_secs(1));
+    assert_eq!(layer.announcements_dropped(), 0);
     for attempt in 1..=HOOK_ATTEMPTS {
         assert_eq!(layer.announce_now().await.unwrap(), 0);
         assert_eq!(*calls.lock().unwrap(), attempt);

@@ -222,3 +222,20 @@ fn zero_store_timeout() {
         .unwrap_err();
     assert_eq!(error, ConfigError::ZeroStoreTimeout);
 }
+
+/// The layer's `Debug` shows its route rules, each as it was given (a predicate as `When(..)`).
+#[test]
+fn debug_shows_the_route_rules() {
+    let layer = SessionTimeoutLayer::builder()
+        .exempt_path("/login")
+        .exempt_prefix("/static")
+        .passive_when(|head| head.path() == "/poll")
+        .build()
+        .unwrap();
+    let debug = format!("{layer:?}");
+    assert!(
+        debug.contains(r#"exempt: [Exact("/login"), Prefix("/static")]"#),
+        "{debug}"
+    );
+    assert!(debug.contains("passive: [When(..)]"), "{debug}");
+}

@@ -179,3 +179,48 @@ async fn hyper_writes_the_iis_status_line() {
     );
     assert_eq!(body, IIS_BODY);
 }
+
+/// Every reason the answer can carry reads back from its text (the SQL stores keep reasons as
+/// text), and `Display` writes the same text.
+#[test]
+fn every_reason_reads_back_from_its_text() {
+    use tower_session_timeout::ExpiryReason;
+    for reason in [
+        ExpiryReason::Idle,
+        ExpiryReason::Absolute,
+        ExpiryReason::Ended,
+        ExpiryReason::Superseded,
+        ExpiryReason::Unknown,
+    ] {
+        assert_eq!(reason.to_string(), reason.as_str());
+        assert_eq!(reason.as_str().parse::<ExpiryReason>(), Ok(reason));
+    }
+    assert!("Idle".parse::<ExpiryReason>().is_err());
+}
+
+/// A custom response is told what the default one uses: whether the client prefers JSON, and
+/// the login URL.
+#[tokio::test]
+async fn a_custom_response_is_told_the_format_and_the_login_url() {
+    let app = app(|builder| {
+        builder.login_url("/login").expired_response(|expiry| {
+            Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .body(format!(
+                    "{} json={} login={:?}",
+                    expiry.reason(),
+                    expiry.prefers_json(),
+                    expiry.login_url()
+                ))
+                .unwrap()
+        })
+    });
+    assert_eq!(
+        app.get("/", Some("gone")).await.text(),
+        "unknown json=false login=Some(\"/login\")"
+    );
+    assert_eq!(
+        app.get_json("gone").await.text(),
+        "unknown json=true login=Some(\"/login\")"
+    );
+}

@@ -352,3 +352,252 @@ async fn an_end_at_the_horizon_forgets_a_record_the_sweep_has_not_reached() {
         Begin::Began
     );
 }
+
+/// `Debug` names the shard count (rounded up to a power of two) and the records held, and
+/// nothing of the sessions.
+#[tokio::test]
+async fn debug_shows_the_shards_and_the_records() {
+    let store = MemoryStore::with_shards(3);
+    assert_eq!(
+        format!("{store:?}"),
+        "MemoryStore { shards: 4, records: 0 }"
+    );
+    store
+        .begin(
+            &fresh_key("debug"),
+            t0(),
+            &policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        format!("{store:?}"),
+        "MemoryStore { shards: 4, records: 1 }"
+    );
+}
+
+/// A claim first sweeps the shard to its end, chunk after chunk, so sessions that expired
+/// silently (no request came back) are all claimable at once, more than one chunk of them.
+#[tokio::test]
+async fn a_claim_retires_every_silent_expiry_first() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = t0();
+    for i in 0..300 {
+        store
+            .begin(
+                &fresh_key(&format!("silent{i}")),
+                t0,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
+    }
+    let claimed = store
+        .claim_ends(
+            t0.saturating_add(IDLE),
+            &policy,
+            5000,
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 300);
+    assert!(claimed.iter().all(|end| end.reason == ExpiryReason::Idle));
+}
+
+/// Shorter timeouts of a session's own move its listing in the wheel forward, so a sweep
+/// finds it at its new deadline: its end is claimable then, not only at the old one.
+#[tokio::test]
+async fn shorter_own_timeouts_are_swept_at_the_new_deadline() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = t0();
+    let key = fresh_key("shortened");
+    store
+        .begin(
+            &key,
+            t0,
+            &policy,
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .unwrap();
+    let short = tower_session_timeout::SessionTimeouts::new(Duration::from_secs(10));
+    assert!(store.set_timeouts(&key, t0, &policy, short).await.unwrap());
+    let deadline = t0.saturating_add(Duration::from_secs(10));
+    let claimed = store
+        .claim_ends(deadline, &policy, 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].key, key);
+    assert_eq!(claimed[0].reason, ExpiryReason::Idle);
+    assert_eq!(claimed[0].at, deadline);
+}
+
+/// The list of ends to announce is compacted when it holds many more entries than there are
+/// tombstones (ends nobody claimed, since forgotten): the compaction keeps every end still
+/// to be announced.
+#[tokio::test]
+async fn compacting_the_ends_keeps_those_still_to_announce() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = t0();
+    let plain = tower_session_timeout::store::NewSession::plain;
+    for i in 0..100 {
+        let key = fresh_key(&format!("forgotten{i}"));
+        store.begin(&key, t0, &policy, plain()).await.unwrap();
+        assert!(store.end(&key, t0, &policy).await.unwrap());
+    }
+    let t1 = t0.saturating_add(RETENTION + Duration::from_secs(1));
+    assert_eq!(store.purge(t1).await.unwrap(), 100);
+    // This end makes the list (101 entries, one tombstone) long enough to compact.
+    let live = fresh_key("live");
+    store.begin(&live, t1, &policy, plain()).await.unwrap();
+    assert!(store.end(&live, t1, &policy).await.unwrap());
+    let claimed = store
+        .claim_ends(t1, &policy, 1000, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].key, live);
+    assert_eq!(claimed[0].reason, ExpiryReason::Ended);
+}
+
+/// A claim hands out at most `limit` ends; the rest wait, unleased, for the next claim.
+#[tokio::test]
+async fn a_claim_hands_out_at_most_its_limit() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = t0();
+    for i in 0..3 {
+        let key = fresh_key(&format!("limited{i}"));
+        store
+            .begin(
+                &key,
+                t0,
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
+        assert!(store.end(&key, t0, &policy).await.unwrap());
+    }
+    let lease = Duration::from_secs(30);
+    let first = store.claim_ends(t0, &policy, 2, lease).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let second = store.claim_ends(t0, &policy, 2, lease).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert!(first.iter().all(|end| end.key != second[0].key));
+}
+
+/// An end is claimable until its tombstone's horizon, not at it: at the horizon the record
+/// is forgotten, even before the sweep has reached it (its listing is in the next second).
+#[tokio::test]
+async fn an_end_is_not_claimed_at_its_horizon() {
+    let ended_at = t0().saturating_add(Duration::from_millis(500));
+    let horizon = ended_at.saturating_add(RETENTION);
+    let policy = policy();
+    let lease = Duration::from_secs(30);
+    for (claim_at, expected) in [
+        (horizon, 0),
+        (Timestamp::from_unix_millis(horizon.as_unix_millis() - 1), 1),
+    ] {
+        let store = MemoryStore::with_shards(1);
+        let key = fresh_key("horizon");
+        store
+            .begin(
+                &key,
+                t0(),
+                &policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
+        assert!(store.end(&key, ended_at, &policy).await.unwrap());
+        let claimed = store
+            .claim_ends(claim_at, &policy, 10, lease)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), expected, "claimed at {claim_at:?}");
+    }
+}
+
+/// A session refreshed since it was listed is listed again at its new deadline when the
+/// sweep reaches its old one, so it is still retired, and its end claimable, when it expires.
+#[tokio::test]
+async fn a_refreshed_session_is_swept_at_its_new_deadline() {
+    let store = MemoryStore::with_shards(1);
+    let policy = policy();
+    let t0 = t0();
+    let key = fresh_key("refreshed");
+    store
+        .begin(
+            &key,
+            t0,
+            &policy,
+            tower_session_timeout::store::NewSession::plain(),
+        )
+        .await
+        .unwrap();
+    let refreshed = t0.saturating_add(Duration::from_secs(30));
+    let check = store
+        .check(&key, refreshed, &policy, Touch::Refresh)
+        .await
+        .unwrap();
+    assert!(matches!(check, Check::Active(_)));
+    let lease = Duration::from_secs(30);
+    // The sweep reaches the listing at the old deadline: nothing has ended yet.
+    let at_old = t0.saturating_add(IDLE);
+    assert!(store
+        .claim_ends(at_old, &policy, 10, lease)
+        .await
+        .unwrap()
+        .is_empty());
+    let deadline = refreshed.saturating_add(IDLE);
+    let claimed = store
+        .claim_ends(deadline, &policy, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].key, key);
+    assert_eq!(claimed[0].at, deadline);
+}
+
+/// A session whose own idle timeout is no longer than the touch interval is written on every
+/// refresh: skipping a write could let it expire while in use.
+#[tokio::test]
+async fn own_idle_timeout_at_the_touch_interval_writes_every_refresh() {
+    let touch = Duration::from_secs(10);
+    let policy = *tower_session_timeout::SessionTimeoutLayer::builder()
+        .idle_timeout(IDLE)
+        .touch_interval(touch)
+        .tombstone_retention(RETENTION)
+        .build()
+        .unwrap()
+        .policy();
+    let store = MemoryStore::with_shards(1);
+    let t0 = t0();
+    let key = fresh_key("short-idle");
+    let new = tower_session_timeout::store::NewSession {
+        owner: None,
+        timeouts: Some(tower_session_timeout::SessionTimeouts::new(touch)),
+    };
+    store.begin(&key, t0, &policy, new).await.unwrap();
+    let refreshed = t0.saturating_add(Duration::from_secs(5));
+    let check = store
+        .check(&key, refreshed, &policy, Touch::Refresh)
+        .await
+        .unwrap();
+    assert!(matches!(check, Check::Active(record) if record.last_seen == refreshed));
+    // Past the idle deadline counted from the start, not from the refresh.
+    let later = t0.saturating_add(Duration::from_secs(12));
+    let check = store
+        .check(&key, later, &policy, Touch::Passive)
+        .await
+        .unwrap();
+    assert!(matches!(check, Check::Active(_)), "{check:?}");
+}

@@ -456,3 +456,109 @@ async fn an_owner_named_on_a_response_that_begins_nothing_is_ignored() {
         "first"
     );
 }
+
+/// The admin side, `SessionTimeoutLayer::sessions` on another layer over the same store: it
+/// lists an owner's sessions oldest first with their deadlines, none of them current, and
+/// "sign out everywhere" ends them all, and no one else's.
+#[tokio::test]
+async fn an_admin_lists_and_ends_all_of_an_owners_sessions() {
+    let (store, clock) = (MemoryStore::new(), ManualClock::new());
+    let app = instance(&store, &clock, |b| b);
+    sign_in(&app, "alice", "alice-laptop").await;
+    clock.advance(Duration::from_secs(1));
+    sign_in(&app, "alice", "alice-phone").await;
+    sign_in(&app, "bob", "bob-desktop").await;
+    let admin = SessionTimeoutLayer::builder()
+        .idle_timeout(IDLE)
+        .clock(clock.clone())
+        .store(store.clone())
+        .build()
+        .expect("valid config")
+        .sessions();
+    let listed = admin.list("alice").await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed[0].created_at() < listed[1].created_at());
+    for session in &listed {
+        assert!(!session.is_current());
+        assert_eq!(
+            session.idle_deadline(),
+            session.last_seen().saturating_add(IDLE)
+        );
+    }
+    assert_eq!(admin.end_all("alice").await.unwrap(), 2);
+    assert!(admin.list("alice").await.unwrap().is_empty());
+    assert_eq!(admin.end_all("alice").await.unwrap(), 0);
+    assert_eq!(
+        reason(&send(&app, "GET", "/", Some("alice-phone")).await),
+        "ended"
+    );
+    assert_eq!(
+        send(&app, "GET", "/", Some("bob-desktop")).await.status,
+        StatusCode::OK
+    );
+}
+
+/// "Sign out my other devices" from the admin side: every session of the owner but the one
+/// referred to ends. The summaries carry the admin layer's absolute deadline, and neither
+/// `Sessions` nor a reference shows more than it should in `Debug`.
+#[tokio::test]
+async fn an_admin_ends_all_but_one_of_an_owners_sessions() {
+    let (store, clock) = (MemoryStore::new(), ManualClock::new());
+    let app = instance(&store, &clock, |b| b);
+    for device in ["laptop", "phone", "tablet"] {
+        sign_in(&app, "alice", &format!("alice-{device}")).await;
+        clock.advance(Duration::from_secs(1));
+    }
+    let admin = SessionTimeoutLayer::builder()
+        .idle_timeout(IDLE)
+        .absolute_timeout(DAY)
+        .clock(clock.clone())
+        .store(store.clone())
+        .build()
+        .expect("valid config")
+        .sessions();
+    assert_eq!(format!("{admin:?}"), "Sessions { .. }");
+    let listed = admin.list("alice").await.unwrap();
+    assert_eq!(listed.len(), 3);
+    for session in &listed {
+        assert_eq!(
+            session.absolute_deadline(),
+            Some(session.created_at().saturating_add(DAY))
+        );
+    }
+    let keep = *listed[1].session();
+    assert_eq!(format!("{keep:?}"), format!("SessionRef({keep})"));
+    assert_eq!(admin.end_all_except("alice", &keep).await.unwrap(), 2);
+    let left = admin.list("alice").await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(*left[0].session(), keep);
+    assert_eq!(
+        send(&app, "GET", "/", Some("alice-phone")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        reason(&send(&app, "GET", "/", Some("alice-laptop")).await),
+        "ended"
+    );
+}
+
+/// A session's own timeouts keep the rules the builder keeps for the layer's: a zero idle
+/// timeout becomes a millisecond, an absolute timeout shorter than the idle one is raised to
+/// it, and `within` cuts both to a bound.
+#[test]
+fn own_timeouts_are_kept_consistent() {
+    let minute = Duration::from_secs(60);
+    assert_eq!(
+        SessionTimeouts::new(Duration::ZERO).idle(),
+        Duration::from_millis(1)
+    );
+    let short_absolute = SessionTimeouts::new(2 * minute).with_absolute(minute);
+    assert_eq!(short_absolute.absolute(), Some(2 * minute));
+    let long = SessionTimeouts::new(7 * DAY).with_absolute(30 * DAY);
+    assert_eq!((long.idle(), long.absolute()), (7 * DAY, Some(30 * DAY)));
+    let bound = SessionTimeouts::new(DAY).with_absolute(2 * DAY);
+    let cut = long.within(bound);
+    assert_eq!((cut.idle(), cut.absolute()), (DAY, Some(2 * DAY)));
+    let unbounded = SessionTimeouts::new(minute).within(bound);
+    assert_eq!(unbounded.absolute(), Some(2 * DAY));
+}

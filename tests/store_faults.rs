@@ -139,3 +139,49 @@ async fn fail_open_still_ends_the_session_a_sign_out_clears() {
         .unwrap();
     assert_eq!(check, Check::Expired(ExpiryReason::Ended));
 }
+
+/// A store that implements only the required methods (this one wraps a `MemoryStore`, which
+/// counts its sessions) cannot tell how many sessions are active, and answers every optional
+/// operation `Unsupported`.
+#[tokio::test]
+async fn a_store_with_only_the_required_methods_counts_nothing_and_supports_no_more() {
+    let store = FaultyStore::new(Fault::FailChecks);
+    assert_eq!(store.active_sessions(), None);
+    let policy = *tower_session_timeout::SessionTimeoutLayer::builder()
+        .build()
+        .unwrap()
+        .policy();
+    let key = SessionKey::from_id("optional");
+    let now = tower_session_timeout::Timestamp::from_unix_millis(1_767_225_600_000);
+    let unsupported = |error: tower_session_timeout::StoreError| {
+        matches!(error, tower_session_timeout::StoreError::Unsupported(_))
+    };
+    let timeouts = tower_session_timeout::SessionTimeouts::new(Duration::from_secs(60));
+    assert!(unsupported(
+        store
+            .set_timeouts(&key, now, &policy, timeouts)
+            .await
+            .unwrap_err()
+    ));
+    assert!(unsupported(
+        store.owner_of(&key, now, &policy).await.unwrap_err()
+    ));
+    assert!(unsupported(
+        store.sessions_of("alice", now, &policy).await.unwrap_err()
+    ));
+    assert!(unsupported(
+        store
+            .claim_ends(now, &policy, 1, Duration::from_secs(30))
+            .await
+            .unwrap_err()
+    ));
+    assert!(unsupported(
+        store.ack_ends(&[key], now, &policy).await.unwrap_err()
+    ));
+    assert!(unsupported(
+        store
+            .end_sessions_of("alice", None, now, &policy)
+            .await
+            .unwrap_err()
+    ));
+}
