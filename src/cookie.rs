@@ -156,9 +156,10 @@ fn bytes_below(word: u64, bound: u8) -> u64 {
     word.wrapping_sub(LOW_BITS * u64::from(bound)) & !word & HIGH_BITS
 }
 
-/// Some high bit set when one of the word's bytes is above `bound` (below 0x80).
-fn bytes_above(word: u64, bound: u8) -> u64 {
-    (word.wrapping_add(LOW_BITS * u64::from(0x7F - bound)) | word) & HIGH_BITS
+/// Some high bit set when one of the word's bytes is DEL (0x7F) or beyond ASCII.
+fn bytes_from_del(word: u64) -> u64 {
+    // 0x7F + 1 sets the high bit; a byte that has it already is caught by `| word`.
+    (word.wrapping_add(LOW_BITS) | word) & HIGH_BITS
 }
 
 fn classify<'a>(pair: &'a [u8], name: &[u8], plain: bool) -> Pair<'a> {
@@ -232,7 +233,7 @@ pub(crate) fn is_session_id(value: &[u8]) -> bool {
         let word = word_of(word);
         // The alphabet is 0x21..=0x7E but for these four.
         let outside = bytes_below(word, 0x21)
-            | bytes_above(word, 0x7E)
+            | bytes_from_del(word)
             | bytes_equal(word, b'%')
             | bytes_equal(word, b',')
             | bytes_equal(word, b';')
