@@ -239,3 +239,14 @@ fn debug_shows_the_route_rules() {
     );
     assert!(debug.contains("passive: [When(..)]"), "{debug}");
 }
+
+/// The service's `Debug` names it and shows the service it wraps.
+#[test]
+fn the_services_debug_shows_the_inner_service() {
+    #[derive(Debug)]
+    struct Named;
+    let service = tower::Layer::layer(&SessionTimeoutLayer::builder().build().unwrap(), Named);
+    let debug = format!("{service:?}");
+    assert!(debug.starts_with("SessionTimeout {"), "{debug}");
+    assert!(debug.contains("inner: Named"), "{debug}");
+}

@@ -45,3 +45,24 @@ async fn every_decision_is_logged_with_a_short_hash_only() {
         "per-request events stay below INFO"
     );
 }
+
+/// An owner named on a sign-in is taken without a word; one named on a response that begins
+/// nothing (the request's own id set again) is ignored with a warning.
+#[tokio::test]
+async fn only_an_owner_named_where_nothing_begins_is_warned_about() {
+    let (logs, _guard) = Logs::capture();
+    let app = app(|builder| builder);
+    let login = |carried: Option<&str>| {
+        let mut request =
+            http::Request::get("/login?id=owned-session-0123456789").header("x-owner", "alice");
+        if let Some(id) = carried {
+            request = request.header(http::header::COOKIE, format!("id={id}"));
+        }
+        request.body(http_body_util::Empty::new()).unwrap()
+    };
+    app.send(login(None)).await;
+    let warning = "set_owner on a response that begins no session";
+    assert!(logs.lines_with(warning).is_empty(), "{}", logs.text());
+    app.send(login(Some("owned-session-0123456789"))).await;
+    assert_eq!(logs.lines_with(warning).len(), 1, "{}", logs.text());
+}

@@ -123,3 +123,21 @@ async fn a_handler_reads_the_checked_id_and_the_time_left() {
     let answer = app.get("/whoami", None).await;
     assert_eq!(answer.text(), "none 0");
 }
+
+/// `SessionInfo::checked_at` is the layer's clock when it checked this request, not when the
+/// session began or was last seen.
+#[tokio::test]
+async fn the_info_says_when_the_layer_checked_the_session() {
+    let app = app(|builder| builder);
+    app.login("checked-session-0123456789").await;
+    let begun = tower_session_timeout::Timestamp::from_system_time(
+        tower_session_timeout::Clock::now(&app.clock),
+    );
+    app.advance(Duration::from_secs(7));
+    let answer = app
+        .get("/checked-at", Some("checked-session-0123456789"))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let checked = begun.saturating_add(Duration::from_secs(7));
+    assert_eq!(answer.text(), checked.as_unix_millis().to_string());
+}

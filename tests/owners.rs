@@ -57,8 +57,14 @@ async fn sessions(Extension(session): Extension<SessionHandle>) -> String {
         .iter()
         .map(|s| {
             let current = if s.is_current() { " current" } else { "" };
+            // The handle's own reference names the same session the list marks.
+            let mine = if session.session_ref().as_ref() == Some(s.session()) {
+                " mine"
+            } else {
+                ""
+            };
             format!(
-                "{} {}{current}\n",
+                "{} {}{current}{mine}\n",
                 s.session(),
                 s.created_at().as_unix_millis()
             )
@@ -185,7 +191,7 @@ async fn sign_in_names_the_owner_and_the_list_marks_the_current_session() {
     let lines: Vec<&str> = listed.lines().collect();
     assert_eq!(lines.len(), 2, "alice's two sessions, not bob's: {listed}");
     assert!(
-        !lines[0].ends_with("current") && lines[1].ends_with(" current"),
+        !lines[0].contains("current") && lines[1].ends_with(" current mine"),
         "{listed}"
     );
     for line in &lines {

@@ -19,7 +19,9 @@ pub const IDLE: Duration = Duration::from_secs(60);
 
 pub type Inner = BoxCloneSyncService<Request<Empty<Bytes>>, Response<Full<Bytes>>, Infallible>;
 
-/// The inner service: `/login?id=X` (or `x-new-id: X`) sets cookie `id=X`, `/logout` clears it, `/begin?id=X`
+/// The inner service: `/login?id=X` (or `x-new-id: X`) sets cookie `id=X` (and names the owner
+/// in `x-owner`, if any), `/logout` clears it, `/checked-at` answers when the layer checked the
+/// session, `/begin?id=X`
 /// begins X through the handle, `/end` ends through the handle, `/echo-cookie` answers the
 /// `Cookie` header it got, `/info` answers the session's last-seen time, `/whoami` the
 /// session id and the milliseconds it has left; everything else
@@ -44,6 +46,10 @@ pub fn inner(calls: Arc<AtomicUsize>) -> Inner {
             let mut response = Response::new(Full::new(Bytes::from_static(b"inner")));
             match request.uri().path() {
                 "/login" => {
+                    if let Some(owner) = request.headers().get("x-owner") {
+                        let owner = owner.to_str().unwrap_or_default().to_owned();
+                        handle.expect("handle").set_owner(owner);
+                    }
                     let cookie = format!("id={}; Path=/; HttpOnly", query_id.unwrap_or_default());
                     response
                         .headers_mut()
@@ -71,6 +77,13 @@ pub fn inner(calls: Arc<AtomicUsize>) -> Inner {
                         handle.id().unwrap_or("none"),
                         handle.info().map_or(0, |info| info.time_left().as_millis())
                     );
+                    *response.body_mut() = Full::new(Bytes::from(text));
+                }
+                "/checked-at" => {
+                    let info = handle.and_then(|handle| handle.info());
+                    let text = info.map_or("none".to_owned(), |info| {
+                        info.checked_at().as_unix_millis().to_string()
+                    });
                     *response.body_mut() = Full::new(Bytes::from(text));
                 }
                 "/info" => {
