@@ -5,10 +5,25 @@ mod common;
 use std::time::Duration;
 
 use common::store_suite::{self, fresh_key, policy, start, IDLE, RETENTION};
-use tower_session_timeout::store::{Begin, Check, SessionStore, Touch};
+use tower_session_timeout::store::{Begin, Check, Policy, SessionStore, Touch};
 use tower_session_timeout::{ExpiryReason, MemoryStore, Timestamp};
 
 /// A whole second, so the wheel's one-second buckets fall where the cases expect.
+/// Begins `count` sessions without owner or own timeouts, ids `{name}0`, `{name}1`, ..., at `at`.
+async fn begin_many(store: &MemoryStore, name: &str, count: usize, at: Timestamp, policy: &Policy) {
+    for i in 0..count {
+        store
+            .begin(
+                &fresh_key(&format!("{name}{i}")),
+                at,
+                policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 fn t0() -> Timestamp {
     Timestamp::from_unix_millis(1_767_225_600_000)
 }
@@ -217,17 +232,7 @@ async fn requests_sweep_due_records_as_they_go() {
     let store = MemoryStore::with_shards(1);
     let policy = policy();
     let t0 = start();
-    for i in 0..20 {
-        store
-            .begin(
-                &fresh_key(&format!("swept{i}")),
-                t0,
-                &policy,
-                tower_session_timeout::store::NewSession::plain(),
-            )
-            .await
-            .unwrap();
-    }
+    begin_many(&store, "swept", 20, t0, &policy).await;
     let later = t0.saturating_add(IDLE + RETENTION + Duration::from_secs(1));
     let probe = fresh_key("probe");
     // Each call sweeps a few due records; a handful of calls clears the shard.
@@ -267,17 +272,7 @@ async fn purge_goes_on_past_one_chunk() {
     // must still be purged whole.
     let store = MemoryStore::with_shards(1);
     let policy = policy();
-    for i in 0..1_000 {
-        store
-            .begin(
-                &fresh_key(&format!("many{i}")),
-                t0(),
-                &policy,
-                tower_session_timeout::store::NewSession::plain(),
-            )
-            .await
-            .unwrap();
-    }
+    begin_many(&store, "many", 1_000, t0(), &policy).await;
     let gone = t0().saturating_add(IDLE + RETENTION);
     assert_eq!(store.purge(gone).await.unwrap(), 1_000);
     assert!(store.is_empty(), "{} left", store.len());
@@ -315,17 +310,7 @@ async fn an_end_at_the_horizon_forgets_a_record_the_sweep_has_not_reached() {
     let store = MemoryStore::with_shards(1);
     let policy = policy();
     let earlier = Timestamp::from_unix_millis(t0().as_unix_millis() - 10_000);
-    for i in 0..20 {
-        store
-            .begin(
-                &fresh_key(&format!("busy{i}")),
-                earlier,
-                &policy,
-                tower_session_timeout::store::NewSession::plain(),
-            )
-            .await
-            .unwrap();
-    }
+    begin_many(&store, "busy", 20, earlier, &policy).await;
     let key = fresh_key("unasked");
     store
         .begin(
@@ -384,17 +369,7 @@ async fn a_claim_retires_every_silent_expiry_first() {
     let store = MemoryStore::with_shards(1);
     let policy = policy();
     let t0 = t0();
-    for i in 0..300 {
-        store
-            .begin(
-                &fresh_key(&format!("silent{i}")),
-                t0,
-                &policy,
-                tower_session_timeout::store::NewSession::plain(),
-            )
-            .await
-            .unwrap();
-    }
+    begin_many(&store, "silent", 300, t0, &policy).await;
     let claimed = store
         .claim_ends(
             t0.saturating_add(IDLE),
