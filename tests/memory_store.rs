@@ -24,6 +24,29 @@ async fn begin_many(store: &MemoryStore, name: &str, count: usize, at: Timestamp
     }
 }
 
+/// Begins and at once ends `count` sessions, ids `{name}0`, `{name}1`, ..., at `at`.
+async fn begin_and_end_many(
+    store: &MemoryStore,
+    name: &str,
+    count: usize,
+    at: Timestamp,
+    policy: &Policy,
+) {
+    for i in 0..count {
+        let key = fresh_key(&format!("{name}{i}"));
+        store
+            .begin(
+                &key,
+                at,
+                policy,
+                tower_session_timeout::store::NewSession::plain(),
+            )
+            .await
+            .unwrap();
+        assert!(store.end(&key, at, policy).await.unwrap());
+    }
+}
+
 fn t0() -> Timestamp {
     Timestamp::from_unix_millis(1_767_225_600_000)
 }
@@ -51,19 +74,7 @@ async fn ends_before_the_first_claim_are_announced() {
     let store = MemoryStore::with_shards(1);
     let policy = policy();
     let t0 = t0();
-    for i in 0..1000 {
-        let key = fresh_key(&format!("early{i}"));
-        store
-            .begin(
-                &key,
-                t0,
-                &policy,
-                tower_session_timeout::store::NewSession::plain(),
-            )
-            .await
-            .unwrap();
-        assert!(store.end(&key, t0, &policy).await.unwrap());
-    }
+    begin_and_end_many(&store, "early", 1000, t0, &policy).await;
     let claimed = store
         .claim_ends(
             t0.saturating_add(Duration::from_secs(1)),
@@ -422,11 +433,7 @@ async fn compacting_the_ends_keeps_those_still_to_announce() {
     let policy = policy();
     let t0 = t0();
     let plain = tower_session_timeout::store::NewSession::plain;
-    for i in 0..100 {
-        let key = fresh_key(&format!("forgotten{i}"));
-        store.begin(&key, t0, &policy, plain()).await.unwrap();
-        assert!(store.end(&key, t0, &policy).await.unwrap());
-    }
+    begin_and_end_many(&store, "forgotten", 100, t0, &policy).await;
     let t1 = t0.saturating_add(RETENTION + Duration::from_secs(1));
     assert_eq!(store.purge(t1).await.unwrap(), 100);
     // This end makes the list (101 entries, one tombstone) long enough to compact.
@@ -448,19 +455,7 @@ async fn a_claim_hands_out_at_most_its_limit() {
     let store = MemoryStore::with_shards(1);
     let policy = policy();
     let t0 = t0();
-    for i in 0..3 {
-        let key = fresh_key(&format!("limited{i}"));
-        store
-            .begin(
-                &key,
-                t0,
-                &policy,
-                tower_session_timeout::store::NewSession::plain(),
-            )
-            .await
-            .unwrap();
-        assert!(store.end(&key, t0, &policy).await.unwrap());
-    }
+    begin_and_end_many(&store, "limited", 3, t0, &policy).await;
     let lease = Duration::from_secs(30);
     let first = store.claim_ends(t0, &policy, 2, lease).await.unwrap();
     assert_eq!(first.len(), 2);

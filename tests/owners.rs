@@ -172,6 +172,16 @@ fn reason(answer: &Answer) -> String {
     json["reason"].as_str().expect("a reason").to_owned()
 }
 
+/// The 440 reason of `GET /` with session `id`.
+async fn home_reason(app: &Router, id: &str) -> String {
+    reason(&send(app, "GET", "/", Some(id)).await)
+}
+
+/// The status of `GET /` with session `id`.
+async fn home_status(app: &Router, id: &str) -> StatusCode {
+    send(app, "GET", "/", Some(id)).await.status
+}
+
 #[tokio::test]
 async fn sign_in_names_the_owner_and_the_list_marks_the_current_session() {
     let (store, clock) = (MemoryStore::new(), ManualClock::new());
@@ -235,20 +245,10 @@ async fn end_others_signs_out_every_other_device_on_every_instance() {
         (&two, "alice-tablet"),
         (&one, "alice-tablet"),
     ] {
-        assert_eq!(
-            reason(&send(app, "GET", "/", Some(id)).await),
-            "ended",
-            "{id}"
-        );
+        assert_eq!(home_reason(app, id).await, "ended", "{id}");
     }
-    assert_eq!(
-        send(&one, "GET", "/", Some("alice-phone")).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        send(&two, "GET", "/", Some("bob-desktop")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(home_status(&one, "alice-phone").await, StatusCode::OK);
+    assert_eq!(home_status(&two, "bob-desktop").await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -281,24 +281,15 @@ async fn one_session_is_ended_by_its_reference_and_only_by_its_owner() {
         send(&app, "POST", &path, Some("alice-phone")).await.body,
         "false"
     );
-    assert_eq!(
-        send(&app, "GET", "/", Some("bob-desktop")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(home_status(&app, "bob-desktop").await, StatusCode::OK);
     // Her own laptop she can.
     let path = format!("/sessions/{laptop}/end");
     assert_eq!(
         send(&app, "POST", &path, Some("alice-phone")).await.body,
         "true"
     );
-    assert_eq!(
-        reason(&send(&app, "GET", "/", Some("alice-laptop")).await),
-        "ended"
-    );
-    assert_eq!(
-        send(&app, "GET", "/", Some("alice-phone")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(home_reason(&app, "alice-laptop").await, "ended");
+    assert_eq!(home_status(&app, "alice-phone").await, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -323,11 +314,7 @@ async fn a_sign_in_beyond_the_limit_supersedes_the_oldest_session() {
         "the app can say \"you signed in elsewhere\""
     );
     for id in ["second", "third"] {
-        assert_eq!(
-            send(&two, "GET", "/", Some(id)).await.status,
-            StatusCode::OK,
-            "{id}"
-        );
+        assert_eq!(home_status(&two, id).await, StatusCode::OK, "{id}");
     }
 }
 
@@ -351,14 +338,8 @@ async fn a_sign_in_beyond_the_limit_can_be_refused_with_409() {
         "the refused session's cookie is cleared, not set: {:?}",
         refused.set_cookie
     );
-    assert_eq!(
-        reason(&send(&app, "GET", "/", Some("second")).await),
-        "unknown"
-    );
-    assert_eq!(
-        send(&app, "GET", "/", Some("first")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(home_reason(&app, "second").await, "unknown");
+    assert_eq!(home_status(&app, "first").await, StatusCode::OK);
     // Another user is not affected.
     assert_eq!(sign_in(&app, "bob", "bobs").await.status, StatusCode::OK);
 }
@@ -378,7 +359,7 @@ async fn remember_me_outlives_the_layers_idle_timeout_within_the_bound() {
     .await;
     sign_in(&app, "alice", "plain").await;
     clock.advance(IDLE);
-    assert_eq!(reason(&send(&app, "GET", "/", Some("plain")).await), "idle");
+    assert_eq!(home_reason(&app, "plain").await, "idle");
     let status = send(&app, "GET", "/session/status", Some("remembered")).await;
     assert_eq!(status.status, StatusCode::OK);
     let status: serde_json::Value = serde_json::from_str(&status.body).unwrap();
@@ -396,10 +377,7 @@ async fn remember_me_outlives_the_layers_idle_timeout_within_the_bound() {
     let created = status["created_at_ms"].as_u64().unwrap();
     assert_eq!(absolute_deadline - created, 3 * DAY.as_millis() as u64);
     clock.advance(2 * DAY - IDLE);
-    assert_eq!(
-        reason(&send(&app, "GET", "/", Some("remembered")).await),
-        "idle"
-    );
+    assert_eq!(home_reason(&app, "remembered").await, "idle");
 }
 
 #[tokio::test]
@@ -415,7 +393,7 @@ async fn by_default_a_session_may_only_shorten_its_timeouts() {
     .await;
     clock.advance(IDLE);
     assert_eq!(
-        reason(&send(&app, "GET", "/", Some("remembered")).await),
+        home_reason(&app, "remembered").await,
         "idle",
         "without max_session_timeouts the layer's 60 s are the most a session gets"
     );
@@ -433,15 +411,9 @@ async fn a_handler_can_shorten_the_current_session() {
         StatusCode::OK
     );
     clock.advance(Duration::from_secs(4));
-    assert_eq!(
-        send(&app, "GET", "/", Some("sensitive")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(home_status(&app, "sensitive").await, StatusCode::OK);
     clock.advance(Duration::from_secs(5));
-    assert_eq!(
-        reason(&send(&app, "GET", "/", Some("sensitive")).await),
-        "idle"
-    );
+    assert_eq!(home_reason(&app, "sensitive").await, "idle");
 }
 
 #[tokio::test]
@@ -494,14 +466,8 @@ async fn an_admin_lists_and_ends_all_of_an_owners_sessions() {
     assert_eq!(admin.end_all("alice").await.unwrap(), 2);
     assert!(admin.list("alice").await.unwrap().is_empty());
     assert_eq!(admin.end_all("alice").await.unwrap(), 0);
-    assert_eq!(
-        reason(&send(&app, "GET", "/", Some("alice-phone")).await),
-        "ended"
-    );
-    assert_eq!(
-        send(&app, "GET", "/", Some("bob-desktop")).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(home_reason(&app, "alice-phone").await, "ended");
+    assert_eq!(home_status(&app, "bob-desktop").await, StatusCode::OK);
 }
 
 /// "Sign out my other devices" from the admin side: every session of the owner but the one
@@ -538,14 +504,8 @@ async fn an_admin_ends_all_but_one_of_an_owners_sessions() {
     let left = admin.list("alice").await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(*left[0].session(), keep);
-    assert_eq!(
-        send(&app, "GET", "/", Some("alice-phone")).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        reason(&send(&app, "GET", "/", Some("alice-laptop")).await),
-        "ended"
-    );
+    assert_eq!(home_status(&app, "alice-phone").await, StatusCode::OK);
+    assert_eq!(home_reason(&app, "alice-laptop").await, "ended");
 }
 
 /// A session's own timeouts keep the rules the builder keeps for the layer's: a zero idle
