@@ -72,7 +72,7 @@ pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str, bounds: IdBounds) -> 
     for header in headers.get_all(COOKIE) {
         let bytes = header.as_bytes();
         let plain = is_plain(bytes);
-        for pair in bytes.split(|&byte| byte == b';') {
+        for pair in pairs(bytes) {
             match classify(pair, name.as_bytes(), plain) {
                 Pair::Other => {}
                 Pair::Hidden => return RequestCookie::Malformed,
@@ -162,6 +162,37 @@ fn bytes_from_del(word: u64) -> u64 {
     (word.wrapping_add(LOW_BITS) | word) & HIGH_BITS
 }
 
+/// The `;`-separated pieces of a header, as `header.split(|&byte| byte == b';')` gives them,
+/// found eight bytes at a time.
+fn pairs(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        let bytes = rest?;
+        match position_of_semicolon(bytes) {
+            Some(end) => {
+                rest = bytes.get(end + 1..);
+                bytes.get(..end)
+            }
+            None => rest.take(),
+        }
+    })
+}
+
+fn position_of_semicolon(bytes: &[u8]) -> Option<usize> {
+    let mut words = bytes.chunks_exact(8);
+    let mut start = 0;
+    for word in &mut words {
+        let found = bytes_equal(word_of(word), b';');
+        if found != 0 {
+            // The lowest flagged byte is a `;`: a borrow flags only bytes above a match.
+            return Some(start + found.trailing_zeros() as usize / 8);
+        }
+        start += 8;
+    }
+    let at = words.remainder().iter().position(|&byte| byte == b';')?;
+    Some(start + at)
+}
+
 fn classify<'a>(pair: &'a [u8], name: &[u8], plain: bool) -> Pair<'a> {
     if plain {
         let session = pair
@@ -225,8 +256,10 @@ fn percent_decode(bytes: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// Whether `value` may be a session id: only bytes that every cookie reader
-/// takes as they are ([`is_session_id_byte`]).
+/// Whether `value` may be a session id: only bytes that every cookie reader takes as they
+/// are. They are RFC 6265's `cookie-octet`, plus the double quotes of a quoted value (kept
+/// verbatim, as the cookie crate's `value()` keeps them), minus `%`, which `parse_encoded`
+/// decodes and `parse` does not.
 pub(crate) fn is_session_id(value: &[u8]) -> bool {
     let mut words = value.chunks_exact(8);
     for word in &mut words {
@@ -248,14 +281,12 @@ pub(crate) fn is_session_id(value: &[u8]) -> bool {
         .all(|&byte| is_session_id_byte(byte))
 }
 
-/// RFC 6265 `cookie-octet`, plus the double quotes of a quoted value (kept verbatim, as the
-/// cookie crate's `value()` keeps them), minus `%`, which `parse_encoded` decodes and
-/// `parse` does not.
+/// [`is_session_id`] for one byte.
 fn is_session_id_byte(byte: u8) -> bool {
     SESSION_ID_BYTES[usize::from(byte)]
 }
 
-/// [`is_session_id_byte`] as a table, one lookup per byte of the session id.
+/// [`is_session_id_byte`] as a table, one lookup per byte of the session id's last word.
 const SESSION_ID_BYTES: [bool; 256] = {
     let mut table = [false; 256];
     let mut byte = 0;
@@ -586,6 +617,37 @@ mod tests {
                     id,
                     "{first:#x} {second:#x} in one word"
                 );
+            }
+        }
+    }
+
+    /// The word-at-a-time split gives the pieces `split` gives: `;` and any other byte at every
+    /// place of every length up to three words, pairs of `;` at every two places, and the
+    /// empty header.
+    #[test]
+    fn pairs_split_as_slice_split_does() {
+        let split = |bytes: &[u8]| -> Vec<Vec<u8>> {
+            bytes.split(|&b| b == b';').map(<[u8]>::to_vec).collect()
+        };
+        let ours = |bytes: &[u8]| -> Vec<Vec<u8>> { pairs(bytes).map(<[u8]>::to_vec).collect() };
+        assert_eq!(ours(b""), vec![Vec::<u8>::new()]);
+        for len in 1..=24 {
+            for first in 0..len {
+                for byte in 0..=255u8 {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[first] = byte;
+                    assert_eq!(ours(&bytes), split(&bytes), "{byte:#x} at {first} of {len}");
+                }
+                for second in first..len {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[first] = b';';
+                    bytes[second] = b';';
+                    assert_eq!(
+                        ours(&bytes),
+                        split(&bytes),
+                        "; at {first} and {second} of {len}"
+                    );
+                }
             }
         }
     }

@@ -25,9 +25,8 @@ use crate::{
     StoreError, Timestamp,
 };
 
-/// A request whose session the store is checking.
-pub(crate) struct Checking<B> {
-    pub(crate) request: Request<B>,
+/// The session cookie of a request the store is checking, and how the request uses it.
+pub(crate) struct Checking {
     pub(crate) route: Route,
     pub(crate) key: SessionKey,
     pub(crate) id: SessionId,
@@ -37,15 +36,16 @@ pub(crate) struct Checking<B> {
 /// A request waiting for the store's answer, with the inner service that will take it.
 pub(crate) struct Pending<S, B> {
     pub(crate) inner: S,
-    pub(crate) checking: Checking<B>,
+    pub(crate) request: Request<B>,
+    pub(crate) checking: Checking,
 }
 
 /// What the layer does with a request once the store has checked its session.
-pub(crate) enum Decided<B> {
+pub(crate) enum Decided {
     /// The layer answers itself.
     Answer(Response<Bytes>),
     /// The request goes on to the inner service; `After` settles the response.
-    Pass(Request<B>, After),
+    Pass(After),
 }
 
 /// What the layer needs, once the inner service answers, to begin or end sessions.
@@ -87,8 +87,8 @@ pin_project! {
     ///
     /// It waits for the store (unless the store answered at once, through
     /// [`SessionStore::try_check`]), then for the inner service, then for the store again when
-    /// the response begins or ends a session. No state is boxed but the store timeout's timer,
-    /// once a store makes the request wait.
+    /// the response begins or ends a session. Nothing is boxed unless a store makes the
+    /// request wait: then the waiting request and the store timeout's timer are.
     pub struct ResponseFuture<S, St, B>
     where
         S: Service<Request<B>>,
@@ -110,7 +110,9 @@ pin_project! {
         Checking {
             #[pin]
             check: Bounded<St::CheckFuture>,
-            pending: Option<Pending<S, B>>,
+            // Boxed: only a store that makes the request wait comes here, and a request is
+            // large; unboxed, it would be copied with the future on every path.
+            pending: Option<Box<Pending<S, B>>>,
         },
         Calling {
             #[pin]
@@ -137,7 +139,7 @@ where
 {
     pub(crate) fn checking(
         check: St::CheckFuture,
-        pending: Pending<S, B>,
+        pending: Box<Pending<S, B>>,
         config: Arc<Config<St>>,
     ) -> Self {
         let state = State::Checking {
@@ -227,7 +229,7 @@ where
 /// The next step once the store has checked the request's session.
 fn next_state<S, St, B>(
     checked: Result<Check, StoreError>,
-    pending: Pending<S, B>,
+    pending: Box<Pending<S, B>>,
     config: &Arc<Config<St>>,
 ) -> State<S, St, B>
 where
@@ -236,13 +238,14 @@ where
 {
     let Pending {
         mut inner,
+        mut request,
         checking,
-    } = pending;
-    match decide(checked, checking, config) {
+    } = *pending;
+    match decide(checked, checking, &mut request, config) {
         Decided::Answer(answer) => State::Answered {
             response: Some(answer),
         },
-        Decided::Pass(request, after) => State::Calling {
+        Decided::Pass(after) => State::Calling {
             call: inner.call(request),
             after: Some(after),
         },
@@ -250,15 +253,15 @@ where
 }
 
 /// What the store's answer means for the request: the layer's own answer, or the request
-/// (with its session in the extensions) for the inner service.
+/// for the inner service (with its session in the extensions, or its cookie removed).
 pub(crate) fn decide<St: SessionStore, B>(
     checked: Result<Check, StoreError>,
-    checking: Checking<B>,
+    checking: Checking,
+    request: &mut Request<B>,
     shared: &Arc<Config<St>>,
-) -> Decided<B> {
+) -> Decided {
     let config = &**shared;
     let Checking {
-        mut request,
         route,
         key,
         id,
@@ -293,7 +296,7 @@ pub(crate) fn decide<St: SessionStore, B>(
                 config.report_expiry(key, reason, now);
             }
             tracing::debug!(session = %key, %reason, ?route, "session not active");
-            match inactive(config, route, Some(reason), &mut request) {
+            match inactive(config, route, Some(reason), request) {
                 Some(answer) => return Decided::Answer(answer),
                 None => (Some(key), None, true),
             }
@@ -321,8 +324,8 @@ pub(crate) fn decide<St: SessionStore, B>(
     // The handler sees the id only of a session the layer found active.
     let id = info.is_some().then_some(id);
     let sessions = Sessions::new(Arc::clone(shared));
-    let after = After::new(carried, info, id, stale, &mut request, sessions);
-    Decided::Pass(request, after)
+    let after = After::new(carried, info, id, stale, request, sessions);
+    Decided::Pass(after)
 }
 
 fn set_seconds_left<T, St>(

@@ -1,9 +1,9 @@
 //! What a handler sees of its session: [`SessionInfo`] and the [`SessionHandle`].
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use http::HeaderValue;
+use http::{Extensions, HeaderValue};
 use std::time::Duration;
 
 use crate::cookie::FoundId;
@@ -348,6 +348,34 @@ pub(crate) fn annotate<B>(
     sessions: Sessions,
 ) -> SessionHandle {
     let handle = SessionHandle::new(info, id, key, sessions);
-    request.extensions_mut().insert(handle.clone());
+    let extensions = request.extensions_mut();
+    if extensions.is_empty() {
+        *extensions = roomy_extensions();
+    }
+    extensions.insert(handle.clone());
     handle
+}
+
+/// An empty extension map with room for seven entries.
+///
+/// `Extensions` starts its map with room for three, and axum's router adds three to a request
+/// on a plain route: with the layer's handle that makes four, and every request would build the
+/// map twice (about 600 instructions, BENCHMARKS.md section 1). `Extensions` has no
+/// `with_capacity`, but a clone keeps the capacity of what it clones.
+fn roomy_extensions() -> Extensions {
+    static ROOMY: OnceLock<Extensions> = OnceLock::new();
+    ROOMY
+        .get_or_init(|| {
+            #[derive(Clone)]
+            struct Room<const N: usize>;
+            let mut extensions = Extensions::new();
+            // A fourth entry makes the map grow to room for seven; removing them keeps it.
+            extensions.insert(Room::<0>);
+            extensions.insert(Room::<1>);
+            extensions.insert(Room::<2>);
+            extensions.insert(Room::<3>);
+            extensions.clear();
+            extensions
+        })
+        .clone()
 }

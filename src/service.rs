@@ -101,7 +101,6 @@ where
                 };
                 let now = config.now();
                 let checking = Checking {
-                    request,
                     route,
                     key,
                     id,
@@ -113,7 +112,7 @@ where
                 if let Some(checked) =
                     metrics::timed("check", || config.store.try_check(&key, now, policy, touch))
                 {
-                    return match decide(checked, checking, &config) {
+                    return match decide(checked, checking, &mut request, &config) {
                         Decided::Answer(answer) => {
                             // The readied service is not called: let it go (a concurrency
                             // permit, a buffer slot), as a wait for the store would; keep a
@@ -121,7 +120,7 @@ where
                             self.inner = self.inner.clone();
                             ResponseFuture::answered(answer, config)
                         }
-                        Decided::Pass(request, after) => {
+                        Decided::Pass(after) => {
                             ResponseFuture::calling(self.inner.call(request), after, config)
                         }
                     };
@@ -131,7 +130,12 @@ where
                 // the clone that `poll_ready` readied and leaves a fresh one here.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
-                return ResponseFuture::checking(check, Pending { inner, checking }, config);
+                let pending = Box::new(Pending {
+                    inner,
+                    request,
+                    checking,
+                });
+                return ResponseFuture::checking(check, pending, config);
             }
             RequestCookie::Absent if matches!(route, Route::KeepAlive | Route::Status) => {
                 Some(ExpiryReason::Unknown)
