@@ -180,7 +180,7 @@ where
                 StateProj::Checking { check, pending } => {
                     let checked = ready!(check.poll(cx));
                     let pending = pending.take().expect(POLLED_AFTER_COMPLETION);
-                    next_state(checked, pending, this.config)
+                    next_state(checked, *pending, this.config)
                 }
                 StateProj::Calling { call, after } => {
                     let mut response = ready!(call.poll(cx))?;
@@ -229,7 +229,7 @@ where
 /// The next step once the store has checked the request's session.
 fn next_state<S, St, B>(
     checked: Result<Check, StoreError>,
-    pending: Box<Pending<S, B>>,
+    pending: Pending<S, B>,
     config: &Arc<Config<St>>,
 ) -> State<S, St, B>
 where
@@ -240,7 +240,7 @@ where
         mut inner,
         mut request,
         checking,
-    } = *pending;
+    } = pending;
     match decide(checked, checking, &mut request, config) {
         Decided::Answer(answer) => State::Answered {
             response: Some(answer),
