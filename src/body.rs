@@ -92,3 +92,46 @@ impl<B> std::fmt::Debug for ResponseBody<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Empty, Full};
+
+    use super::*;
+
+    /// A body the layer wrote tells its exact length, and that it ends once its one frame is
+    /// taken (servers use both: `Content-Length`, and no wait for a frame that never comes).
+    #[tokio::test]
+    async fn a_written_body_tells_its_length_and_its_end() {
+        let mut body = ResponseBody::<Empty<Bytes>>::full(Bytes::from_static(b"Login Time-out"));
+        assert_eq!(body.size_hint().exact(), Some(14));
+        assert!(!body.is_end_stream());
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "Login Time-out");
+        assert!(body.is_end_stream());
+        assert_eq!(body.size_hint().exact(), Some(0));
+
+        let empty = ResponseBody::<Empty<Bytes>>::full(Bytes::new());
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.size_hint().exact(), Some(0));
+    }
+
+    /// The inner service's body is passed through as it is, its length and end included.
+    #[test]
+    fn the_inner_body_tells_its_own_length_and_end() {
+        let full = ResponseBody::inner(Full::<Bytes>::new(Bytes::from_static(b"Hello")));
+        assert_eq!(full.size_hint().exact(), Some(5));
+        assert!(!full.is_end_stream());
+        let empty = ResponseBody::inner(Empty::<Bytes>::new());
+        assert!(empty.is_end_stream());
+        assert_eq!(empty.size_hint().exact(), Some(0));
+    }
+
+    #[test]
+    fn debug_says_which_body_and_how_long() {
+        let written = ResponseBody::<Empty<Bytes>>::full(Bytes::from_static(b"OK"));
+        assert_eq!(format!("{written:?}"), "ResponseBody::Full(2 bytes)");
+        let inner = ResponseBody::inner(Full::<Bytes>::new(Bytes::new()));
+        assert_eq!(format!("{inner:?}"), "ResponseBody::Inner");
+    }
+}
