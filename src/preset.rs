@@ -75,3 +75,21 @@ impl Preset {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each preset names the standard its numbers come from, for the docs and the logs.
+    #[test]
+    fn each_source_names_its_standard() {
+        for (preset, standard) in [
+            (Preset::OwaspAsvs5, "OWASP ASVS 5.0"),
+            (Preset::NistAal2, "AAL2"),
+            (Preset::NistAal3, "AAL3"),
+            (Preset::PciDss4, "PCI DSS 4.0"),
+        ] {
+            assert!(preset.source().contains(standard), "{preset:?}");
+        }
+    }
+}

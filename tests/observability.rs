@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::app::{app, TestApp, IDLE};
 use tower_session_timeout::store::SessionKey;
-use tower_session_timeout::{ExpiryEvent, ExpiryReason};
+use tower_session_timeout::{Clock, ExpiryEvent, ExpiryReason, Timestamp};
 
 fn recording_app(
     configure: impl FnOnce(
@@ -29,6 +29,7 @@ async fn the_hook_hears_an_idle_expiry_once() {
     let (app, events) = recording_app(|builder| builder);
     app.login("s1").await;
     app.advance(IDLE);
+    let noticed = Timestamp::from_system_time(app.clock.now());
     for _ in 0..5 {
         app.get("/", Some("s1")).await;
     }
@@ -36,6 +37,7 @@ async fn the_hook_hears_an_idle_expiry_once() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].reason(), ExpiryReason::Idle);
     assert_eq!(events[0].session(), SessionKey::from_id("s1"));
+    assert_eq!(events[0].at(), noticed, "when the layer noticed, by its clock");
 }
 
 #[tokio::test]
