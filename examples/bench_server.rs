@@ -7,19 +7,22 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `BENCH_CONFIG` | `bare`, `memory`, `redis`, `postgres`, `sqlite`, `tower-sessions` | `bare` |
+//! | `BENCH_CONFIG` | `bare`, `memory`, `redis`, `redis-near`, `postgres`, `sqlite`, `tower-sessions` | `bare` |
 //! | `PORT` | port on 127.0.0.1 | `3100` |
 //! | `WORKERS` | Tokio worker threads | `1` |
 //! | `REDIS_URL` | for `redis` (`redis-cluster://host:port[,host:port…]` for a Redis Cluster) | `redis://127.0.0.1:6379/0` |
 //! | `DATABASE_URL` | for `postgres` | `postgres://postgres@127.0.0.1:5432/postgres` |
 //! | `SQLITE_PATH` | for `sqlite` | `target/bench-sessions.sqlite3` |
-//! | `TOUCH_INTERVAL_SECS` | ours: skip refresh writes younger than this | none |
+//! | `TOUCH_INTERVAL_SECS` | ours: skip refresh writes younger than this | none (`redis-near`: 60) |
 //!
 //! `GET /` answers "Hello, World!". `GET /login` begins a session and answers its cookie in
 //! `Set-Cookie`: for ours a random `id` the layer observes, for tower-sessions a session with
 //! one value inserted (so it is saved). The bare server sets an `id` cookie too, which nothing
 //! reads. Sessions use a 20-minute sliding idle timeout in every configuration
 //! (tower-sessions: `Expiry::OnInactivity` with `with_always_save(true)`).
+//!
+//! `redis-near` is Redis as the docs recommend it for production when requests should not
+//! wait for Redis: `RedisStore::with_near_cache` (1 s `max_age`) and a 60 s touch interval.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -64,11 +67,24 @@ async fn serve(app: Router, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
 }
 
 async fn ours<St: SessionStore>(store: St, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
+    ours_touching(store, addr, None).await
+}
+
+/// Ours, refreshing the store at most every `TOUCH_INTERVAL_SECS`, or else `touch_secs`.
+async fn ours_touching<St: SessionStore>(
+    store: St,
+    addr: SocketAddr,
+    touch_secs: Option<u64>,
+) -> Result<(), Box<dyn Error>> {
     let mut builder = SessionTimeoutLayer::builder()
         .store(store)
         .idle_timeout(IDLE);
-    if let Ok(secs) = std::env::var("TOUCH_INTERVAL_SECS") {
-        builder = builder.touch_interval(Duration::from_secs(secs.parse()?));
+    let touch = match std::env::var("TOUCH_INTERVAL_SECS") {
+        Ok(secs) => Some(secs.parse()?),
+        Err(_) => touch_secs,
+    };
+    if let Some(secs) = touch {
+        builder = builder.touch_interval(Duration::from_secs(secs));
     }
     let layer = builder.build()?;
     // As an app adds it: `Router::layer`, the same way tower-sessions is added below.
@@ -88,6 +104,16 @@ async fn run() -> Result<(), Box<dyn Error>> {
                 .await?
                 .with_prefix("bench-session:");
             ours(store, addr).await
+        }
+        #[cfg(feature = "redis")]
+        "redis-near" => {
+            let url = env("REDIS_URL", "redis://127.0.0.1:6379/0");
+            let store = tower_session_timeout::RedisStore::open(&url)
+                .await?
+                .with_prefix("bench-session:")
+                .with_near_cache(Duration::from_secs(1), 100_000)
+                .await?;
+            ours_touching(store, addr, Some(60)).await
         }
         #[cfg(feature = "postgres")]
         "postgres" => {
@@ -125,7 +151,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
             serve(inner.layer(layer), addr).await
         }
         other => Err(format!(
-            "BENCH_CONFIG={other:?}: use bare, memory, redis, postgres, sqlite or tower-sessions \
+            "BENCH_CONFIG={other:?}: use bare, memory, redis, redis-near, postgres, sqlite or tower-sessions \
              (redis, postgres and sqlite need their features)"
         )
         .into()),

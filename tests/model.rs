@@ -83,6 +83,22 @@ proptest! {
     }
 }
 
+// The same, asked as the layer asks (memory first) with the near cache on.
+#[cfg(feature = "redis")]
+proptest! {
+    #![proptest_config(ProptestConfig { cases: long::cases(48), ..ProptestConfig::default() })]
+
+    #[test]
+    fn redis_store_with_a_near_cache_matches_the_model(policy in policy(), ops in prop::collection::vec(op(), 1..60), start in start()) {
+        let rt = runtime();
+        rt.block_on(async {
+            let store = tower_session_timeout::RedisStore::connect("redis://127.0.0.1:6379/0").await.expect("Redis on 127.0.0.1:6379");
+            let store = store.with_near_cache(Duration::from_secs(600), 10_000).await.expect("subscribed");
+            run(&common::via_cache::ViaCache(store), &policy, start, &ops, rand::random()).await
+        })?;
+    }
+}
+
 #[cfg(feature = "sqlite")]
 proptest! {
     #![proptest_config(ProptestConfig { cases: long::cases(48), ..ProptestConfig::default() })]

@@ -37,7 +37,11 @@ async fn the_hook_hears_an_idle_expiry_once() {
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].reason(), ExpiryReason::Idle);
     assert_eq!(events[0].session(), SessionKey::from_id("s1"));
-    assert_eq!(events[0].at(), noticed, "when the layer noticed, by its clock");
+    assert_eq!(
+        events[0].at(),
+        noticed,
+        "when the layer noticed, by its clock"
+    );
 }
 
 #[tokio::test]

@@ -45,6 +45,11 @@ async fn race<St: SessionStore>(store: St, absolute: bool) {
         )
         .await
         .expect("begin");
+    // Seen once before the race, so that a near cache holds it as the race begins.
+    store
+        .check(&key, t0, &policy, Touch::Passive)
+        .await
+        .expect("check");
     // With the absolute timeout equal to the idle one, both deadlines fall together: the
     // absolute one is reported.
     let deadline = t0.saturating_add(Duration::from_secs(60));
@@ -148,6 +153,20 @@ async fn redis_store_races() {
         .expect("Redis on 127.0.0.1:6379")
         .with_prefix(format!("race:{:016x}:", rand::random::<u64>()));
     races(store).await;
+}
+
+/// The same, asked as the layer asks (memory first) with the near cache on.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_races_with_a_near_cache() {
+    let store = tower_session_timeout::RedisStore::connect("redis://127.0.0.1:6379/0")
+        .await
+        .expect("Redis on 127.0.0.1:6379")
+        .with_prefix(format!("race:{:016x}:", rand::random::<u64>()))
+        .with_near_cache(Duration::from_secs(600), 10_000)
+        .await
+        .expect("subscribed");
+    races(common::via_cache::ViaCache(store)).await;
 }
 
 #[cfg(feature = "sqlite")]

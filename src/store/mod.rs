@@ -8,6 +8,8 @@
 mod ends;
 mod key;
 mod memory;
+#[cfg(feature = "redis")]
+mod near;
 mod owner;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -80,14 +82,16 @@ pub trait SessionStore: Clone + Send + Sync + 'static {
 
     /// [`check`](SessionStore::check), answered at once by a store whose answer needs no
     /// waiting: an in-process store such as [`MemoryStore`], whose memory
-    /// *is* the store. `None` (the default) means "ask [`check`](SessionStore::check)", and
-    /// the layer then does; a `None` must have written nothing.
+    /// *is* the store, or a shared store's near cache. `None` (the default) means "ask
+    /// [`check`](SessionStore::check)", and the layer then does; a `None` must have written
+    /// nothing.
     ///
     /// An answer must be the one `check` would give, with the same writes done: the layer takes
     /// it instead of calling `check`, and skips the future and its timeout
     /// ([`store_timeout`](crate::SessionTimeoutBuilder::store_timeout) does not bound this
-    /// call). A cache in front of a shared store must not answer from what it remembers: an
-    /// end on another instance would go unseen.
+    /// call). So a cache in front of a shared store may answer only checks that would write
+    /// nothing, and only while it hears every change other instances make (an end would
+    /// otherwise go unseen): `RedisStore::with_near_cache` shows how.
     fn try_check(
         &self,
         key: &SessionKey,

@@ -21,6 +21,7 @@
 
 mod due;
 mod owner;
+mod push;
 mod reply;
 mod script;
 
@@ -38,6 +39,7 @@ use ::redis::cluster_async::ClusterConnection;
 use ::redis::{Client, FromRedisValue, IntoConnectionInfo, RedisError};
 
 use self::script::{LUA, SCRIPT};
+use super::near::NearCache;
 use super::{
     Begin, Check, ExpiryReason, NewSession, OwnedSession, Policy, SessionEnd, SessionKey,
     SessionRecord, SessionStore, SessionTimeouts, StoreFuture, Touch,
@@ -172,6 +174,11 @@ pub struct RedisStore {
     log: Arc<StoreLog>,
     /// Sweeps begun, so each starts at another shard of the due index.
     sweeps: Arc<AtomicUsize>,
+    /// The client the store was opened with, for the near cache's own connection.
+    client: Option<Client>,
+    /// What this instance remembers of active sessions, if asked to
+    /// ([`with_near_cache`](RedisStore::with_near_cache)).
+    near: Option<Arc<NearCache>>,
 }
 
 /// The connection, whichever the topology. Both kinds are cheap to clone and multiplexed.
@@ -265,10 +272,13 @@ impl RedisStore {
     /// Connects with an existing [`Client`], with
     /// [`connection_config`](RedisStore::connection_config).
     pub async fn from_client(client: Client) -> Result<Self, StoreError> {
-        let connection = ConnectionManager::new_with_config(client, Self::connection_config())
-            .await
-            .map_err(backend)?;
-        Self::loaded(Connection::Single(connection)).await
+        let connection =
+            ConnectionManager::new_with_config(client.clone(), Self::connection_config())
+                .await
+                .map_err(backend)?;
+        let mut store = Self::loaded(Connection::Single(connection)).await?;
+        store.client = Some(client);
+        Ok(store)
     }
 
     /// Uses an existing [`ConnectionManager`], with whatever configuration it was built with.
@@ -342,6 +352,8 @@ impl RedisStore {
             timeout: Self::DEFAULT_TIMEOUT,
             log: Arc::new(StoreLog::new("redis")),
             sweeps: Arc::default(),
+            client: None,
+            near: None,
         }
     }
 
@@ -360,9 +372,62 @@ impl RedisStore {
     /// share one Redis between apps. On Redis Cluster a prefix holding a hash tag, such as
     /// `{sessions}:`, would put every session in one slot, on one master; leave braces out
     /// so they spread.
+    ///
+    /// It drops a near cache set before: its channel is named after the prefix. Call
+    /// [`with_near_cache`](RedisStore::with_near_cache) after this.
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = Arc::from(prefix.into());
+        self.near = None;
         self
+    }
+
+    /// Answers checks of sessions this instance found active from its memory, without a
+    /// round trip, for as long as the answer is provably the store's: until the session's
+    /// deadline, and for a refreshing request only within the
+    /// [touch interval](crate::SessionTimeoutBuilder::touch_interval) (a refresh that must
+    /// write goes to Redis). Without a touch interval every refresh writes, so only passive
+    /// requests are spared the trip.
+    ///
+    /// Every end, sign-out everywhere, superseded or withdrawn session and change of timeouts
+    /// is published on the channel `<prefix>revoked`, and every instance with a near cache
+    /// forgets that session: on loopback within a millisecond or two (BENCHMARKS.md). While
+    /// its subscription is down, an instance answers nothing from memory and drops what it
+    /// had. A revocation whose publish was lost (the instance that ended the session died
+    /// between the end and the publish) reaches the others after `max_age` at most: no entry
+    /// is used longer than that after Redis answered. Every instance sharing the store
+    /// publishes, with or without a near cache of its own.
+    ///
+    /// The cache holds at most `capacity` sessions (a few dozen bytes each). It needs a
+    /// connection of its own, so the store must have been opened from a URL or a [`Client`]
+    /// (not a [`ConnectionManager`]), on one Redis: on a Redis Cluster it is not available
+    /// yet. Waits until it is subscribed, at most the store's timeout.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tower_session_timeout::store::RedisStore;
+    ///
+    /// # async fn run() -> Result<(), tower_session_timeout::StoreError> {
+    /// let store = RedisStore::open("redis://127.0.0.1:6379")
+    ///     .await?
+    ///     .with_near_cache(Duration::from_secs(1), 100_000)
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn with_near_cache(
+        mut self,
+        max_age: Duration,
+        capacity: usize,
+    ) -> Result<Self, StoreError> {
+        let Some(client) = self.client.clone() else {
+            return Err(StoreError::Unsupported(
+                "keep a near cache: open the store from a URL or a redis::Client, on one Redis (not a Cluster)",
+            ));
+        };
+        let cache = Arc::new(NearCache::new(max_age, capacity));
+        self.listen(client, &cache).await?;
+        self.near = Some(cache);
+        Ok(self)
     }
 
     /// Bounds each store call, reconnection included, by `timeout` instead of
@@ -606,17 +671,36 @@ impl SessionStore for RedisStore {
         policy: &Policy,
         touch: Touch,
     ) -> Self::CheckFuture {
+        let ticket = self.near.as_ref().map(|near| near.ticket());
         let reply = self.session_op("check", key, now, policy, touch, []);
         let (store, key, policy) = (self.clone(), *key, *policy);
         Box::pin(async move {
-            let (check, renewal) = store
-                .log
-                .record("check", reply.await.and_then(|reply| reply::check(&reply)))?;
+            let checked = reply.await.and_then(|reply| reply::check(&reply));
+            if let (Some(near), Some(ticket)) = (&store.near, ticket) {
+                match &checked {
+                    // A session whose owner's index is due to be kept longer may end at that
+                    // index's lease, which the record does not show: not remembered.
+                    Ok((check, None)) => near.remember(&key, check, ticket),
+                    _ => near.remove(&key),
+                }
+            }
+            let (check, renewal) = store.log.record("check", checked)?;
             if let Some(renewal) = renewal {
                 store.renew(key, now, policy, renewal).await;
             }
             Ok(check)
         })
+    }
+
+    /// From the near cache, if there is one and it holds the answer.
+    fn try_check(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        touch: Touch,
+    ) -> Option<Result<Check, StoreError>> {
+        self.near.as_ref()?.answer(key, now, policy, touch).map(Ok)
     }
 
     /// Without an owner, one script call. With one, a few, in the order `owner.rs` explains:
@@ -660,6 +744,7 @@ impl SessionStore for RedisStore {
                 .log
                 .record("end", reply.await.and_then(|reply| reply::end(&reply)))?;
             if ended {
+                store.publish_revoked(&key).await;
                 store.announce_soon(&key, now, &policy).await;
             }
             Ok(ended)
@@ -688,6 +773,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let changed = store.log.record("set_timeouts", change.await)?;
             if changed {
+                store.publish_revoked(&key).await;
                 store.announce_soon(&key, now, &policy).await;
             }
             Ok(changed)

@@ -18,3 +18,4 @@ pub mod redis_announce;
 pub mod redis_owners;
 pub mod redis_server;
 pub mod store_suite;
+pub mod via_cache;

@@ -359,6 +359,7 @@ impl RedisStore {
                 ];
                 self.session_op("withdraw", &key, now, policy, Touch::Passive, extra)
                     .await?;
+                self.publish_revoked(&key).await;
                 self.prune(&index, &[(member.as_str(), score.as_str())])
                     .await?;
                 Ok(Begin::LimitReached)
@@ -475,6 +476,8 @@ impl RedisStore {
                 Err(error) => result = Err(error),
             }
         }
+        let revocations = ended.iter().map(|key| self.publish_revoked(key)).collect();
+        join_all(revocations).await;
         // Listed as due now, so the sweep announces these ends soon (`due.rs`).
         let listings = ended
             .iter()
