@@ -250,3 +250,44 @@ fn the_services_debug_shows_the_inner_service() {
     assert!(debug.starts_with("SessionTimeout {"), "{debug}");
     assert!(debug.contains("inner: Named"), "{debug}");
 }
+
+/// A day: the retention the docs promise when none is set, and what the policy keeps.
+#[test]
+fn the_default_retention_is_a_day() {
+    assert_eq!(
+        tower_session_timeout::DEFAULT_TOMBSTONE_RETENTION,
+        Duration::from_secs(24 * 60 * 60)
+    );
+    let layer = SessionTimeoutLayer::builder().build().unwrap();
+    assert_eq!(
+        layer.policy().tombstone_retention(),
+        Duration::from_secs(86_400)
+    );
+}
+
+/// Ids of exactly one length are allowed; a minimum above the maximum is not.
+#[test]
+fn min_id_len_may_equal_max_but_not_pass_it() {
+    let equal = SessionTimeoutLayer::builder()
+        .min_id_len(32)
+        .max_id_len(32)
+        .build();
+    assert!(equal.is_ok(), "{equal:?}");
+    let above = SessionTimeoutLayer::builder()
+        .min_id_len(33)
+        .max_id_len(32)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(above, ConfigError::MinIdLenAboveMax { min: 33, max: 32 }),
+        "{above:?}"
+    );
+}
+
+#[test]
+fn the_builder_shows_its_settings_in_debug() {
+    let builder = SessionTimeoutLayer::builder().idle_timeout(minutes(7));
+    let shown = format!("{builder:?}");
+    assert!(shown.starts_with("SessionTimeoutBuilder {"), "{shown}");
+    assert!(shown.contains("idle_timeout: 420s"), "{shown}");
+}
