@@ -93,7 +93,12 @@ proptest! {
         let rt = runtime();
         rt.block_on(async {
             let store = tower_session_timeout::RedisStore::connect("redis://127.0.0.1:6379/0").await.expect("Redis on 127.0.0.1:6379");
-            let store = store.with_near_cache(Duration::from_secs(600), 10_000).await.expect("subscribed");
+            // A prefix (and so a channel) of its own: other runs' pushes would cancel remembers.
+            let store = store
+                .with_prefix(format!("tst-model-near:{:016x}:", rand::random::<u64>()))
+                .with_near_cache(Duration::from_secs(600), 10_000)
+                .await
+                .expect("subscribed");
             run(&common::via_cache::ViaCache(store), &policy, start, &ops, rand::random()).await
         })?;
     }

@@ -200,12 +200,15 @@ async fn superseded_sessions_and_new_timeouts_reach_other_instances() {
         timeouts: None,
     };
 
-    // A new timeout, shorter than the time already idle, ends the session at once.
+    // New, shorter timeouts set elsewhere: forgotten here, then judged by them.
     let retimed = fresh_key("retimed");
     here.begin(&retimed, now, &policy, owned).await.unwrap();
     here.check(&retimed, now, &policy, Touch::Passive)
         .await
         .unwrap();
+    assert!(here
+        .try_check(&retimed, now, &policy, Touch::Passive)
+        .is_some());
     let later = now.saturating_add(Duration::from_secs(30));
     let short = SessionTimeouts::new(Duration::from_secs(10));
     assert!(there
@@ -257,6 +260,21 @@ async fn a_sign_out_through_one_layer_is_refused_by_the_other() {
     for _ in 0..3 {
         assert_eq!(a.get("/page", Some(id)).await.status, StatusCode::OK);
     }
+    // A answers it from memory now.
+    let key = tower_session_timeout::store::SessionKey::from_id(id);
+    let now = tower_session_timeout::Timestamp::from_system_time(
+        tower_session_timeout::Clock::now(&clock),
+    );
+    let policy = *SessionTimeoutLayer::builder()
+        .idle_timeout(common::app::IDLE)
+        .touch_interval(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .policy();
+    assert!(a
+        .store
+        .try_check(&key, now, &policy, Touch::Refresh)
+        .is_some());
     assert_eq!(b.get("/logout", Some(id)).await.status, StatusCode::OK);
     let ended = Instant::now();
     let mut refused = false;
@@ -277,8 +295,8 @@ async fn a_sign_out_through_one_layer_is_refused_by_the_other() {
     );
 }
 
-/// While the subscription is down nothing is answered from memory (an end made meanwhile is
-/// seen at once), and once it is back the cache fills again.
+/// While the subscription is down nothing is answered from memory, and once it is back the
+/// cache fills again.
 #[tokio::test]
 async fn a_lost_channel_drops_the_cache_until_it_is_back() {
     let server = OwnRedis::start();

@@ -382,25 +382,41 @@ impl RedisStore {
     }
 
     /// Answers checks of sessions this instance found active from its memory, without a
-    /// round trip, for as long as the answer is provably the store's: until the session's
-    /// deadline, and for a refreshing request only within the
+    /// round trip, while Redis would answer the same: before the session's deadline, and for a
+    /// refreshing request only within the
     /// [touch interval](crate::SessionTimeoutBuilder::touch_interval) (a refresh that must
     /// write goes to Redis). Without a touch interval every refresh writes, so only passive
-    /// requests are spared the trip.
+    /// requests are spared the trip. Off unless called.
     ///
     /// Every end, sign-out everywhere, superseded or withdrawn session and change of timeouts
-    /// is published on the channel `<prefix>revoked`, and every instance with a near cache
-    /// forgets that session: on loopback within a millisecond or two (BENCHMARKS.md). While
-    /// its subscription is down, an instance answers nothing from memory and drops what it
-    /// had. A revocation whose publish was lost (the instance that ended the session died
-    /// between the end and the publish) reaches the others after `max_age` at most: no entry
-    /// is used longer than that after Redis answered. Every instance sharing the store
-    /// publishes, with or without a near cache of its own.
+    /// is published on the channel `<prefix>revoked` (also when Redis's reply was lost), and
+    /// every instance with a near cache forgets that session: on loopback within a
+    /// millisecond (BENCHMARKS.md, section 5); the instance that made the change forgets it at
+    /// once. While its subscription is down, or does not answer a ping within two seconds, an
+    /// instance answers nothing from memory and drops what it had. No entry is used longer
+    /// than `max_age` after Redis answered, which bounds what no push can reach:
     ///
-    /// The cache holds at most `capacity` sessions (a few dozen bytes each). It needs a
-    /// connection of its own, so the store must have been opened from a URL or a [`Client`]
-    /// (not a [`ConnectionManager`]), on one Redis: on a Redis Cluster it is not available
-    /// yet. Waits until it is subscribed, at most the store's timeout.
+    /// - a change whose publish was lost (the instance died, or the call was cancelled,
+    ///   between the change and the publish);
+    /// - a refresh made on another instance: until then the session's deadline as shown here
+    ///   (status route, [`SessionInfo`](crate::SessionInfo)) may be earlier than Redis's;
+    /// - an owned session whose owner's index could not be kept longer, which Redis ends at
+    ///   the index's lease.
+    ///
+    /// An expiry decided by another instance is not pushed: each instance foresees it from the
+    /// deadline, so instances whose clocks differ see it as far apart as their clocks are
+    /// (the crate assumes clocks that agree, see
+    /// [`SIGN_IN_GRACE`](RedisStore::SIGN_IN_GRACE)).
+    ///
+    /// Every instance sharing the store publishes, with or without a near cache of its own, so
+    /// enable it only once every instance runs a version that does. With Redis ACLs the user
+    /// needs `PUBLISH` and `SUBSCRIBE` on the channel (`&<prefix>revoked`).
+    ///
+    /// The cache holds about `capacity` sessions (a few dozen bytes each; a full sixteenth of it
+    /// is emptied rather than grown). It needs a connection of its own, so the store must have
+    /// been opened from a URL or a [`Client`] (not a [`ConnectionManager`]), on one Redis: on
+    /// a Redis Cluster it is not available yet. Waits until it is subscribed, at most the
+    /// store's timeout.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -740,11 +756,11 @@ impl SessionStore for RedisStore {
         let reply = self.session_op("end", key, now, policy, Touch::Passive, extra);
         let (store, key, policy) = (self.clone(), *key, *policy);
         Box::pin(async move {
-            let ended = store
-                .log
-                .record("end", reply.await.and_then(|reply| reply::end(&reply)))?;
+            let ended = reply.await.and_then(|reply| reply::end(&reply));
+            // Whatever the reply says: a reply lost on the way may hide an end Redis made.
+            store.publish_revoked(&key).await;
+            let ended = store.log.record("end", ended)?;
             if ended {
-                store.publish_revoked(&key).await;
                 store.announce_soon(&key, now, &policy).await;
             }
             Ok(ended)
@@ -771,9 +787,11 @@ impl SessionStore for RedisStore {
         let change = self.change_timeouts(key, now, policy, timeouts);
         let (store, key, policy) = (self.clone(), *key, *policy);
         Box::pin(async move {
-            let changed = store.log.record("set_timeouts", change.await)?;
+            let changed = change.await;
+            // Whatever the reply says: a reply lost on the way may hide a change Redis made.
+            store.publish_revoked(&key).await;
+            let changed = store.log.record("set_timeouts", changed)?;
             if changed {
-                store.publish_revoked(&key).await;
                 store.announce_soon(&key, now, &policy).await;
             }
             Ok(changed)

@@ -357,9 +357,11 @@ impl RedisStore {
                     Arg::Text(owner.to_owned()),
                     Arg::Int(i64::try_from(order).unwrap_or(i64::MAX)),
                 ];
-                self.session_op("withdraw", &key, now, policy, Touch::Passive, extra)
-                    .await?;
+                let withdrawn = self
+                    .session_op("withdraw", &key, now, policy, Touch::Passive, extra)
+                    .await;
                 self.publish_revoked(&key).await;
+                withdrawn?;
                 self.prune(&index, &[(member.as_str(), score.as_str())])
                     .await?;
                 Ok(Begin::LimitReached)
@@ -476,7 +478,11 @@ impl RedisStore {
                 Err(error) => result = Err(error),
             }
         }
-        let revocations = ended.iter().map(|key| self.publish_revoked(key)).collect();
+        // Every member asked, whatever its reply: a reply lost on the way may hide an end.
+        let revocations = members
+            .iter()
+            .map(|member| self.publish_revoked(&member.key))
+            .collect();
         join_all(revocations).await;
         // Listed as due now, so the sweep announces these ends soon (`due.rs`).
         let listings = ended

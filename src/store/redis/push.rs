@@ -19,6 +19,8 @@ use crate::StoreError;
 
 /// How often the listener looks whether its store is still in use.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// How long a subscription must have held for the back-off to start over.
+const STEADY: Duration = Duration::from_secs(10);
 /// The longest wait between two attempts to subscribe again.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -73,27 +75,30 @@ impl RedisStore {
     }
 }
 
-/// Subscribes, forgets every session a message names, and when the connection is lost, drops
-/// the cache and subscribes again. Ends once no store uses the cache.
+/// Subscribes, forgets every session a message names, and when the connection is lost (or
+/// does not answer a ping within [`IDLE_CHECK`]: a connection can die without a word), drops
+/// the cache and subscribes again. Ends once no store uses the cache; should it end any other
+/// way (its runtime shut down), the cache stops answering.
 async fn listener(
     client: Client,
     channel: String,
     cache: Weak<NearCache>,
     subscribed: tokio::sync::oneshot::Sender<()>,
 ) {
+    let _stops_answers = LostOnDrop(cache.clone());
     let mut subscribed = Some(subscribed);
     let mut backoff = Duration::from_millis(50);
     while cache.strong_count() > 0 {
-        if let Ok(mut pubsub) = client.get_async_pubsub().await {
-            if pubsub.subscribe(&channel).await.is_ok() {
+        if let Ok(pubsub) = client.get_async_pubsub().await {
+            let (mut sink, mut messages) = pubsub.split();
+            if sink.subscribe(&channel).await.is_ok() {
                 let Some(live) = cache.upgrade() else { return };
                 live.regained();
                 drop(live);
                 if let Some(subscribed) = subscribed.take() {
                     let _ = subscribed.send(());
                 }
-                backoff = Duration::from_millis(50);
-                let mut messages = pubsub.into_on_message();
+                let since = std::time::Instant::now();
                 loop {
                     let next = poll_fn(|cx| Pin::new(&mut messages).poll_next(cx));
                     match tokio::time::timeout(IDLE_CHECK, next).await {
@@ -114,8 +119,17 @@ async fn listener(
                         }
                         Ok(None) => break,
                         Err(_) if cache.strong_count() == 0 => return,
-                        Err(_) => {}
+                        Err(_) => {
+                            let ping = sink.ping::<::redis::Value>();
+                            if !matches!(tokio::time::timeout(IDLE_CHECK, ping).await, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
                     }
+                }
+                // A subscription that lasted starts the back-off over; a flapping one does not.
+                if since.elapsed() > STEADY {
+                    backoff = Duration::from_millis(50);
                 }
             }
         }
@@ -123,9 +137,21 @@ async fn listener(
         live.lost();
         drop(live);
         tracing::warn!(
+            retry_in = ?backoff,
             "near cache: revocation channel lost; every check asks the store until it is back"
         );
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Stops the cache answering when the listener ends, however it ends.
+struct LostOnDrop(Weak<NearCache>);
+
+impl Drop for LostOnDrop {
+    fn drop(&mut self) {
+        if let Some(cache) = self.0.upgrade() {
+            cache.lost();
+        }
     }
 }
