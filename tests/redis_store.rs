@@ -295,11 +295,20 @@ async fn malformed_records_are_store_errors() {
         .await
         .expect("EXPIRE");
 
-    for key in [string_key, hash_key] {
+    // The script's account of what is wrong reaches the error (and so the log) as it is.
+    for (key, detail) in [
+        (string_key, "a string where a session hash was expected"),
+        (hash_key, "unexpected fields in the session hash"),
+    ] {
         let check = within(store.check(&key, now, &policy(), Touch::Refresh)).await;
         assert!(
-            matches!(check, Err(StoreError::CorruptRecord(_))),
+            matches!(&check, Err(StoreError::CorruptRecord(text)) if text == detail),
             "{check:?}"
+        );
+        let owner = within(store.owner_of(&key, now, &policy())).await;
+        assert!(
+            matches!(&owner, Err(StoreError::CorruptRecord(text)) if text == detail),
+            "{owner:?}"
         );
         let begin = within(store.begin(
             &key,
