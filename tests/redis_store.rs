@@ -606,3 +606,139 @@ async fn a_redis_restart_is_answered_503_or_passed_then_survived() {
         440
     );
 }
+
+/// Connecting loads the script, so a Redis that cannot run it is found at start-up, not on
+/// the first request.
+#[tokio::test]
+async fn connecting_loads_the_script_or_fails() {
+    let redis = OwnRedis::start();
+    let client = redis::Client::open(redis.url()).expect("valid url");
+    let mut connection = within(client.get_multiplexed_async_connection())
+        .await
+        .expect("connected");
+    let cached = |info: String| {
+        info.lines()
+            .find_map(|line| line.strip_prefix("number_of_cached_scripts:"))
+            .map(|count| count.trim().to_owned())
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut connection)
+        .await
+        .expect("INFO");
+    assert_eq!(cached(info).as_deref(), Some("0"), "a fresh server");
+
+    let _store = within(RedisStore::connect(redis.url()))
+        .await
+        .expect("connected");
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut connection)
+        .await
+        .expect("INFO");
+    assert_eq!(cached(info).as_deref(), Some("1"), "loaded before any call");
+
+    // A user that may not load scripts: refused at once.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "noscript", "on", ">pw", "~*", "&*", "+@all", "-script",
+        ])
+        .query_async(&mut connection)
+        .await
+        .expect("ACL SETUSER");
+    let url = format!("redis://noscript:pw@127.0.0.1:{}/0", redis.port);
+    let refused = within(RedisStore::connect(url)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Backend(_))),
+        "{refused:?}"
+    );
+}
+
+/// Pauses every client of `redis` for `millis` ms (`CLIENT PAUSE ... ALL`).
+async fn pause(connection: &mut redis::aio::MultiplexedConnection, millis: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(millis)
+        .arg("ALL")
+        .query_async(connection)
+        .await
+        .expect("CLIENT PAUSE");
+}
+
+/// A Redis slow to answer (here: paused 700 ms) is waited for, within the connection's
+/// one-second response timeout: at start-up, where loading the script may take up to ten
+/// seconds, and on a call, within the store timeout.
+#[tokio::test]
+async fn connecting_and_calls_wait_for_a_redis_slow_to_answer() {
+    use redis::IntoConnectionInfo;
+
+    let redis = OwnRedis::start();
+    let mut inspector = within(
+        redis::Client::open(redis.url())
+            .expect("valid url")
+            .get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("connected");
+    // No handshake (no client name sent, database 0): loading the script is the first command.
+    let info = redis.url().into_connection_info().expect("valid url");
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    let client = redis::Client::open(info.set_redis_settings(settings)).expect("valid info");
+
+    pause(&mut inspector, 700).await;
+    let store = within(RedisStore::from_client(client))
+        .await
+        .expect("connected once Redis answers");
+
+    let key = fresh_key("slow");
+    pause(&mut inspector, 700).await;
+    let began = within(store.begin(
+        &key,
+        start(),
+        &policy(),
+        tower_session_timeout::store::NewSession::plain(),
+    ))
+    .await;
+    assert!(matches!(began, Ok(Begin::Began)), "{began:?}");
+}
+
+/// Only a node that lacks the script is sent its text: any other failure of a call by hash
+/// is the call's answer, not a second run of the script.
+#[tokio::test]
+async fn a_call_by_hash_that_fails_is_not_sent_again_as_text() {
+    let redis = OwnRedis::start();
+    let mut inspector = within(
+        redis::Client::open(redis.url())
+            .expect("valid url")
+            .get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("connected");
+    // A user that may load and run scripts by their text, but not by hash.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "nohash", "on", ">pw", "~*", "&*", "+@all", "-evalsha",
+        ])
+        .query_async(&mut inspector)
+        .await
+        .expect("ACL SETUSER");
+    let url = format!("redis://nohash:pw@127.0.0.1:{}/0", redis.port);
+    let store = within(RedisStore::connect(url)).await.expect("connected");
+    let check = within(store.check(&fresh_key("nohash"), start(), &policy(), Touch::Refresh)).await;
+    assert!(matches!(check, Err(StoreError::Backend(_))), "{check:?}");
+}
+
+/// Its `Debug` names the topology, the prefix and the timeout (and no address).
+#[tokio::test]
+async fn debug_names_the_topology() {
+    let store = store("debug")
+        .await
+        .with_timeout(Duration::from_millis(1500));
+    assert!(!store.is_cluster());
+    let printed = format!("{store:?}");
+    assert!(
+        printed.starts_with(r#"RedisStore { topology: "single", prefix: "tst-test:debug:"#)
+            && printed.ends_with("timeout: 1.5s, .. }"),
+        "{printed}"
+    );
+}
