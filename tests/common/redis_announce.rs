@@ -120,7 +120,8 @@ pub async fn run<C: ConnectionLike + Clone + Send>(stores: &[RedisStore], inspec
     sign_outs_racing_a_sweep_are_announced_by_the_next(stores).await;
     a_claim_holds_however_the_session_is_listed_again(stores, inspector.clone()).await;
     a_dead_instances_claim_is_announced_by_another_after_the_lease(stores).await;
-    listings_nobody_sweeps_are_dropped(stores, inspector).await;
+    listings_nobody_sweeps_are_dropped(stores, inspector.clone()).await;
+    a_listing_due_within_the_grace_outlives_other_listings(stores, inspector).await;
 }
 
 async fn a_begin_lists_the_session_and_an_acknowledgement_drops_it<C: ConnectionLike + Send>(
@@ -516,4 +517,30 @@ async fn listings_nobody_sweeps_are_dropped<C: ConnectionLike + Send>(
         listing(&mut connection, &store, &new).await,
         Some(ms(later.saturating_add(IDLE)))
     );
+}
+
+/// Within the grace, a listing past due waits for a sweep, however many sessions are listed
+/// beside it meanwhile.
+async fn a_listing_due_within_the_grace_outlives_other_listings<C: ConnectionLike + Send>(
+    stores: &[RedisStore],
+    mut connection: C,
+) {
+    let (store, _) = instances(stores, "unswept-yet");
+    let t0 = start();
+    let old = fresh_key("unswept-yet-old");
+    let new = (0..)
+        .map(|i| fresh_key(&format!("unswept-yet-new{i}")))
+        .find(|key| store.due_key(key) == store.due_key(&old))
+        .expect("a key in the same shard");
+    begin(&store, &old, t0).await;
+    // A minute past its due time, another session is listed in its shard.
+    let later = at(t0, IDLE.as_secs() + 60);
+    begin(&store, &new, later).await;
+    assert_eq!(
+        listing(&mut connection, &store, &old).await,
+        Some(ms(t0.saturating_add(IDLE)))
+    );
+    let ends = claim(&store, later).await;
+    assert_eq!(keys(&ends), vec![old]);
+    assert_eq!(ends[0].reason, ExpiryReason::Idle);
 }
