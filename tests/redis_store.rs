@@ -742,3 +742,98 @@ async fn debug_names_the_topology() {
         "{printed}"
     );
 }
+
+/// `count` fresh keys that share one shard of the due index.
+fn keys_in_one_shard(store: &RedisStore, case: &str, count: usize) -> Vec<SessionKey> {
+    let first = fresh_key(case);
+    let shard = store.due_key(&first);
+    let mut keys = vec![first];
+    keys.extend(
+        (0..)
+            .map(|i| fresh_key(&format!("{case}{i}")))
+            .filter(|key| store.due_key(key) == shard)
+            .take(count - 1),
+    );
+    keys
+}
+
+/// A sweep goes on in rounds until it has its limit, even when every end is in one shard
+/// (its first round takes a share of the limit from each shard), never hands out more than
+/// the limit, and returns once it has it.
+#[tokio::test]
+async fn a_sweep_rounds_up_to_its_limit_and_stops_there() {
+    // A long store timeout: a sweep may go on for half of it, but has no reason to.
+    let store = store("sweep-rounds")
+        .await
+        .with_timeout(Duration::from_secs(8));
+    let keys = keys_in_one_shard(&store, "sweep-rounds", 40);
+    let t0 = start();
+    for key in &keys {
+        within(store.begin(
+            key,
+            t0,
+            &policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        ))
+        .await
+        .unwrap();
+        assert!(within(store.end(key, t0, &policy())).await.unwrap());
+    }
+    let now = t0.saturating_add(Duration::from_secs(1));
+    let lease = Duration::from_secs(30);
+    let began = Instant::now();
+    let first = within(store.claim_ends(now, &policy(), 32, lease))
+        .await
+        .unwrap();
+    let took = began.elapsed();
+    assert_eq!(first.len(), 32, "the limit, from one shard");
+    assert!(
+        took < Duration::from_secs(2),
+        "returned at its limit: {took:?}"
+    );
+    let rest = within(store.claim_ends(now, &policy(), 32, lease))
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 8);
+    let mut claimed: Vec<SessionKey> = first.iter().chain(&rest).map(|end| end.key).collect();
+    claimed.sort_by_key(SessionKey::to_hex);
+    let mut expected = keys.clone();
+    expected.sort_by_key(SessionKey::to_hex);
+    assert_eq!(claimed, expected, "each end once");
+}
+
+/// A sweep starts no round after half the store timeout: a backlog is worked off over the
+/// next sweeps rather than in one call the layer would time out.
+#[tokio::test]
+async fn a_sweep_starts_no_round_after_half_the_store_timeout() {
+    let store = store("sweep-bound")
+        .await
+        .with_timeout(Duration::from_millis(400));
+    let now = start();
+    // A backlog in one shard: listings of sessions never begun, due now. With a limit of one,
+    // each round takes one of them (finds it gone, drops it).
+    let shard = store.due_key(&fresh_key("sweep-bound"));
+    let backlog = 20_000;
+    let mut add = redis::cmd("ZADD");
+    add.arg(&shard);
+    for _ in 0..backlog {
+        add.arg(now.as_unix_millis())
+            .arg(fresh_key("sweep-bound").to_hex());
+    }
+    let mut connection = inspector().await;
+    let _: () = within(add.query_async(&mut connection))
+        .await
+        .expect("ZADD");
+    let _: () = connection.expire(&shard, 600).await.expect("EXPIRE");
+
+    let ends = within(store.claim_ends(now, &policy(), 1, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(ends.is_empty());
+    let left: usize = connection.zcard(&shard).await.expect("ZCARD");
+    assert!(
+        left > 0 && left < backlog,
+        "{left} of {backlog} listings left: some worked off, the rest left for later sweeps"
+    );
+    let _: () = connection.del(&shard).await.expect("DEL");
+}
