@@ -791,10 +791,17 @@ async fn a_sweep_rounds_up_to_its_limit_and_stops_there() {
         took < Duration::from_secs(2),
         "returned at its limit: {took:?}"
     );
+    // And once nothing more is due.
+    let began = Instant::now();
     let rest = within(store.claim_ends(now, &policy(), 32, lease))
         .await
         .unwrap();
+    let took = began.elapsed();
     assert_eq!(rest.len(), 8);
+    assert!(
+        took < Duration::from_secs(2),
+        "returned when done: {took:?}"
+    );
     let mut claimed: Vec<SessionKey> = first.iter().chain(&rest).map(|end| end.key).collect();
     claimed.sort_by_key(SessionKey::to_hex);
     let mut expected = keys.clone();
@@ -836,4 +843,58 @@ async fn a_sweep_starts_no_round_after_half_the_store_timeout() {
         "{left} of {backlog} listings left: some worked off, the rest left for later sweeps"
     );
     let _: () = connection.del(&shard).await.expect("DEL");
+}
+
+/// A sweep's first round takes a share of its limit from each shard, and its next the rest
+/// from the shards that had more: thousands of ends due in one shard are handed out in two
+/// rounds, well within half the store timeout, not one per round.
+#[tokio::test]
+async fn a_sweep_takes_a_backlog_in_one_shard_in_a_few_rounds() {
+    let store = store("sweep-shares")
+        .await
+        .with_timeout(Duration::from_secs(1));
+    let count = 5_000;
+    let keys = keys_in_one_shard(&store, "sweep-shares", count);
+    let t0 = start();
+    // Tombstones of sessions ended at t0 (their retention, 30 s, runs to `until`), listed as
+    // due then: what `end` writes, written at once.
+    let until = t0.saturating_add(RETENTION).as_unix_millis();
+    let mut forge = redis::pipe();
+    let mut listing = redis::cmd("ZADD");
+    listing.arg(store.due_key(&keys[0]));
+    for key in &keys {
+        forge
+            .cmd("HSET")
+            .arg(store.redis_key(key))
+            .arg("r")
+            .arg("ended")
+            .arg("u")
+            .arg(until)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(store.redis_key(key))
+            .arg(600_000)
+            .ignore();
+        listing.arg(t0.as_unix_millis()).arg(key.to_hex());
+    }
+    forge
+        .add_command(listing)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(store.due_key(&keys[0]))
+        .arg(600_000)
+        .ignore();
+    let mut connection = inspector().await;
+    let _: () = within(forge.query_async(&mut connection))
+        .await
+        .expect("forged");
+
+    let now = t0.saturating_add(Duration::from_secs(1));
+    let ends = within(store.claim_ends(now, &policy(), count, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(ends.len(), count, "every end, in one sweep: {}", ends.len());
+    assert!(ends
+        .iter()
+        .all(|end| end.reason == ExpiryReason::Ended && end.at == t0));
 }
