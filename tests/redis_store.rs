@@ -898,3 +898,35 @@ async fn a_sweep_takes_a_backlog_in_one_shard_in_a_few_rounds() {
         .iter()
         .all(|end| end.reason == ExpiryReason::Ended && end.at == t0));
 }
+
+/// An owner's index or a shard of the due index that is not a sorted set is reported with
+/// the script's detail, never read as an empty one.
+#[tokio::test]
+async fn malformed_indexes_are_store_errors() {
+    let store = store("corrupt-index").await;
+    let mut connection = inspector().await;
+    let now = start();
+
+    let owner = "corrupt-owner";
+    let _: () = connection
+        .set_ex(store.owner_key(owner), "x", 60)
+        .await
+        .expect("SET");
+    let listed = within(store.sessions_of(owner, now, &policy())).await;
+    assert!(
+        matches!(&listed, Err(StoreError::CorruptRecord(detail))
+            if detail == "a string where an owner index was expected"),
+        "{listed:?}"
+    );
+
+    let _: () = connection
+        .set_ex(store.due_key(&fresh_key("corrupt-shard")), "x", 60)
+        .await
+        .expect("SET");
+    let claimed = within(store.claim_ends(now, &policy(), 16, Duration::from_secs(30))).await;
+    assert!(
+        matches!(&claimed, Err(StoreError::CorruptRecord(detail))
+            if detail == "a string where a due index was expected"),
+        "{claimed:?}"
+    );
+}
