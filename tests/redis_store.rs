@@ -295,11 +295,20 @@ async fn malformed_records_are_store_errors() {
         .await
         .expect("EXPIRE");
 
-    for key in [string_key, hash_key] {
+    // The script's account of what is wrong reaches the error (and so the log) as it is.
+    for (key, detail) in [
+        (string_key, "a string where a session hash was expected"),
+        (hash_key, "unexpected fields in the session hash"),
+    ] {
         let check = within(store.check(&key, now, &policy(), Touch::Refresh)).await;
         assert!(
-            matches!(check, Err(StoreError::CorruptRecord(_))),
+            matches!(&check, Err(StoreError::CorruptRecord(text)) if text == detail),
             "{check:?}"
+        );
+        let owner = within(store.owner_of(&key, now, &policy())).await;
+        assert!(
+            matches!(&owner, Err(StoreError::CorruptRecord(text)) if text == detail),
+            "{owner:?}"
         );
         let begin = within(store.begin(
             &key,
@@ -595,5 +604,329 @@ async fn a_redis_restart_is_answered_503_or_passed_then_survived() {
             .status
             .as_u16(),
         440
+    );
+}
+
+/// Connecting loads the script, so a Redis that cannot run it is found at start-up, not on
+/// the first request.
+#[tokio::test]
+async fn connecting_loads_the_script_or_fails() {
+    let redis = OwnRedis::start();
+    let client = redis::Client::open(redis.url()).expect("valid url");
+    let mut connection = within(client.get_multiplexed_async_connection())
+        .await
+        .expect("connected");
+    let cached = |info: String| {
+        info.lines()
+            .find_map(|line| line.strip_prefix("number_of_cached_scripts:"))
+            .map(|count| count.trim().to_owned())
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut connection)
+        .await
+        .expect("INFO");
+    assert_eq!(cached(info).as_deref(), Some("0"), "a fresh server");
+
+    let _store = within(RedisStore::connect(redis.url()))
+        .await
+        .expect("connected");
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut connection)
+        .await
+        .expect("INFO");
+    assert_eq!(cached(info).as_deref(), Some("1"), "loaded before any call");
+
+    // A user that may not load scripts: refused at once.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "noscript", "on", ">pw", "~*", "&*", "+@all", "-script",
+        ])
+        .query_async(&mut connection)
+        .await
+        .expect("ACL SETUSER");
+    let url = format!("redis://noscript:pw@127.0.0.1:{}/0", redis.port);
+    let refused = within(RedisStore::connect(url)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Backend(_))),
+        "{refused:?}"
+    );
+}
+
+/// Pauses every client of `redis` for `millis` ms (`CLIENT PAUSE ... ALL`).
+async fn pause(connection: &mut redis::aio::MultiplexedConnection, millis: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(millis)
+        .arg("ALL")
+        .query_async(connection)
+        .await
+        .expect("CLIENT PAUSE");
+}
+
+/// A Redis slow to answer (here: paused 700 ms) is waited for, within the connection's
+/// one-second response timeout: at start-up, where loading the script may take up to ten
+/// seconds, and on a call, within the store timeout.
+#[tokio::test]
+async fn connecting_and_calls_wait_for_a_redis_slow_to_answer() {
+    use redis::IntoConnectionInfo;
+
+    let redis = OwnRedis::start();
+    let mut inspector = within(
+        redis::Client::open(redis.url())
+            .expect("valid url")
+            .get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("connected");
+    // No handshake (no client name sent, database 0): loading the script is the first command.
+    let info = redis.url().into_connection_info().expect("valid url");
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    let client = redis::Client::open(info.set_redis_settings(settings)).expect("valid info");
+
+    pause(&mut inspector, 700).await;
+    let store = within(RedisStore::from_client(client))
+        .await
+        .expect("connected once Redis answers");
+
+    let key = fresh_key("slow");
+    pause(&mut inspector, 700).await;
+    let began = within(store.begin(
+        &key,
+        start(),
+        &policy(),
+        tower_session_timeout::store::NewSession::plain(),
+    ))
+    .await;
+    assert!(matches!(began, Ok(Begin::Began)), "{began:?}");
+}
+
+/// Only a node that lacks the script is sent its text: any other failure of a call by hash
+/// is the call's answer, not a second run of the script.
+#[tokio::test]
+async fn a_call_by_hash_that_fails_is_not_sent_again_as_text() {
+    let redis = OwnRedis::start();
+    let mut inspector = within(
+        redis::Client::open(redis.url())
+            .expect("valid url")
+            .get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("connected");
+    // A user that may load and run scripts by their text, but not by hash.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "nohash", "on", ">pw", "~*", "&*", "+@all", "-evalsha",
+        ])
+        .query_async(&mut inspector)
+        .await
+        .expect("ACL SETUSER");
+    let url = format!("redis://nohash:pw@127.0.0.1:{}/0", redis.port);
+    let store = within(RedisStore::connect(url)).await.expect("connected");
+    let check = within(store.check(&fresh_key("nohash"), start(), &policy(), Touch::Refresh)).await;
+    assert!(matches!(check, Err(StoreError::Backend(_))), "{check:?}");
+}
+
+/// Its `Debug` names the topology, the prefix and the timeout (and no address).
+#[tokio::test]
+async fn debug_names_the_topology() {
+    let store = store("debug")
+        .await
+        .with_timeout(Duration::from_millis(1500));
+    assert!(!store.is_cluster());
+    let printed = format!("{store:?}");
+    assert!(
+        printed.starts_with(r#"RedisStore { topology: "single", prefix: "tst-test:debug:"#)
+            && printed.ends_with("timeout: 1.5s, .. }"),
+        "{printed}"
+    );
+}
+
+/// `count` fresh keys that share one shard of the due index.
+fn keys_in_one_shard(store: &RedisStore, case: &str, count: usize) -> Vec<SessionKey> {
+    let first = fresh_key(case);
+    let shard = store.due_key(&first);
+    let mut keys = vec![first];
+    keys.extend(
+        (0..)
+            .map(|i| fresh_key(&format!("{case}{i}")))
+            .filter(|key| store.due_key(key) == shard)
+            .take(count - 1),
+    );
+    keys
+}
+
+/// A sweep goes on in rounds until it has its limit, even when every end is in one shard
+/// (its first round takes a share of the limit from each shard), never hands out more than
+/// the limit, and returns once it has it.
+#[tokio::test]
+async fn a_sweep_rounds_up_to_its_limit_and_stops_there() {
+    // A long store timeout: a sweep may go on for half of it, but has no reason to.
+    let store = store("sweep-rounds")
+        .await
+        .with_timeout(Duration::from_secs(8));
+    let keys = keys_in_one_shard(&store, "sweep-rounds", 40);
+    let t0 = start();
+    for key in &keys {
+        within(store.begin(
+            key,
+            t0,
+            &policy(),
+            tower_session_timeout::store::NewSession::plain(),
+        ))
+        .await
+        .unwrap();
+        assert!(within(store.end(key, t0, &policy())).await.unwrap());
+    }
+    let now = t0.saturating_add(Duration::from_secs(1));
+    let lease = Duration::from_secs(30);
+    let began = Instant::now();
+    let first = within(store.claim_ends(now, &policy(), 32, lease))
+        .await
+        .unwrap();
+    let took = began.elapsed();
+    assert_eq!(first.len(), 32, "the limit, from one shard");
+    assert!(
+        took < Duration::from_secs(2),
+        "returned at its limit: {took:?}"
+    );
+    // And once nothing more is due.
+    let began = Instant::now();
+    let rest = within(store.claim_ends(now, &policy(), 32, lease))
+        .await
+        .unwrap();
+    let took = began.elapsed();
+    assert_eq!(rest.len(), 8);
+    assert!(
+        took < Duration::from_secs(2),
+        "returned when done: {took:?}"
+    );
+    let mut claimed: Vec<SessionKey> = first.iter().chain(&rest).map(|end| end.key).collect();
+    claimed.sort_by_key(SessionKey::to_hex);
+    let mut expected = keys.clone();
+    expected.sort_by_key(SessionKey::to_hex);
+    assert_eq!(claimed, expected, "each end once");
+}
+
+/// A sweep starts no round after half the store timeout: a backlog is worked off over the
+/// next sweeps rather than in one call the layer would time out.
+#[tokio::test]
+async fn a_sweep_starts_no_round_after_half_the_store_timeout() {
+    let store = store("sweep-bound")
+        .await
+        .with_timeout(Duration::from_millis(400));
+    let now = start();
+    // A backlog in one shard: listings of sessions never begun, due now. With a limit of one,
+    // each round takes one of them (finds it gone, drops it).
+    let shard = store.due_key(&fresh_key("sweep-bound"));
+    let backlog = 20_000;
+    let mut add = redis::cmd("ZADD");
+    add.arg(&shard);
+    for _ in 0..backlog {
+        add.arg(now.as_unix_millis())
+            .arg(fresh_key("sweep-bound").to_hex());
+    }
+    let mut connection = inspector().await;
+    let _: () = within(add.query_async(&mut connection))
+        .await
+        .expect("ZADD");
+    let _: () = connection.expire(&shard, 600).await.expect("EXPIRE");
+
+    let ends = within(store.claim_ends(now, &policy(), 1, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(ends.is_empty());
+    let left: usize = connection.zcard(&shard).await.expect("ZCARD");
+    assert!(
+        left > 0 && left < backlog,
+        "{left} of {backlog} listings left: some worked off, the rest left for later sweeps"
+    );
+    let _: () = connection.del(&shard).await.expect("DEL");
+}
+
+/// A sweep's first round takes a share of its limit from each shard, and its next the rest
+/// from the shards that had more: thousands of ends due in one shard are handed out in two
+/// rounds, well within half the store timeout, not one per round.
+#[tokio::test]
+async fn a_sweep_takes_a_backlog_in_one_shard_in_a_few_rounds() {
+    let store = store("sweep-shares")
+        .await
+        .with_timeout(Duration::from_secs(1));
+    let count = 5_000;
+    let keys = keys_in_one_shard(&store, "sweep-shares", count);
+    let t0 = start();
+    // Tombstones of sessions ended at t0 (their retention, 30 s, runs to `until`), listed as
+    // due then: what `end` writes, written at once.
+    let until = t0.saturating_add(RETENTION).as_unix_millis();
+    let mut forge = redis::pipe();
+    let mut listing = redis::cmd("ZADD");
+    listing.arg(store.due_key(&keys[0]));
+    for key in &keys {
+        forge
+            .cmd("HSET")
+            .arg(store.redis_key(key))
+            .arg("r")
+            .arg("ended")
+            .arg("u")
+            .arg(until)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(store.redis_key(key))
+            .arg(600_000)
+            .ignore();
+        listing.arg(t0.as_unix_millis()).arg(key.to_hex());
+    }
+    forge
+        .add_command(listing)
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(store.due_key(&keys[0]))
+        .arg(600_000)
+        .ignore();
+    let mut connection = inspector().await;
+    let _: () = within(forge.query_async(&mut connection))
+        .await
+        .expect("forged");
+
+    let now = t0.saturating_add(Duration::from_secs(1));
+    let ends = within(store.claim_ends(now, &policy(), count, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!(ends.len(), count, "every end, in one sweep: {}", ends.len());
+    assert!(ends
+        .iter()
+        .all(|end| end.reason == ExpiryReason::Ended && end.at == t0));
+}
+
+/// An owner's index or a shard of the due index that is not a sorted set is reported with
+/// the script's detail, never read as an empty one.
+#[tokio::test]
+async fn malformed_indexes_are_store_errors() {
+    let store = store("corrupt-index").await;
+    let mut connection = inspector().await;
+    let now = start();
+
+    let owner = "corrupt-owner";
+    let _: () = connection
+        .set_ex(store.owner_key(owner), "x", 60)
+        .await
+        .expect("SET");
+    let listed = within(store.sessions_of(owner, now, &policy())).await;
+    assert!(
+        matches!(&listed, Err(StoreError::CorruptRecord(detail))
+            if detail == "a string where an owner index was expected"),
+        "{listed:?}"
+    );
+
+    let _: () = connection
+        .set_ex(store.due_key(&fresh_key("corrupt-shard")), "x", 60)
+        .await
+        .expect("SET");
+    let claimed = within(store.claim_ends(now, &policy(), 16, Duration::from_secs(30))).await;
+    assert!(
+        matches!(&claimed, Err(StoreError::CorruptRecord(detail))
+            if detail == "a string where a due index was expected"),
+        "{claimed:?}"
     );
 }

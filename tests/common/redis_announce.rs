@@ -120,7 +120,9 @@ pub async fn run<C: ConnectionLike + Clone + Send>(stores: &[RedisStore], inspec
     sign_outs_racing_a_sweep_are_announced_by_the_next(stores).await;
     a_claim_holds_however_the_session_is_listed_again(stores, inspector.clone()).await;
     a_dead_instances_claim_is_announced_by_another_after_the_lease(stores).await;
-    listings_nobody_sweeps_are_dropped(stores, inspector).await;
+    listings_nobody_sweeps_are_dropped(stores, inspector.clone()).await;
+    a_listing_due_within_the_grace_outlives_other_listings(stores, inspector.clone()).await;
+    a_relisting_far_ahead_keeps_its_shard_until_then(stores, inspector).await;
 }
 
 async fn a_begin_lists_the_session_and_an_acknowledgement_drops_it<C: ConnectionLike + Send>(
@@ -515,5 +517,61 @@ async fn listings_nobody_sweeps_are_dropped<C: ConnectionLike + Send>(
     assert_eq!(
         listing(&mut connection, &store, &new).await,
         Some(ms(later.saturating_add(IDLE)))
+    );
+}
+
+/// Within the grace, a listing past due waits for a sweep, however many sessions are listed
+/// beside it meanwhile.
+async fn a_listing_due_within_the_grace_outlives_other_listings<C: ConnectionLike + Send>(
+    stores: &[RedisStore],
+    mut connection: C,
+) {
+    let (store, _) = instances(stores, "unswept-yet");
+    let t0 = start();
+    let old = fresh_key("unswept-yet-old");
+    let new = (0..)
+        .map(|i| fresh_key(&format!("unswept-yet-new{i}")))
+        .find(|key| store.due_key(key) == store.due_key(&old))
+        .expect("a key in the same shard");
+    begin(&store, &old, t0).await;
+    // A minute past its due time, another session is listed in its shard.
+    let later = at(t0, IDLE.as_secs() + 60);
+    begin(&store, &new, later).await;
+    assert_eq!(
+        listing(&mut connection, &store, &old).await,
+        Some(ms(t0.saturating_add(IDLE)))
+    );
+    let ends = claim(&store, later).await;
+    assert_eq!(keys(&ends), vec![old]);
+    assert_eq!(ends[0].reason, ExpiryReason::Idle);
+}
+
+/// A sweep that lists a session again for a deadline hours away keeps the shard until that
+/// deadline and the grace (it expires only if nobody lists nor sweeps for that long).
+async fn a_relisting_far_ahead_keeps_its_shard_until_then<C: ConnectionLike + Send>(
+    stores: &[RedisStore],
+    mut connection: C,
+) {
+    let (store, _) = instances(stores, "far-ahead");
+    let t0 = start();
+    let key = fresh_key("far-ahead");
+    begin(&store, &key, t0).await;
+    let longer = SessionTimeouts::new(Duration::from_secs(5 * 60 * 60));
+    assert!(
+        within(store.set_timeouts(&key, at(t0, 30), &policy(), longer))
+            .await
+            .expect("set_timeouts")
+    );
+    assert!(claim(&store, at(t0, 31)).await.is_empty());
+    let deadline = at(t0, 5 * 60 * 60);
+    assert_eq!(
+        listing(&mut connection, &store, &key).await,
+        Some(ms(deadline))
+    );
+    let ttl: i64 = query(&mut connection, redis::cmd("PTTL").arg(store.due_key(&key))).await;
+    let expected = (deadline.saturating_since(at(t0, 31)) + RedisStore::SWEEP_GRACE).as_millis();
+    assert!(
+        (expected - 60_000..=expected).contains(&(ttl as u128)),
+        "shard ttl {ttl} ms, expected about {expected} ms"
     );
 }

@@ -280,6 +280,48 @@ mod tests {
         assert!(claim(&strings(&["end", "idle", "1", "a", "b"])).is_err());
         assert_eq!(ack(&strings(&["acked"])).ok(), Some(true));
         assert_eq!(end(&strings(&["other"])).ok(), Some(false));
+        assert_eq!(claim(&strings(&["done"])).ok(), Some(Claim::Over));
+    }
+
+    /// A reply with a tag the reading does not know (a script of another version, say) is a
+    /// corrupt record, whatever its length: never taken for the known outcome of that shape.
+    #[test]
+    fn unknown_tags_are_corrupt_whatever_the_shape() {
+        let shapes = [
+            strings(&["bogus"]),
+            strings(&["bogus", "idle"]),
+            strings(&["bogus", "5"]),
+            strings(&["bogus", "idle", "5"]),
+            strings(&["bogus", "alice", "1", "2", "1767225600000", "1767225601000"]),
+        ];
+        for reply in &shapes {
+            let corrupt = |error: StoreError| matches!(error, StoreError::CorruptRecord(_));
+            assert!(check(reply).err().is_some_and(corrupt), "check {reply:?}");
+            assert!(begin(reply).err().is_some_and(corrupt), "begin {reply:?}");
+            assert!(end(reply).err().is_some_and(corrupt), "end {reply:?}");
+            assert!(owner(reply).err().is_some_and(corrupt), "owner {reply:?}");
+            assert!(claim(reply).err().is_some_and(corrupt), "claim {reply:?}");
+            assert!(ack(reply).err().is_some_and(corrupt), "ack {reply:?}");
+        }
+    }
+
+    /// The script's own account of a corrupt record is passed on as it is; any other reply
+    /// that cannot be read is quoted whole.
+    #[test]
+    fn corrupt_records_carry_the_scripts_detail_or_the_whole_reply() {
+        let detail = |reply: &[&str]| match corrupt(&strings(reply)) {
+            StoreError::CorruptRecord(detail) => detail,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            detail(&["corrupt", "a string where a session hash was expected"]),
+            "a string where a session hash was expected"
+        );
+        assert_eq!(
+            detail(&["expired", "later"]),
+            r#"unexpected script reply ["expired", "later"]"#
+        );
+        assert_eq!(detail(&[]), "unexpected script reply []");
     }
 
     #[test]
