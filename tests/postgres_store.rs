@@ -95,6 +95,13 @@ async fn passes_the_owner_suite() {
     common::owner_suite::run(db.store().await).await;
 }
 
+/// The cases the mutation run of the shared SQL code asked for (`tests/common/sql_cases.rs`).
+#[tokio::test]
+async fn passes_the_sql_cases() {
+    let db = TestDb::new().await;
+    common::sql_cases::run(&db.store().await).await;
+}
+
 /// Two pools on one database, as two app instances; the race runs on two threads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_announce_suite() {

@@ -927,3 +927,150 @@ pub(crate) fn spawn_purge<St: SessionStore>(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn sql_options_keep_what_is_set_within_their_bounds() {
+        let defaults = SqlOptions::new();
+        assert_eq!(defaults, SqlOptions::default());
+        assert_eq!(defaults.get_max_connections(), 10);
+        assert_eq!(defaults.get_min_connections(), 0);
+        assert_eq!(defaults.get_acquire_timeout(), Duration::from_secs(1));
+        assert_eq!(defaults.get_statement_timeout(), Duration::from_secs(2));
+        assert_eq!(defaults.statement_timeout_ms(), 2000);
+
+        let options = SqlOptions::new()
+            .max_connections(8)
+            .min_connections(3)
+            .acquire_timeout(ms(500))
+            .statement_timeout(ms(1500));
+        assert_eq!(options.get_max_connections(), 8);
+        assert_eq!(options.get_min_connections(), 3);
+        assert_eq!(options.get_acquire_timeout(), ms(500));
+        assert_eq!(options.get_statement_timeout(), ms(1500));
+        assert_eq!(options.statement_timeout_ms(), 1500);
+
+        // The bounds: at least one connection, no more kept idle than opened, at least 1 ms
+        // per statement (zero would mean none for PostgreSQL), and no overflow.
+        let clamped = SqlOptions::new()
+            .max_connections(0)
+            .min_connections(5)
+            .statement_timeout(Duration::ZERO);
+        assert_eq!(clamped.get_max_connections(), 1);
+        assert_eq!(clamped.get_min_connections(), 1);
+        assert_eq!(clamped.get_statement_timeout(), ms(1));
+        assert_eq!(clamped.statement_timeout_ms(), 1);
+        let huge = SqlOptions::new().statement_timeout(Duration::MAX);
+        assert_eq!(huge.statement_timeout_ms(), u64::MAX);
+    }
+
+    /// The pool the stores open gets the options' sizes and acquire timeout.
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn the_pool_takes_the_options() {
+        let options = SqlOptions::new()
+            .max_connections(7)
+            .min_connections(2)
+            .acquire_timeout(ms(250));
+        let pool = options.pool::<sqlx::Sqlite>();
+        assert_eq!(pool.get_max_connections(), 7);
+        assert_eq!(pool.get_min_connections(), 2);
+        assert_eq!(pool.get_acquire_timeout(), ms(250));
+        let clamped = SqlOptions::new().max_connections(2).min_connections(9);
+        assert_eq!(clamped.pool::<sqlx::Sqlite>().get_min_connections(), 2);
+    }
+
+    #[test]
+    fn table_names_are_plain_identifiers() {
+        let longest = "a".repeat(48);
+        for name in [
+            "sessions",
+            "_sessions",
+            "web_sessions_2",
+            "S",
+            longest.as_str(),
+        ] {
+            assert!(Queries::new(name).is_ok(), "{name:?} is a plain identifier");
+        }
+        let too_long = "a".repeat(49);
+        for name in [
+            "",
+            "1sessions",
+            "web-sessions",
+            "web sessions",
+            "s;DROP TABLE x",
+            "\"quoted\"",
+            "sessi\u{f6}ns",
+            too_long.as_str(),
+        ] {
+            assert!(Queries::new(name).is_err(), "{name:?} must be refused");
+        }
+    }
+
+    /// `decode_row` on a row of the given column values (SQL literals), read from SQLite.
+    #[cfg(feature = "sqlite")]
+    async fn decoded(
+        state: &str,
+        created_at: &str,
+        idle_ms: &str,
+        absolute_ms: &str,
+    ) -> Result<StoredRow, StoreError> {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .expect("open");
+        let row = sqlx::query(&format!(
+            "SELECT {state} AS state, {created_at} AS created_at, 0 AS last_seen, \
+             0 AS expires_at, {idle_ms} AS idle_ms, {absolute_ms} AS absolute_ms"
+        ))
+        .fetch_one(&mut conn)
+        .await
+        .expect("select");
+        decode_row(&row)
+    }
+
+    /// The least values a row may hold are read (time 0, an own idle timeout of 1 ms, an
+    /// absolute one of 0), one less is refused, as is a state no row may have.
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn rows_are_read_down_to_their_least_values_and_no_further() {
+        let row = decoded("'active'", "0", "1", "0")
+            .await
+            .expect("the least values");
+        assert_eq!(row.state, RowState::Active);
+        assert_eq!(row.created_at, 0);
+        assert_eq!(
+            row.own,
+            Some(OwnTimeouts {
+                idle: 1,
+                absolute: Some(0)
+            })
+        );
+        let row = decoded("'idle'", "7", "NULL", "5")
+            .await
+            .expect("a tombstone");
+        assert_eq!(row.state, RowState::Retired(ExpiryReason::Idle));
+        assert_eq!(row.created_at, 7);
+        assert_eq!(row.own, None, "no own timeouts without idle_ms");
+        for (state, created_at, idle_ms, absolute_ms) in [
+            ("'active'", "-1", "NULL", "NULL"),
+            ("'active'", "0", "0", "NULL"),
+            ("'active'", "0", "1", "-1"),
+            ("'unknown'", "0", "NULL", "NULL"),
+            ("'paused'", "0", "NULL", "NULL"),
+        ] {
+            let decoded = decoded(state, created_at, idle_ms, absolute_ms).await;
+            assert!(
+                matches!(decoded, Err(StoreError::CorruptRecord(_))),
+                "{state} {created_at} {idle_ms} {absolute_ms}: {decoded:?}"
+            );
+        }
+    }
+}

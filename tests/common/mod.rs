@@ -17,5 +17,6 @@ pub mod previous_table;
 pub mod redis_announce;
 pub mod redis_owners;
 pub mod redis_server;
+pub mod sql_cases;
 pub mod store_suite;
 pub mod via_cache;
