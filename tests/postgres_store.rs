@@ -14,7 +14,7 @@ use common::store_suite::{self, fresh_key, policy, start, ABSOLUTE, IDLE, RETENT
 use http::StatusCode;
 use sqlx::Connection;
 use tower_session_timeout::store::{
-    Check, NewSession, SessionKey, SessionStore, SqlOptions, Touch,
+    Begin, Check, NewSession, SessionKey, SessionStore, SqlOptions, Touch,
 };
 use tower_session_timeout::{ExpiryReason, ManualClock, OnLimit, PostgresStore};
 
@@ -841,6 +841,39 @@ async fn a_table_from_before_announcements_gets_its_columns_and_index_in_place()
     old.keep_working(&store).await;
     store.migrate().await.expect("migrate again");
     assert_eq!(indexes(&store).await, upgraded);
+}
+
+/// Only a sign-in under a limit takes the owner's lock: with no limit, a begin with an owner
+/// stays one statement and never waits behind another transaction holding that lock (here
+/// held by hand, under the name `owner_transaction` gives it).
+#[tokio::test]
+async fn a_sign_in_without_a_limit_never_waits_for_the_owners_lock() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let owner = fresh_owner("unlimited");
+    let mut holder = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    let mut held = holder.begin().await.expect("begin");
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!(
+            "tower_session_timeout:{}:{owner}",
+            store.table_name()
+        ))
+        .execute(&mut *held)
+        .await
+        .expect("take the owner's lock");
+    let new = NewSession {
+        owner: Some(&owner),
+        timeouts: None,
+    };
+    let began = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.begin(&fresh_key("unlimited"), start(), &policy(), new),
+    )
+    .await;
+    held.rollback().await.expect("release the lock");
+    assert!(matches!(began, Ok(Ok(Begin::Began))), "{began:?}");
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ pub async fn run<St: SessionStore>(store: &St) {
     a_begin_at_a_tombstones_horizon_begins_anew(store).await;
     a_check_past_the_horizon_forgets_for_good(store).await;
     a_passive_check_deletes_no_session_it_finds_active(store).await;
+    timeouts_that_end_a_session_past_its_horizon_forget_it(store).await;
 }
 
 /// A session kept busy (its idle deadline well ahead) reaches its absolute deadline: a passive
@@ -191,4 +192,31 @@ async fn a_passive_check_deletes_no_session_it_finds_active<St: SessionStore>(st
         );
         assert_eq!(record.created_at, t0);
     }
+}
+
+/// New timeouts that put a session's horizon (its new deadline plus the retention) at `now`
+/// end it and forget it at once, as a check at `now` would: a clock 1 ms back finds nothing.
+async fn timeouts_that_end_a_session_past_its_horizon_forget_it<St: SessionStore>(store: &St) {
+    let key = fresh_key("timeouts-forget");
+    let t0 = start();
+    store
+        .begin(&key, t0, &policy(), NewSession::plain())
+        .await
+        .expect("begin");
+    let tiny = Duration::from_secs(1);
+    let horizon = at(t0, tiny + RETENTION);
+    assert!(
+        store
+            .set_timeouts(&key, horizon, &policy(), SessionTimeouts::new(tiny))
+            .await
+            .expect("set_timeouts"),
+        "the session was active at `now` under its old timeouts"
+    );
+    assert_eq!(
+        store
+            .check(&key, just_before(horizon), &policy(), Touch::Passive)
+            .await
+            .expect("check"),
+        Check::Expired(ExpiryReason::Unknown)
+    );
 }
