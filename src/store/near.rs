@@ -13,7 +13,7 @@
 //!   which forgets the entry ([`forget`](NearCache::forget));
 //! - while the push channel is down, nothing is remembered or answered, and what was
 //!   remembered is dropped: a push may have been missed;
-//! - no entry is used longer than `max_age` after the store's answer, so that a push lost
+//! - no entry is used longer than `max_age` after the store was asked, so that a push lost
 //!   without the channel noticing (an instance that ended a session and crashed before
 //!   pushing, a connection that died silently) delays a revocation by `max_age` at most.
 //!
@@ -51,9 +51,13 @@ struct Entry {
     fetched: Instant,
 }
 
-/// Taken before asking the store: the pushes heard until then.
+/// Taken before asking the store: the pushes heard until then, and when it was asked (an
+/// entry's age counts from there, so `max_age` also covers the time the answer took).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Ticket(u64);
+pub(crate) struct Ticket {
+    heard: u64,
+    asked: Instant,
+}
 
 impl NearCache {
     /// A cache that uses an entry for `max_age` at most and keeps about `capacity` entries.
@@ -98,7 +102,10 @@ impl NearCache {
 
     /// Taken before asking the store, for [`remember`](NearCache::remember).
     pub(crate) fn ticket(&self) -> Ticket {
-        Ticket(self.heard.load(Ordering::Acquire))
+        Ticket {
+            heard: self.heard.load(Ordering::Acquire),
+            asked: Instant::now(),
+        }
     }
 
     /// Keeps what the store answered a check that took `ticket`: an active session's record,
@@ -112,7 +119,8 @@ impl NearCache {
         };
         // Read under the shard's lock: a push forgets under it too, so it comes before this
         // read (and is seen) or after the insert (and removes it).
-        if self.ticket() != ticket || !self.live.load(Ordering::Acquire) {
+        if self.heard.load(Ordering::Acquire) != ticket.heard || !self.live.load(Ordering::Acquire)
+        {
             shard.remove(key);
             return;
         }
@@ -123,7 +131,7 @@ impl NearCache {
             *key,
             Entry {
                 record: *record,
-                fetched: Instant::now(),
+                fetched: ticket.asked,
             },
         );
     }

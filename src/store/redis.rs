@@ -394,7 +394,7 @@ impl RedisStore {
     /// millisecond (BENCHMARKS.md, section 5); the instance that made the change forgets it at
     /// once. While its subscription is down, or does not answer a ping within two seconds, an
     /// instance answers nothing from memory and drops what it had. No entry is used longer
-    /// than `max_age` after Redis answered, which bounds what no push can reach:
+    /// than `max_age` after Redis was asked, which bounds what no push can reach:
     ///
     /// - a change whose publish was lost (the instance died, or the call was cancelled,
     ///   between the change and the publish);
