@@ -141,3 +141,32 @@ proptest! {
         })?;
     }
 }
+
+// The same, asked as the layer asks (memory first) with the near cache on.
+#[cfg(feature = "postgres")]
+proptest! {
+    #![proptest_config(ProptestConfig { cases: long::cases(32), ..ProptestConfig::default() })]
+
+    #[test]
+    fn postgres_store_with_a_near_cache_matches_the_model(policy in policy(), ops in prop::collection::vec(op(), 1..60), start in start()) {
+        let rt = runtime();
+        rt.block_on(async {
+            // A table (and so a channel) of its own: other runs' notifications would cancel
+            // remembers.
+            let table = format!("model_near_{:016x}", rand::random::<u64>());
+            let store = tower_session_timeout::PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test")
+                .await
+                .expect("PostgreSQL on 127.0.0.1:5432")
+                .with_table_name(&table)
+                .expect("valid table name");
+            store.migrate().await.expect("migrate");
+            let store = store
+                .with_near_cache(Duration::from_secs(600), 10_000)
+                .await
+                .expect("listening");
+            let outcome = run(&common::via_cache::ViaCache(store.clone()), &policy, start, &ops, 0).await;
+            sqlx::query(&format!("DROP TABLE {table}")).execute(store.pool()).await.expect("drop the run's table");
+            outcome
+        })?;
+    }
+}

@@ -217,3 +217,26 @@ async fn postgres_store_races() {
         .expect("drop");
     assert_eq!(left, 0, "no row outlives its session");
 }
+
+/// The same, asked as the layer asks (memory first) with the near cache on.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_races_with_a_near_cache() {
+    let table = format!("races_near_{:016x}", rand::random::<u64>());
+    let store =
+        tower_session_timeout::PostgresStore::connect("postgres://postgres@127.0.0.1:5432/test")
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432")
+            .with_table_name(&table)
+            .expect("valid table name");
+    store.migrate().await.expect("migrate");
+    let store = store
+        .with_near_cache(Duration::from_secs(600), 10_000)
+        .await
+        .expect("listening");
+    races(common::via_cache::ViaCache(store.clone())).await;
+    sqlx::query(&format!("DROP TABLE {table}"))
+        .execute(store.pool())
+        .await
+        .expect("drop");
+}

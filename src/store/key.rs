@@ -42,6 +42,25 @@ impl SessionKey {
         hex
     }
 
+    /// Reads [`to_hex`](SessionKey::to_hex)'s form back: exactly 64 lowercase hex digits, so
+    /// that one key has one text form.
+    pub(crate) fn from_hex(hex: &str) -> Option<Self> {
+        let digits = hex.as_bytes();
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0; 32];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            let high = char::from(pair[0]).to_digit(16)?;
+            let low = char::from(pair[1]).to_digit(16)?;
+            if pair.iter().any(u8::is_ascii_uppercase) {
+                return None;
+            }
+            *byte = (high * 16 + low) as u8;
+        }
+        Some(SessionKey(bytes))
+    }
+
     /// The first 8 hex digits, the form used in logs.
     pub fn short(&self) -> String {
         let mut hex = String::with_capacity(8);

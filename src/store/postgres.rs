@@ -7,6 +7,9 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgRow};
 use sqlx::Row;
 
+mod push;
+
+use super::near::NearCache;
 use super::sql::ends::{Claim, Resume};
 use super::sql::{self, BoxFuture, OwnTimeouts, Params, Queries, SqlOptions};
 use super::{
@@ -103,6 +106,9 @@ pub struct PostgresStore {
     log: Arc<StoreLog>,
     /// Where the next claim of ends starts reading.
     resume: Arc<Resume>,
+    /// Sessions this instance saw active, answered without a statement
+    /// ([`with_near_cache`](PostgresStore::with_near_cache)).
+    near: Option<Arc<NearCache>>,
 }
 
 #[derive(Debug)]
@@ -116,6 +122,14 @@ struct PgQueries {
     claim: String,
     /// The acknowledgement of `$1`, an array of keys.
     ack: String,
+    /// The revoking statements, each with a `NOTIFY` of the keys it changed on
+    /// [`revoked`](PgQueries::revoked) (see `postgres/push.rs`).
+    end: String,
+    supersede: String,
+    set_timeouts: String,
+    end_sessions_of: String,
+    /// The channel revocations are notified on: `<table>_revoked`.
+    revoked: String,
 }
 
 impl From<Queries> for PgQueries {
@@ -125,6 +139,11 @@ impl From<Queries> for PgQueries {
             begin: shared.written_or_current(&shared.begin),
             claim: sql::ends::claim_sql(&shared.table, sql::ends::picked_postgres),
             ack: sql::ends::ack_sql(&shared.table, "= ANY($1)"),
+            end: push::notifying(&shared.end, 7),
+            supersede: push::notifying(&shared.supersede, 7),
+            set_timeouts: push::notifying(&shared.set_timeouts, 9),
+            end_sessions_of: push::notifying_each(&shared.end_sessions_of, 8),
+            revoked: push::channel(&shared.table),
             shared,
         }
     }
@@ -195,6 +214,7 @@ impl PostgresStore {
             queries: Arc::new(PgQueries::from(Queries::default_table())),
             log: Arc::new(StoreLog::new("postgres")),
             resume: Arc::default(),
+            near: None,
         }
     }
 
@@ -214,7 +234,66 @@ impl PostgresStore {
             queries: Arc::new(PgQueries::from(Queries::new(name)?)),
             log: self.log,
             resume: Arc::default(),
+            // Its channel is named after the table.
+            near: None,
         })
+    }
+
+    /// Keeps the sessions this instance saw active in memory and answers their checks without
+    /// a statement, while PostgreSQL would answer the same: before the session's deadline,
+    /// and for a refreshing request only within the
+    /// [touch interval](crate::SessionTimeoutBuilder::touch_interval) (a refresh that must
+    /// write goes to PostgreSQL, so no refresh is ever written late). Without a touch interval
+    /// every refresh writes, so only passive requests are spared the statement. Off unless
+    /// called.
+    ///
+    /// Every statement that ends a session, signs an owner out everywhere, supersedes a
+    /// session or gives it new timeouts also notifies its key on the channel
+    /// `<table>_revoked`, and every instance with a near cache `LISTEN`s there and forgets
+    /// that session: on loopback within a millisecond (BENCHMARKS.md, section 5). PostgreSQL
+    /// delivers a notification when its transaction commits, so no change goes unannounced,
+    /// even when the instance that made it dies at once; the instance that made the change
+    /// forgets it at once. While its `LISTEN` connection is down, or does not answer a ping
+    /// within two seconds, an instance answers nothing from memory and drops what it had. No
+    /// entry is used longer than `max_age` after PostgreSQL was asked, which bounds what no
+    /// notification reaches:
+    ///
+    /// - a refresh made on another instance: until then the session's deadline as shown here
+    ///   (status route, [`SessionInfo`](crate::SessionInfo)) may be earlier than the table's;
+    /// - a change made to the table by hand, or by an instance of a version that does not
+    ///   notify (this one notifies with or without a near cache, so enable the cache once
+    ///   every instance runs it).
+    ///
+    /// An expiry is not notified: each instance foresees it from the deadline, so instances
+    /// whose clocks differ see it as far apart as their clocks are.
+    ///
+    /// The cache holds about `capacity` sessions (a few dozen bytes each; a full sixteenth of it
+    /// is emptied rather than grown). It listens on a connection of its own, made with the
+    /// pool's connect options, outside the pool. Waits until it listens, at most 5 s.
+    /// [`with_table_name`](PostgresStore::with_table_name) drops a near cache set before:
+    /// call this after it.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use tower_session_timeout::PostgresStore;
+    ///
+    /// # async fn run() -> Result<(), tower_session_timeout::StoreError> {
+    /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/app")
+    ///     .await?
+    ///     .with_near_cache(Duration::from_secs(1), 100_000)
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn with_near_cache(
+        mut self,
+        max_age: Duration,
+        capacity: usize,
+    ) -> Result<Self, StoreError> {
+        let cache = Arc::new(NearCache::new(max_age, capacity));
+        self.listen(&cache).await?;
+        self.near = Some(cache);
+        Ok(self)
     }
 
     /// Creates the table and its indexes (on `(announced, expires_at)`, and on `owner` where
@@ -302,16 +381,25 @@ impl PostgresStore {
         .map_err(sql::backend)?;
         // The checks on `state`: the old one (named by PostgreSQL, `<table>_state_check`
         // unless that name was taken) lacks `superseded`.
-        let checks: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT conname::text, pg_get_constraintdef(oid) LIKE $2 FROM pg_constraint \
-             WHERE conrelid = $1::regclass AND contype = 'c' \
-             AND pg_get_constraintdef(oid) LIKE '%state%'",
+        // `pg_get_constraintdef` only in the select list, which is computed for this table's
+        // rows alone: in `WHERE`, PostgreSQL may run it on any table's constraint first, and
+        // fail on one whose table another session is dropping.
+        let definitions: Vec<(String, String)> = sqlx::query_as(
+            "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint \
+             WHERE conrelid = $1::regclass AND contype = 'c'",
         )
         .bind(table)
-        .bind(format!("%{}%", sql::NEWEST_STATE))
         .fetch_all(&mut *conn)
         .await
         .map_err(sql::backend)?;
+        let checks: Vec<(String, bool)> = definitions
+            .into_iter()
+            .filter(|(_, definition)| definition.contains("state"))
+            .map(|(name, definition)| {
+                let current = definition.contains(sql::NEWEST_STATE);
+                (name, current)
+            })
+            .collect();
         let current = checks.iter().any(|(_, current)| *current);
         let stale: Vec<&str> = checks
             .iter()
@@ -431,16 +519,17 @@ impl PostgresStore {
             tx.rollback().await.map_err(sql::backend)?;
             return Ok(Begin::LimitReached);
         }
-        for superseded in sql::superseded(policy, began, &key, p.now, timeouts, active) {
-            sql::bind_params!(
-                sqlx::query(&self.queries.shared.supersede),
-                p.for_key(&superseded)
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(sql::backend)?;
+        let superseded = sql::superseded(policy, began, &key, p.now, timeouts, active);
+        for superseded in &superseded {
+            sql::bind_params!(sqlx::query(&self.queries.supersede), p.for_key(superseded))
+                .bind(&self.queries.revoked)
+                .execute(&mut *tx)
+                .await
+                .map_err(sql::backend)?;
         }
-        tx.commit().await.map_err(sql::backend)?;
+        let committed = tx.commit().await.map_err(sql::backend);
+        superseded.iter().for_each(|key| self.forget_near(key));
+        committed?;
         Ok(began)
     }
 }
@@ -561,10 +650,30 @@ impl SessionStore for PostgresStore {
     ) -> Self::CheckFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, touch);
+        let ticket = self.near.as_ref().map(|near| near.ticket());
+        let key = *key;
         sql::logged(&self.log, "check", async move {
             let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
-            check_on(&mut conn, &store.queries, &p).await
+            let checked = check_on(&mut conn, &store.queries, &p).await;
+            if let (Some(near), Some(ticket)) = (&store.near, ticket) {
+                match &checked {
+                    Ok(check) => near.remember(&key, check, ticket),
+                    Err(_) => near.remove(&key),
+                }
+            }
+            checked
         })
+    }
+
+    /// From the near cache, if there is one and it holds the answer.
+    fn try_check(
+        &self,
+        key: &SessionKey,
+        now: Timestamp,
+        policy: &Policy,
+        touch: Touch,
+    ) -> Option<Result<Check, StoreError>> {
+        self.near.as_ref()?.answer(key, now, policy, touch).map(Ok)
     }
 
     fn begin(
@@ -597,12 +706,16 @@ impl SessionStore for PostgresStore {
     fn end(&self, key: &SessionKey, now: Timestamp, policy: &Policy) -> Self::EndFuture {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
+        let key = *key;
         sql::logged(&self.log, "end", async move {
-            let state: Option<String> =
-                sql::bind_params!(sqlx::query_scalar(&store.queries.shared.end), p)
+            let state: Result<Option<String>, _> =
+                sql::bind_params!(sqlx::query_scalar(&store.queries.end), p)
+                    .bind(&store.queries.revoked)
                     .fetch_optional(&store.pool)
                     .await
-                    .map_err(sql::backend)?;
+                    .map_err(sql::backend);
+            store.forget_near(&key);
+            let state = state?;
             if state.is_none() {
                 // Nothing active to end. A row past its retention is forgotten at this `now`,
                 // as check and begin find it; left in place, a clock stepping back would find
@@ -640,18 +753,21 @@ impl SessionStore for PostgresStore {
         let store = self.clone();
         let p = Params::new(key, now, policy, Touch::Passive);
         let own = OwnTimeouts::new(timeouts);
+        let key = *key;
         sql::logged(&self.log, "set_timeouts", async move {
             let mut conn = store.pool.acquire().await.map_err(sql::backend)?;
             // One `UPDATE` of a row active at `now`: a racing check or end is ordered before
             // or after it by the row lock, and the statement re-reads the row it waited for.
-            let state: Option<String> =
-                sql::bind_params!(sqlx::query_scalar(&store.queries.shared.set_timeouts), p)
+            let state: Result<Option<String>, _> =
+                sql::bind_params!(sqlx::query_scalar(&store.queries.set_timeouts), p)
                     .bind(own.idle)
                     .bind(own.absolute)
+                    .bind(&store.queries.revoked)
                     .fetch_optional(&mut *conn)
                     .await
-                    .map_err(sql::backend)?;
-            if let Some(state) = state {
+                    .map_err(sql::backend);
+            store.forget_near(&key);
+            if let Some(state) = state? {
                 if state != "active" {
                     // Retired by its new timeouts; if so long ago that the tombstone is over
                     // too, forgotten, as a check at `now` would forget it.
@@ -760,18 +876,25 @@ impl SessionStore for PostgresStore {
             // locked and judged again as it stands, so a refresh racing with it either comes
             // first (and the row is still ended) or finds the row ended.
             let mut tx = store.owner_transaction(&owner).await?;
-            let done = sql::bind_owner!(
-                sqlx::query(&store.queries.shared.end_sessions_of),
+            let ended: Vec<Vec<u8>> = sql::bind_owner!(
+                sqlx::query_scalar(&store.queries.end_sessions_of),
                 &owner,
                 p
             )
             .bind(p.retention)
             .bind(keep)
-            .execute(&mut *tx)
+            .bind(&store.queries.revoked)
+            .fetch_all(&mut *tx)
             .await
             .map_err(sql::backend)?;
-            tx.commit().await.map_err(sql::backend)?;
-            Ok(done.rows_affected())
+            let committed = tx.commit().await.map_err(sql::backend);
+            for key in &ended {
+                if let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) {
+                    store.forget_near(&SessionKey::from_bytes(key));
+                }
+            }
+            committed?;
+            Ok(ended.len() as u64)
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod failing;
 pub mod faulty;
 pub mod long;
 pub mod model;
+pub mod near_cache;
 pub mod owner_races;
 pub mod owner_suite;
 pub mod previous_table;

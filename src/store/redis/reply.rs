@@ -164,21 +164,7 @@ pub(super) fn ack(reply: &[String]) -> Result<bool, StoreError> {
 
 /// A session key from the 64 hex digits an owner's index lists it by.
 pub(super) fn session_key(hex: &str) -> Option<SessionKey> {
-    let digits = hex.as_bytes();
-    if digits.len() != 64 {
-        return None;
-    }
-    let mut bytes = [0; 32];
-    for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-        let high = char::from(pair[0]).to_digit(16)?;
-        let low = char::from(pair[1]).to_digit(16)?;
-        // Lowercase only, as `to_hex` writes it, so one key has one member.
-        if pair.iter().any(u8::is_ascii_uppercase) {
-            return None;
-        }
-        *byte = (high * 16 + low) as u8;
-    }
-    Some(SessionKey::from_bytes(bytes))
+    SessionKey::from_hex(hex)
 }
 
 #[cfg(test)]
