@@ -7,9 +7,14 @@
 #   bash benches/load.sh memory tower-sessions redis postgres sqlite
 #   ROUNDS=5 DURATION=5s CONNECTIONS=32 bash benches/load.sh memory
 #   TOUCH_INTERVAL_SECS=60 bash benches/load.sh postgres sqlite   # the servers read it
+#   SESSIONS=10000 bash benches/load.sh redis-near peer-redis      # 10,000 sessions, round robin
 #
-# Every request carries `Cookie: <a session begun by GET /login on that server>`; a run that
-# answered anything but 2xx is reported as failed (a 440 would be a fake speed-up).
+# Every request carries `Cookie: <a session begun by GET /login on that server>`; with
+# SESSIONS=N, N sessions are begun and the requests take their cookies in turn
+# (benches/rotate.lua). A run that answered anything but 2xx is reported as failed (a 440 would
+# be a fake speed-up). Configurations named `peer-<store>` are tower-sessions 0.14 on that
+# store (`memory`, `redis`, `postgres`), served by benches/peer_server; the others are
+# examples/bench_server.rs's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +22,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 CONNECTIONS=${CONNECTIONS:-32}
+SESSIONS=${SESSIONS:-1}
 THREADS=${THREADS:-1}
 WORKERS=${WORKERS:-1}
 PORT=${PORT:-3100}
@@ -41,6 +47,15 @@ fi
 
 cargo build --release -j 1 --quiet --example bench_server --features redis,postgres,sqlite
 server_bin=target/release/examples/bench_server
+peer_bin=target/peers/release/peer-server
+for config in "${configs[@]}"; do
+  if [[ $config == peer-* ]]; then
+    CARGO_TARGET_DIR=target/peers cargo build --release -j 1 --quiet \
+      --manifest-path benches/peer_server/Cargo.toml
+    break
+  fi
+done
+cookies_file=target/load-cookies.txt
 url="http://127.0.0.1:${PORT}"
 server_pid=
 
@@ -57,19 +72,27 @@ trap stop_server EXIT
 # measure, stop it.
 measure() {
   local config=$1
-  BENCH_CONFIG=$config PORT=$PORT WORKERS=$WORKERS "${server_cpu[@]}" "$server_bin" 2>"target/bench_server-$config.log" &
+  if [[ $config == peer-* ]]; then
+    PEER_STORE=${config#peer-} PORT=$PORT WORKERS=$WORKERS "${server_cpu[@]}" "$peer_bin" 2>"target/bench_server-$config.log" &
+  else
+    BENCH_CONFIG=$config PORT=$PORT WORKERS=$WORKERS "${server_cpu[@]}" "$server_bin" 2>"target/bench_server-$config.log" &
+  fi
   server_pid=$!
   for _ in $(seq 1 100); do
     curl -fsS -o /dev/null "$url/" 2>/dev/null && break
     sleep 0.1
   done
-  local cookie
-  cookie=$(curl -fsS -D - -o /dev/null "$url/login" | tr -d '\r' \
-    | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p' | head -n 1)
-  [ -n "$cookie" ] || { echo "no session cookie from $config" >&2; exit 1; }
-  "${wrk_cpu[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$WARMUP" -H "Cookie: $cookie" "$url/" >/dev/null
+  # One connection signs in SESSIONS times (curl's URL range), the cookies one a line.
+  curl -fsS -i "$url/login?n=[1-$SESSIONS]" | tr -d '\r' \
+    | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p' >"$cookies_file"
+  local begun
+  begun=$(sort -u "$cookies_file" | wc -l)
+  [ "$begun" -eq "$SESSIONS" ] || { echo "$config began $begun sessions of $SESSIONS" >&2; exit 1; }
+  local session=(-H "Cookie: $(head -n 1 "$cookies_file")")
+  [ "$SESSIONS" -gt 1 ] && session=(-s benches/rotate.lua)
+  COOKIES=$cookies_file "${wrk_cpu[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$WARMUP" "${session[@]}" "$url/" >/dev/null
   local out
-  out=$("${wrk_cpu[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" -H "Cookie: $cookie" "$url/")
+  out=$(COOKIES=$cookies_file "${wrk_cpu[@]}" wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" "${session[@]}" "$url/")
   stop_server
   if grep -q "Non-2xx" <<<"$out"; then
     echo "$config answered non-2xx responses:" >&2
@@ -79,7 +102,7 @@ measure() {
   awk '/^Requests\/sec:/ { print $2 }' <<<"$out"
 }
 
-echo "# wrk -t $THREADS -c $CONNECTIONS -d $DURATION, server with $WORKERS Tokio worker(s), $(nproc) cores, ${ROUNDS} rounds"
+echo "# wrk -t $THREADS -c $CONNECTIONS -d $DURATION, server with $WORKERS Tokio worker(s), $(nproc) cores, ${ROUNDS} rounds, $SESSIONS session(s)"
 echo
 echo "| configuration | round | bare req/s | configuration req/s | ratio |"
 echo "|---|---|---|---|---|"

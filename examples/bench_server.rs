@@ -7,13 +7,13 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `BENCH_CONFIG` | `bare`, `memory`, `redis`, `redis-near`, `postgres`, `sqlite`, `tower-sessions` | `bare` |
+//! | `BENCH_CONFIG` | `bare`, `memory`, `redis`, `redis-near`, `postgres`, `postgres-near`, `sqlite`, `tower-sessions` | `bare` |
 //! | `PORT` | port on 127.0.0.1 | `3100` |
 //! | `WORKERS` | Tokio worker threads | `1` |
 //! | `REDIS_URL` | for `redis` (`redis-cluster://host:port[,host:port…]` for a Redis Cluster) | `redis://127.0.0.1:6379/0` |
-//! | `DATABASE_URL` | for `postgres` | `postgres://postgres@127.0.0.1:5432/postgres` |
+//! | `DATABASE_URL` | for `postgres` and `postgres-near` | `postgres://postgres@127.0.0.1:5432/postgres` |
 //! | `SQLITE_PATH` | for `sqlite` | `target/bench-sessions.sqlite3` |
-//! | `TOUCH_INTERVAL_SECS` | ours: skip refresh writes younger than this | none (`redis-near`: 60) |
+//! | `TOUCH_INTERVAL_SECS` | ours: skip refresh writes younger than this | none (`redis-near`, `postgres-near`: 60) |
 //!
 //! `GET /` answers "Hello, World!". `GET /login` begins a session and answers its cookie in
 //! `Set-Cookie`: for ours a random `id` the layer observes, for tower-sessions a session with
@@ -21,8 +21,9 @@
 //! reads. Sessions use a 20-minute sliding idle timeout in every configuration
 //! (tower-sessions: `Expiry::OnInactivity` with `with_always_save(true)`).
 //!
-//! `redis-near` is Redis as the docs recommend it for production when requests should not
-//! wait for Redis: `RedisStore::with_near_cache` (1 s `max_age`) and a 60 s touch interval.
+//! `redis-near` and `postgres-near` are the shared stores as the docs recommend them for
+//! production when requests should not wait for the store: `with_near_cache` (1 s `max_age`)
+//! and a 60 s touch interval.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -127,6 +128,21 @@ async fn run() -> Result<(), Box<dyn Error>> {
             store.migrate().await?;
             ours(store, addr).await
         }
+        #[cfg(feature = "postgres")]
+        "postgres-near" => {
+            let url = env(
+                "DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres",
+            );
+            let store = tower_session_timeout::PostgresStore::connect(&url)
+                .await?
+                .with_table_name("bench_session_timeouts")?;
+            store.migrate().await?;
+            let store = store
+                .with_near_cache(Duration::from_secs(1), 100_000)
+                .await?;
+            ours_touching(store, addr, Some(60)).await
+        }
         #[cfg(feature = "sqlite")]
         "sqlite" => {
             let path = env("SQLITE_PATH", "target/bench-sessions.sqlite3");
@@ -151,7 +167,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
             serve(inner.layer(layer), addr).await
         }
         other => Err(format!(
-            "BENCH_CONFIG={other:?}: use bare, memory, redis, redis-near, postgres, sqlite or tower-sessions \
+            "BENCH_CONFIG={other:?}: use bare, memory, redis, redis-near, postgres, postgres-near, sqlite or tower-sessions \
              (redis, postgres and sqlite need their features)"
         )
         .into()),
