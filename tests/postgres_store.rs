@@ -124,6 +124,59 @@ async fn migrate_is_idempotent_and_names_are_checked() {
     store_suite::run(other).await;
 }
 
+/// A check that writes nothing (passive, or a refresh within the touch interval) takes no
+/// row lock, so it answers while another transaction holds the session's row; a refresh that
+/// must write waits for that lock (here: until the statement timeout ends it).
+#[tokio::test]
+async fn a_check_that_writes_nothing_takes_no_row_lock() {
+    let db = TestDb::new().await;
+    let options = SqlOptions::new().statement_timeout(Duration::from_millis(500));
+    let store = PostgresStore::connect_with_options(&db.url(), options)
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let policy = *tower_session_timeout::SessionTimeoutLayer::builder()
+        .idle_timeout(IDLE)
+        .touch_interval(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .policy();
+    let key = fresh_key("row-locked");
+    let now = start();
+    store
+        .begin(&key, now, &policy, NewSession::default())
+        .await
+        .unwrap();
+
+    let mut locker = sqlx::PgConnection::connect(&db.url())
+        .await
+        .expect("connect");
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("SELECT 1 FROM tower_session_timeout WHERE key = $1 FOR UPDATE")
+        .bind(key.as_bytes().to_vec())
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    let within = now.saturating_add(Duration::from_secs(5));
+    for touch in [Touch::Passive, Touch::Refresh] {
+        let checked = store.check(&key, within, &policy, touch).await;
+        assert!(
+            matches!(checked, Ok(Check::Active(_))),
+            "{touch:?}: {checked:?}"
+        );
+    }
+    let due = now.saturating_add(Duration::from_secs(10));
+    let refreshed = store.check(&key, due, &policy, Touch::Refresh).await;
+    assert!(
+        refreshed.is_err(),
+        "a refresh that writes waits for the row: {refreshed:?}"
+    );
+    sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
+    let refreshed = store.check(&key, due, &policy, Touch::Refresh).await;
+    assert!(matches!(refreshed, Ok(Check::Active(record)) if record.last_seen == due));
+}
+
 #[tokio::test]
 async fn keys_are_hashes_of_the_id() {
     let db = TestDb::new().await;
