@@ -335,6 +335,46 @@ async fn a_locked_file_is_answered_503_within_the_busy_timeout() {
     );
 }
 
+/// A check that writes nothing (a refresh within the touch interval) reads without SQLite's
+/// write lock, so it answers at once while another connection holds that lock; one that must
+/// write waits for it.
+#[tokio::test]
+async fn a_check_that_writes_nothing_takes_no_write_lock() {
+    let db = TempDb::new();
+    let url = format!("sqlite://{}", db.0.display());
+    let options = SqlOptions::new().statement_timeout(Duration::from_millis(300));
+    let store = SqliteStore::connect_with_options(&url, options)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let clock = ManualClock::new();
+    let app = app_with_store(store.clone(), clock.clone(), |builder| {
+        builder.touch_interval(Duration::from_secs(10))
+    });
+    app.login("read-only").await;
+    clock.advance(Duration::from_secs(1));
+    let mut locker = store.pool().acquire().await.expect("a connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *locker)
+        .await
+        .expect("lock");
+    assert_eq!(
+        app.get("/page", Some("read-only")).await.status,
+        StatusCode::OK,
+        "within the touch interval nothing is written"
+    );
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        app.get("/page", Some("read-only")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a refresh that must write waits for the lock"
+    );
+    sqlx::query("ROLLBACK")
+        .execute(&mut *locker)
+        .await
+        .expect("unlock");
+}
+
 /// The default table made by `schema` (an earlier version's), with [`OldSessions`] in it.
 async fn old_table(store: &SqliteStore, schema: &[String]) -> OldSessions {
     for statement in schema {
