@@ -13,7 +13,7 @@ use common::previous_table::{owners_schema, previous_schema, OldSessions};
 use common::store_suite::{self, fresh_key, policy, start, ABSOLUTE, IDLE, RETENTION};
 use http::StatusCode;
 use tower_session_timeout::store::{
-    Check, NewSession, SessionKey, SessionStore, SqlOptions, Touch,
+    Begin, Check, NewSession, SessionKey, SessionStore, SqlOptions, Touch,
 };
 use tower_session_timeout::{
     ExpiryReason, ManualClock, OnLimit, SqliteStore, StoreError, Timestamp,
@@ -538,6 +538,52 @@ async fn the_purge_removes_owned_rows_too() {
         .await
         .expect("sessions_of")
         .is_empty());
+}
+
+/// A sign-in without a session limit needs no write transaction: a begin that the id's row
+/// answers (here an id already active) reads it and returns, even while another connection
+/// holds the write lock. Only a limit takes `BEGIN IMMEDIATE`, to count the owner's sessions.
+#[tokio::test]
+async fn a_sign_in_without_a_limit_never_waits_for_the_write_lock() {
+    let db = TempDb::new();
+    let url = format!("sqlite://{}", db.0.display());
+    let options = SqlOptions::new().statement_timeout(Duration::from_millis(300));
+    let store = SqliteStore::connect_with_options(&url, options)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let owner = fresh_owner("unlimited");
+    let key = fresh_key("unlimited");
+    let new = || NewSession {
+        owner: Some(&owner),
+        timeouts: None,
+    };
+    let t0 = start();
+    assert_eq!(
+        store
+            .begin(&key, t0, &policy(), new())
+            .await
+            .expect("begin"),
+        Begin::Began
+    );
+    let mut locker = store.pool().acquire().await.expect("a connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut *locker)
+        .await
+        .expect("lock");
+    let again = store
+        .begin(
+            &key,
+            t0.saturating_add(Duration::from_secs(1)),
+            &policy(),
+            new(),
+        )
+        .await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut *locker)
+        .await
+        .expect("unlock");
+    assert!(matches!(again, Ok(Begin::AlreadyActive)), "{again:?}");
 }
 
 /// Two stores on one file stand for two processes sharing it.

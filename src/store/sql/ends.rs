@@ -224,3 +224,55 @@ where
         at: timestamp((expires_at - claim.p.retention).max(0)),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const RETENTION_MS: u64 = 30_000;
+
+    fn claim(limit: usize) -> Claim {
+        let policy = Policy::new(
+            Duration::from_secs(60),
+            None,
+            None,
+            Duration::from_millis(RETENTION_MS),
+        );
+        Claim::new(
+            Timestamp::from_unix_millis(1_000_000),
+            &policy,
+            limit,
+            Duration::from_secs(30),
+        )
+    }
+
+    fn end_at(ms: u64) -> SessionEnd {
+        SessionEnd {
+            key: SessionKey::from_bytes([(ms % 251) as u8; 32]),
+            owner: None,
+            reason: ExpiryReason::Ended,
+            at: Timestamp::from_unix_millis(ms),
+        }
+    }
+
+    /// The first claim reads the whole range; after a full batch the next one starts at the
+    /// last end handed out (its `expires_at`: the end plus the retention); after a short
+    /// batch, or an empty one, the backlog is through and the next reads the whole range
+    /// again.
+    #[test]
+    fn a_claim_resumes_after_a_full_batch_and_starts_over_after_a_short_one() {
+        let resume = Resume::default();
+        assert_eq!(resume.from(), 0, "the first claim reads the whole range");
+        let claim = claim(2);
+        resume.claimed(&claim, &[end_at(900_000), end_at(950_000)]);
+        assert_eq!(resume.from(), (950_000 + RETENTION_MS) as i64);
+        resume.claimed(&claim, &[end_at(990_000)]);
+        assert_eq!(resume.from(), 0, "a short batch: the backlog is through");
+        resume.claimed(&claim, &[end_at(960_000), end_at(970_000)]);
+        assert_eq!(resume.from(), (970_000 + RETENTION_MS) as i64);
+        resume.claimed(&claim, &[]);
+        assert_eq!(resume.from(), 0, "nothing left");
+    }
+}
