@@ -1,18 +1,23 @@
 #![cfg(feature = "redis")]
 //! `RedisStore::with_near_cache`: the store suites asked as the layer asks (memory first), a
 //! hot session answered without Redis, revocations made on another instance (end, sign-out
-//! everywhere, superseded, new timeouts, sign-out through the layer) refused here once pushed,
-//! and a lost channel (the cases themselves are in `common/near_cache.rs`).
+//! everywhere, superseded, new timeouts, sign-out through the layer) refused here once pushed
+//! (those cases are in `common/near_cache.rs`), the channel they travel on, a publish that
+//! fails, and a lost channel. (The listener's own behaviour, on a `redis-server` of each
+//! test's own with shortened waits: `src/store/redis/push.rs`.)
 //!
 //! Needs Redis on 127.0.0.1:6379 (each test keeps to a key prefix of its own) and, for the
-//! lost-channel test, the `redis-server` binary, which it runs on a free port of its own.
+//! lost-channel and failed-publish tests, the `redis-server` binary, which they run on a free
+//! port of their own.
 
 mod common;
 
-use common::near_cache::{self, MAX_AGE, WAIT};
+use common::capture::Logs;
+use common::near_cache::{self, until_forgotten, MAX_AGE, PUSH_BOUND, WAIT};
 use common::redis_server::OwnRedis;
-use common::store_suite;
+use common::store_suite::{self, fresh_key, start};
 use common::via_cache::ViaCache;
+use tower_session_timeout::store::{NewSession, SessionStore, Touch};
 use tower_session_timeout::RedisStore;
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
@@ -119,6 +124,112 @@ async fn a_lost_channel_drops_the_cache_until_it_is_back() {
         assert_eq!(killed, 1, "the near cache's one subscription");
     };
     near_cache::a_lost_channel_drops_the_cache_until_it_is_back(store, cut).await;
+}
+
+/// The channel is `<prefix>revoked` (what an ACL must allow) and a message the session key in
+/// hex: what an instance publishes there a plain subscriber reads, and what a plain client
+/// publishes there an instance forgets.
+#[tokio::test]
+async fn revocations_travel_on_the_prefix_revoked_channel() {
+    let prefix = unique_prefix("near-channel");
+    let store = near_cached(REDIS_URL, &prefix).await;
+    let policy = store_suite::policy();
+    let now = start();
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut subscriber = tokio::time::timeout(WAIT, client.get_async_pubsub())
+        .await
+        .expect("Redis answers in time")
+        .unwrap();
+    subscriber
+        .subscribe(format!("{prefix}revoked"))
+        .await
+        .unwrap();
+
+    let ended = fresh_key("ended-here");
+    store
+        .begin(&ended, now, &policy, NewSession::default())
+        .await
+        .unwrap();
+    assert!(store.end(&ended, now, &policy).await.unwrap());
+    let mut messages = subscriber.on_message();
+    let next = std::future::poll_fn(|cx| {
+        futures_core::Stream::poll_next(std::pin::Pin::new(&mut messages), cx)
+    });
+    let message = tokio::time::timeout(PUSH_BOUND, next)
+        .await
+        .expect("published on <prefix>revoked")
+        .expect("still subscribed");
+    assert_eq!(message.get_payload::<String>().unwrap(), ended.to_hex());
+
+    let revoked = fresh_key("revoked-by-hand");
+    store
+        .begin(&revoked, now, &policy, NewSession::default())
+        .await
+        .unwrap();
+    store
+        .check(&revoked, now, &policy, Touch::Passive)
+        .await
+        .unwrap();
+    assert!(store
+        .try_check(&revoked, now, &policy, Touch::Passive)
+        .is_some());
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let listeners: i64 = redis::cmd("PUBLISH")
+        .arg(format!("{prefix}revoked"))
+        .arg(revoked.to_hex())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(listeners >= 1, "the store's listener subscribed");
+    until_forgotten(&store, &revoked).await;
+}
+
+/// A revocation that could not be published is logged (the change itself stands); one that
+/// was is not.
+#[tokio::test]
+async fn a_publish_that_fails_is_logged() {
+    const NOT_PUBLISHED: &str = "could not publish a session's revocation";
+    let (logs, _guard) = Logs::capture();
+    let server = OwnRedis::start();
+    let store = tokio::time::timeout(WAIT, RedisStore::connect(server.url()))
+        .await
+        .expect("Redis answers in time")
+        .expect("Redis is reachable");
+    let policy = store_suite::policy();
+    let now = start();
+
+    let published = fresh_key("published");
+    store
+        .begin(&published, now, &policy, NewSession::default())
+        .await
+        .unwrap();
+    assert!(store.end(&published, now, &policy).await.unwrap());
+    assert_eq!(logs.lines_with(NOT_PUBLISHED), Vec::<String>::new());
+
+    let mut redis = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("default")
+        .arg("-publish")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let refused = fresh_key("refused");
+    store
+        .begin(&refused, now, &policy, NewSession::default())
+        .await
+        .unwrap();
+    assert!(
+        store.end(&refused, now, &policy).await.unwrap(),
+        "the end stands"
+    );
+    let lines = logs.lines_with(NOT_PUBLISHED);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(" WARN "), "{lines:?}");
 }
 
 #[tokio::test]

@@ -301,14 +301,39 @@ mod tests {
 
     #[test]
     fn a_full_shard_is_emptied_rather_than_grown() {
+        // Two entries per shard; keys whose first byte is a multiple of SHARDS share shard 0.
         let cache = NearCache::new(Duration::from_secs(3600), SHARDS * 2);
         cache.regained();
-        // Keys whose first byte is a multiple of SHARDS share shard 0.
-        for n in [0, 16, 32] {
+        let policy = policy(None);
+        for n in [1, 0, 16] {
             cache.remember(&key(n), &active(T0), cache.ticket());
         }
-        assert_eq!(cache.len(), 1);
+        assert_eq!(cache.len(), 3, "a shard holds up to its capacity");
+        cache.remember(&key(16), &active(T0), cache.ticket());
+        assert_eq!(
+            cache.len(),
+            3,
+            "a key already kept replaces its entry, in a full shard too"
+        );
         cache.remember(&key(32), &active(T0), cache.ticket());
-        assert_eq!(cache.len(), 1, "a key already kept replaces its entry");
+        assert_eq!(cache.len(), 2, "a new key empties its full shard");
+        for (n, kept) in [(0, false), (16, false), (32, true), (1, true)] {
+            let answer = cache.answer(&key(n), T0, &policy, Touch::Passive);
+            assert_eq!(answer.is_some(), kept, "key {n}");
+        }
+    }
+
+    #[test]
+    fn a_removed_entry_is_asked_again() {
+        let cache = live_cache();
+        let policy = policy(None);
+        cache.remember(&key(1), &active(T0), cache.ticket());
+        cache.remember(&key(2), &active(T0), cache.ticket());
+        cache.remove(&key(1));
+        assert_eq!(cache.answer(&key(1), T0, &policy, Touch::Passive), None);
+        assert_eq!(
+            cache.answer(&key(2), T0, &policy, Touch::Passive),
+            Some(active(T0))
+        );
     }
 }
