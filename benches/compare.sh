@@ -3,7 +3,7 @@
 # (with tower-sessions-redis-store 0.16 and tower-sessions-sqlx-store 0.15) on memory, Redis
 # and PostgreSQL, with one hot session and with 10,000 sessions round robin. Each
 # configuration alternates with the bare server (benches/load.sh); the last table divides
-# ours by tower-sessions on the same store and load. Loopback only; about 20 minutes.
+# ours by tower-sessions on the same store and load. Loopback only; about 30 minutes.
 #
 #   PIN=1 bash benches/compare.sh                  # server on CPU 0, wrk on CPU 1
 #   ROUNDS=1 DURATION=2s bash benches/compare.sh   # a quick look
@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/services.sh >/dev/null
 
-export ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-3s}
+# A warm-up long enough for a near cache to hold all 10,000 sessions before the measurement.
+export ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-3s} WARMUP=${WARMUP:-4s}
 configs=(memory peer-memory redis-near redis peer-redis postgres-near postgres peer-postgres)
 out=target/compare.md
 : >"$out"

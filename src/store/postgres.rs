@@ -267,6 +267,13 @@ impl PostgresStore {
     /// An expiry is not notified: each instance foresees it from the deadline, so instances
     /// whose clocks differ see it as far apart as their clocks are.
     ///
+    /// Since a notification commits with its change, `max_age` bounds no lost revocation here,
+    /// only how long another instance's refresh goes unseen, which the touch interval already
+    /// lets the table lag by: a `max_age` equal to the touch interval (60 s below) adds no new
+    /// staleness. A short one makes every session seen less often than once per `max_age` go
+    /// to PostgreSQL: with 10,000 sessions round robin and a 1 s `max_age`, nearly every
+    /// request did (BENCHMARKS.md, section 6).
+    ///
     /// The cache holds about `capacity` sessions (a few dozen bytes each; a full sixteenth of it
     /// is emptied rather than grown). It listens on a connection of its own, made with the
     /// pool's connect options, outside the pool. Waits until it listens, at most 5 s.
@@ -277,11 +284,15 @@ impl PostgresStore {
     /// use std::time::Duration;
     /// use tower_session_timeout::PostgresStore;
     ///
-    /// # async fn run() -> Result<(), tower_session_timeout::StoreError> {
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
     /// let store = PostgresStore::connect("postgres://postgres@127.0.0.1/app")
     ///     .await?
-    ///     .with_near_cache(Duration::from_secs(1), 100_000)
+    ///     .with_near_cache(Duration::from_secs(60), 100_000)
     ///     .await?;
+    /// let layer = tower_session_timeout::SessionTimeoutLayer::builder()
+    ///     .store(store)
+    ///     .touch_interval(Duration::from_secs(60))
+    ///     .build()?;
     /// # Ok(())
     /// # }
     /// ```

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::PostgresStore;
-use crate::store::near::NearCache;
+use crate::store::near::{LostOnDrop, NearCache};
 use crate::store::SessionKey;
 use crate::StoreError;
 
@@ -97,7 +97,7 @@ async fn listener(
     cache: Weak<NearCache>,
     listening: tokio::sync::oneshot::Sender<()>,
 ) {
-    let _stops_answers = LostOnDrop(cache.clone());
+    let _stops_answers = LostOnDrop::new(&cache);
     let mut listening = Some(listening);
     let mut backoff = Duration::from_millis(50);
     while cache.strong_count() > 0 {
@@ -158,15 +158,4 @@ async fn subscribe(pool: &sqlx::PgPool, channel: &str) -> Result<PgListener, sql
     listener.ignore_pool_close_event(true);
     listener.listen(channel).await?;
     Ok(listener)
-}
-
-/// Stops the cache answering when the listener ends, however it ends.
-struct LostOnDrop(Weak<NearCache>);
-
-impl Drop for LostOnDrop {
-    fn drop(&mut self) {
-        if let Some(cache) = self.0.upgrade() {
-            cache.lost();
-        }
-    }
 }

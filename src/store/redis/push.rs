@@ -13,7 +13,7 @@ use futures_core::Stream;
 
 use super::reply::session_key;
 use super::{Connection, RedisStore};
-use crate::store::near::NearCache;
+use crate::store::near::{LostOnDrop, NearCache};
 use crate::store::SessionKey;
 use crate::StoreError;
 
@@ -116,7 +116,7 @@ async fn listener(
     subscribed: tokio::sync::oneshot::Sender<()>,
     timing: Timing,
 ) {
-    let _stops_answers = LostOnDrop(cache.clone());
+    let _stops_answers = LostOnDrop::new(&cache);
     let mut subscribed = Some(subscribed);
     let mut backoff = timing.first_backoff;
     while cache.strong_count() > 0 {
@@ -173,17 +173,6 @@ async fn listener(
         );
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(timing.max_backoff);
-    }
-}
-
-/// Stops the cache answering when the listener ends, however it ends.
-struct LostOnDrop(Weak<NearCache>);
-
-impl Drop for LostOnDrop {
-    fn drop(&mut self) {
-        if let Some(cache) = self.0.upgrade() {
-            cache.lost();
-        }
     }
 }
 
