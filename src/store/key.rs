@@ -103,6 +103,15 @@ mod tests {
     }
 
     #[test]
+    fn reads_back_only_the_lowercase_hex_it_writes() {
+        let key = SessionKey::from_id("abc");
+        assert_eq!(SessionKey::from_hex(&key.to_hex()), Some(key));
+        assert_eq!(SessionKey::from_hex(&key.to_hex().to_uppercase()), None);
+        assert_eq!(SessionKey::from_hex("abc"), None);
+        assert_eq!(SessionKey::from_hex(&"g".repeat(64)), None);
+    }
+
+    #[test]
     fn debug_shows_only_a_prefix() {
         let key = SessionKey::from_id("abc");
         assert_eq!(format!("{key:?}"), "SessionKey(ba7816bf)");

@@ -205,7 +205,7 @@ impl RedisStore {
                             open.retain(|&open| open != shard);
                         }
                         for hex in members {
-                            match reply::session_key(&hex) {
+                            match SessionKey::from_hex(&hex) {
                                 Some(key) => visits.push((shard, key, hex)),
                                 // Nothing the store writes: it lists no session.
                                 None => settles.entry(shard).or_default().push((hex, None)),

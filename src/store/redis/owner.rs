@@ -406,7 +406,7 @@ impl RedisStore {
             let (hex, score) = (&pair[0], &pair[1]);
             // Whole milliseconds, though Redis may write them as a float.
             let order = score.parse::<f64>().ok().filter(|order| *order >= 0.0);
-            match (reply::session_key(hex), order) {
+            match (SessionKey::from_hex(hex), order) {
                 (Some(key), Some(order)) => {
                     let extra = [Arg::Text(owner.to_owned())];
                     peeks.push(self.session_op("peek", &key, now, policy, Touch::Passive, extra));

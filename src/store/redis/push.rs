@@ -11,7 +11,6 @@ use std::time::Duration;
 use ::redis::Client;
 use futures_core::Stream;
 
-use super::reply::session_key;
 use super::{Connection, RedisStore};
 use crate::store::near::{LostOnDrop, NearCache};
 use crate::store::SessionKey;
@@ -138,7 +137,7 @@ async fn listener(
                             let key = message
                                 .get_payload::<String>()
                                 .ok()
-                                .and_then(|hex| session_key(&hex));
+                                .and_then(|hex| SessionKey::from_hex(&hex));
                             match key {
                                 Some(key) => live.forget(&key),
                                 // Not ours to read: it may have been a revocation.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::super::{Begin, Check, ExpiryReason, SessionKey, SessionRecord, SessionTimeouts};
+use super::super::{Begin, Check, ExpiryReason, SessionRecord, SessionTimeouts};
 use crate::{StoreError, Timestamp};
 
 pub(super) fn corrupt(reply: &[String]) -> StoreError {
@@ -162,11 +162,6 @@ pub(super) fn ack(reply: &[String]) -> Result<bool, StoreError> {
     }
 }
 
-/// A session key from the 64 hex digits an owner's index lists it by.
-pub(super) fn session_key(hex: &str) -> Option<SessionKey> {
-    SessionKey::from_hex(hex)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,14 +317,5 @@ mod tests {
         ] {
             assert!(matches!(check(&reply), Err(StoreError::CorruptRecord(_))));
         }
-    }
-
-    #[test]
-    fn index_members_are_lowercase_hex_keys() {
-        let key = SessionKey::from_id("abc");
-        assert_eq!(session_key(&key.to_hex()), Some(key));
-        assert_eq!(session_key(&key.to_hex().to_uppercase()), None);
-        assert_eq!(session_key("abc"), None);
-        assert_eq!(session_key(&"g".repeat(64)), None);
     }
 }
