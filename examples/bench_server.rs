@@ -23,9 +23,9 @@
 //!
 //! `redis-near` and `postgres-near` are the shared stores as the docs recommend them for
 //! production when requests should not wait for the store: `with_near_cache` and a 60 s touch
-//! interval; `max_age` 1 s on Redis (a publish follows its change, and may be lost with its
-//! instance) and 60 s, the touch interval, on PostgreSQL (a notification commits with its
-//! change).
+//! interval; `max_age` 1 s on Redis (on a Cluster, a publish can miss a listener whose node is
+//! cut off from the cluster bus) and 60 s, the touch interval, on PostgreSQL (a notification
+//! commits with its change).
 
 use std::error::Error;
 use std::net::SocketAddr;

@@ -6,7 +6,9 @@
 //! index sit in different slots (the store, owner and Redis owner suites, and end-all racing
 //! with requests and sign-ins on three instances), every session end announced once with the
 //! due index's shards on every master (the announce suite and the Redis due index cases), and
-//! the demo on `redis-cluster://`.
+//! the demo on `redis-cluster://`, and the near cache: a revocation published on one master
+//! reaches a listener subscribed on another node, and a listener whose node dies subscribes
+//! on another.
 //!
 //! Prints the measured 503 window of the failover (`cargo test --all-features --test
 //! redis_cluster -- --nocapture`).
@@ -19,12 +21,14 @@ use std::time::{Duration, Instant};
 use common::app::{app_with_store, TestApp, IDLE};
 use common::cluster::{cli, key_slot, Cluster, FORM};
 use common::demo_binary;
+use common::near_cache::{seen_active, until_forgotten, MAX_AGE};
+use common::store_suite::{self, fresh_key, start};
 use http::header::COOKIE;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
 use tower::ServiceExt;
-use tower_session_timeout::store::{Begin, NewSession, SessionKey, SessionStore};
-use tower_session_timeout::{ManualClock, OnLimit, RedisStore};
+use tower_session_timeout::store::{Begin, Check, NewSession, SessionKey, SessionStore, Touch};
+use tower_session_timeout::{ExpiryReason, ManualClock, OnLimit, RedisStore};
 
 /// Bounds every single request.
 const WAIT: Duration = Duration::from_secs(10);
@@ -462,4 +466,103 @@ async fn the_demo_runs_on_redis_cluster_urls() {
         .count();
     assert!(masters_used >= 2, "twelve sessions on one master of three");
     demo.child.kill().await.unwrap();
+}
+
+/// The ports of the running nodes on which `channel` has a subscriber.
+fn subscribed_nodes(cluster: &Cluster, channel: &str) -> Vec<u16> {
+    cluster
+        .nodes
+        .iter()
+        .filter(|node| node.is_running())
+        .filter(|node| {
+            let reply = cli(node.port, &["PUBSUB", "NUMSUB", channel]);
+            reply.lines().nth(1).map(str::trim) != Some("0")
+        })
+        .map(|node| node.port)
+        .collect()
+}
+
+/// A session of `store`'s whose key lives on a master other than the one on `port`.
+fn key_not_on(cluster: &Cluster, store: &RedisStore, port: u16) -> SessionKey {
+    let masters = cluster.masters();
+    loop {
+        let key = fresh_key("elsewhere");
+        let slot = key_slot(&store.redis_key(&key));
+        if masters.iter().any(|m| m.port != port && m.serves(slot)) {
+            return key;
+        }
+    }
+}
+
+/// Waits (at most [`FORM`]) until `store` answers a check of `key`.
+async fn until_served(store: &RedisStore, key: &SessionKey) {
+    let policy = store_suite::policy();
+    let asked = Instant::now();
+    while !matches!(
+        tokio::time::timeout(WAIT, store.check(key, start(), &policy, Touch::Passive)).await,
+        Ok(Ok(_))
+    ) {
+        assert!(asked.elapsed() < FORM, "not served within {FORM:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Begins `key` here, has this instance's near cache hold it, ends it there, and waits until
+/// here has forgotten it and Redis answers it ended.
+async fn ended_elsewhere_is_forgotten_here(here: &RedisStore, there: &RedisStore, key: SessionKey) {
+    let policy = store_suite::policy();
+    let now = start();
+    within(here.begin(&key, now, &policy, NewSession::default()))
+        .await
+        .expect("begun");
+    seen_active(here, &key, now, &policy).await;
+    assert!(within(there.end(&key, now, &policy)).await.expect("ended"));
+    until_forgotten(here, &key).await;
+    assert_eq!(
+        within(here.check(&key, now, &policy, Touch::Passive))
+            .await
+            .expect("checked"),
+        Check::Expired(ExpiryReason::Ended)
+    );
+}
+
+// Threads of its own: `Cluster::wait_for` blocks, and the listener must go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn near_caches_hear_revocations_from_every_master_and_outlive_their_node() {
+    let mut cluster = Cluster::start(3, 1);
+    let prefix = format!("tst-cluster:{:016x}:", rand::random::<u64>());
+    let channel = format!("{prefix}revoked");
+    let here = within(
+        store(&cluster.url(2), &prefix)
+            .await
+            .with_near_cache(MAX_AGE, 1000),
+    )
+    .await
+    .expect("subscribed on the cluster");
+    let there = store(&cluster.url(6), &prefix).await;
+
+    let nodes = subscribed_nodes(&cluster, &channel);
+    assert_eq!(nodes.len(), 1, "one subscription: {nodes:?}");
+    let node = nodes[0];
+    // Published by the script on the key's master, heard on another node.
+    let key = key_not_on(&cluster, &here, node);
+    ended_elsewhere_is_forgotten_here(&here, &there, key).await;
+
+    // The node subscribed to dies (a master's slots fail over to its replica meanwhile).
+    cluster.node_mut(node).kill();
+    cluster.wait_for("the listener on another node", || {
+        subscribed_nodes(&cluster, &channel).len() == 1
+    });
+    cluster.wait_for("every slot served again", || {
+        let masters = cluster.masters();
+        masters.len() == 3 && masters.iter().all(|master| master.port != node)
+    });
+    let moved_to = subscribed_nodes(&cluster, &channel)[0];
+    assert_ne!(moved_to, node);
+    let key = key_not_on(&cluster, &here, moved_to);
+    // Each store learns the new slot map from its first failed call.
+    for store in [&here, &there] {
+        until_served(store, &key).await;
+    }
+    ended_elsewhere_is_forgotten_here(&here, &there, key).await;
 }

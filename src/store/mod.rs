@@ -7,8 +7,10 @@
 
 mod ends;
 mod key;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod listener;
 mod memory;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "postgres"))]
 mod near;
 mod owner;
 #[cfg(feature = "postgres")]

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::{Check, Policy, SessionKey, SessionRecord, Touch};
@@ -175,24 +175,6 @@ impl NearCache {
             .iter()
             .map(|shard| shard.lock().unwrap().len())
             .sum()
-    }
-}
-
-/// Held by a push channel's listener: stops the cache answering when the listener ends,
-/// however it ends (its runtime shut down, a panic), since no push reaches the cache after.
-pub(crate) struct LostOnDrop(Weak<NearCache>);
-
-impl LostOnDrop {
-    pub(crate) fn new(cache: &Weak<NearCache>) -> Self {
-        LostOnDrop(cache.clone())
-    }
-}
-
-impl Drop for LostOnDrop {
-    fn drop(&mut self) {
-        if let Some(cache) = self.0.upgrade() {
-            cache.lost();
-        }
     }
 }
 

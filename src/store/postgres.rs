@@ -8,6 +8,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgRow};
 use sqlx::Row;
 
 mod push;
+#[cfg(test)]
+pub(crate) use push::PgChannel;
 
 use super::near::NearCache;
 use super::sql::ends::{Claim, Resume};

@@ -22,6 +22,8 @@
 mod due;
 mod owner;
 mod push;
+#[cfg(test)]
+pub(crate) use push::RedisChannel;
 mod reply;
 mod script;
 
@@ -174,8 +176,9 @@ pub struct RedisStore {
     log: Arc<StoreLog>,
     /// Sweeps begun, so each starts at another shard of the due index.
     sweeps: Arc<AtomicUsize>,
-    /// The client the store was opened with, for the near cache's own connection.
-    client: Option<Client>,
+    /// Where the near cache's listener subscribes: the client or the cluster's seeds the
+    /// store was opened with.
+    subscriber: Option<push::Subscriber>,
     /// What this instance remembers of active sessions, if asked to
     /// ([`with_near_cache`](RedisStore::with_near_cache)).
     near: Option<Arc<NearCache>>,
@@ -277,7 +280,7 @@ impl RedisStore {
                 .await
                 .map_err(backend)?;
         let mut store = Self::loaded(Connection::Single(connection)).await?;
-        store.client = Some(client);
+        store.subscriber = Some(push::Subscriber::Single(client));
         Ok(store)
     }
 
@@ -298,10 +301,17 @@ impl RedisStore {
     pub async fn connect_cluster<T: IntoConnectionInfo>(
         nodes: impl IntoIterator<Item = T>,
     ) -> Result<Self, StoreError> {
-        let client = Self::cluster_client_builder(nodes)
+        let seeds = nodes
+            .into_iter()
+            .map(IntoConnectionInfo::into_connection_info)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        let client = Self::cluster_client_builder(seeds.iter().cloned())
             .build()
             .map_err(backend)?;
-        Self::from_cluster_client(client).await
+        let mut store = Self::from_cluster_client(client).await?;
+        store.subscriber = Some(push::Subscriber::Cluster(seeds.into()));
+        Ok(store)
     }
 
     /// Connects with an existing [`ClusterClient`], with whatever settings it was built with,
@@ -352,7 +362,7 @@ impl RedisStore {
             timeout: Self::DEFAULT_TIMEOUT,
             log: Arc::new(StoreLog::new("redis")),
             sweeps: Arc::default(),
-            client: None,
+            subscriber: None,
             near: None,
         }
     }
@@ -389,15 +399,19 @@ impl RedisStore {
     /// requests are spared the trip. Off unless called.
     ///
     /// Every end, sign-out everywhere, superseded or withdrawn session and change of timeouts
-    /// is published on the channel `<prefix>revoked` (also when Redis's reply was lost), and
-    /// every instance with a near cache forgets that session: on loopback within a
-    /// millisecond (BENCHMARKS.md, section 5); the instance that made the change forgets it at
-    /// once. While its subscription is down, or does not answer a ping within two seconds, an
-    /// instance answers nothing from memory and drops what it had. No entry is used longer
-    /// than `max_age` after Redis was asked, which bounds what no push can reach:
+    /// is published on the channel `<prefix>revoked` by the script that makes the change, in
+    /// the same atomic step, and every instance with a near cache forgets that session: on
+    /// loopback within a millisecond (BENCHMARKS.md, section 5); the instance that made the
+    /// change forgets it at once. On Redis Cluster the publish, made on the key's master,
+    /// reaches every node over the cluster bus; the listener subscribes on one node, which it
+    /// finds with `CLUSTER NODES`, and moves to another when that node is lost. While its
+    /// subscription is down, or does not answer a ping within two seconds, an instance answers
+    /// nothing from memory and drops what it had. No entry is used longer than `max_age`
+    /// after Redis was asked, which bounds what no push can reach:
     ///
-    /// - a change whose publish was lost (the instance died, or the call was cancelled,
-    ///   between the change and the publish);
+    /// - on a Cluster, a publish that does not cross the cluster bus to the node subscribed
+    ///   to (a partition that leaves the subscription's own connection up);
+    /// - a publish the user's ACL refuses: the change stands, and a warning is logged;
     /// - a refresh made on another instance: until then the session's deadline as shown here
     ///   (status route, [`SessionInfo`](crate::SessionInfo)) may be earlier than Redis's;
     /// - an owned session whose owner's index could not be kept longer, which Redis ends at
@@ -410,13 +424,16 @@ impl RedisStore {
     ///
     /// Every instance sharing the store publishes, with or without a near cache of its own, so
     /// enable it only once every instance runs a version that does. With Redis ACLs the user
-    /// needs `PUBLISH` and `SUBSCRIBE` on the channel (`&<prefix>revoked`).
+    /// needs `PUBLISH` and `SUBSCRIBE` on the channel (`&<prefix>revoked`), and on a Cluster
+    /// `CLUSTER NODES`.
     ///
     /// The cache holds about `capacity` sessions (a few dozen bytes each; a full sixteenth of it
-    /// is emptied rather than grown). It needs a connection of its own, so the store must have
-    /// been opened from a URL or a [`Client`] (not a [`ConnectionManager`]), on one Redis: on
-    /// a Redis Cluster it is not available yet. Waits until it is subscribed, at most the
-    /// store's timeout.
+    /// is emptied rather than grown). It needs connections of its own, made with the settings
+    /// the store was opened with, so the store must have been opened from a URL, a
+    /// [`Client`] or cluster seeds ([`open`](RedisStore::open),
+    /// [`connect`](RedisStore::connect), [`from_client`](RedisStore::from_client),
+    /// [`connect_cluster`](RedisStore::connect_cluster)), not from a [`ConnectionManager`] or a
+    /// [`ClusterClient`]. Waits until it is subscribed, at most the store's timeout.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -435,13 +452,13 @@ impl RedisStore {
         max_age: Duration,
         capacity: usize,
     ) -> Result<Self, StoreError> {
-        let Some(client) = self.client.clone() else {
+        let Some(subscriber) = self.subscriber.clone() else {
             return Err(StoreError::Unsupported(
-                "keep a near cache: open the store from a URL or a redis::Client, on one Redis (not a Cluster)",
+                "keep a near cache: open the store with connect, from_client or connect_cluster",
             ));
         };
         let cache = Arc::new(NearCache::new(max_age, capacity));
-        self.listen(client, &cache).await?;
+        self.listen(subscriber, &cache).await?;
         self.near = Some(cache);
         Ok(self)
     }
@@ -556,7 +573,23 @@ impl RedisStore {
             Arg::Int(millis_arg(Self::OWNER_INDEX_LEASE)),
         ];
         args.extend(extra);
-        self.eval(self.redis_key(key), args)
+        let revokes = REVOKING_OPS.contains(&op);
+        if revokes {
+            args.push(Arg::Text(self.revoked_channel()));
+        }
+        let reply = self.eval(self.redis_key(key), args);
+        let key = *key;
+        async move {
+            let mut reply = reply.await?;
+            if revokes && reply.last().is_some_and(|last| last == "unpublished") {
+                reply.pop();
+                tracing::warn!(
+                    session = %key,
+                    "could not publish a session's revocation; other instances' near caches keep it until their max_age"
+                );
+            }
+            Ok(reply)
+        }
     }
 
     /// Runs `op` and reads its reply with `parse`, logging the outcome.
@@ -570,6 +603,10 @@ impl RedisStore {
         Box::pin(async move { log.record(op, reply.await.and_then(|reply| parse(&reply))) })
     }
 }
+
+/// The script's operations that change a session in a way no instance's near cache could
+/// foretell: they publish the session on the revocation channel (`push.rs`).
+const REVOKING_OPS: [&str; 3] = ["end", "withdraw", "set"];
 
 /// One argument of a script call.
 enum Arg {
@@ -758,7 +795,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let ended = reply.await.and_then(|reply| reply::end(&reply));
             // Whatever the reply says: a reply lost on the way may hide an end Redis made.
-            store.publish_revoked(&key).await;
+            store.forget_near(&key);
             let ended = store.log.record("end", ended)?;
             if ended {
                 store.announce_soon(&key, now, &policy).await;
@@ -789,7 +826,7 @@ impl SessionStore for RedisStore {
         Box::pin(async move {
             let changed = change.await;
             // Whatever the reply says: a reply lost on the way may hide a change Redis made.
-            store.publish_revoked(&key).await;
+            store.forget_near(&key);
             let changed = store.log.record("set_timeouts", changed)?;
             if changed {
                 store.announce_soon(&key, now, &policy).await;

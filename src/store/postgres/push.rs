@@ -6,23 +6,17 @@
 //! cancelled. Each instance with a near cache `LISTEN`s on its own connection and forgets the
 //! sessions named. See `store/near.rs` for what the cache may answer.
 
-use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 
 use super::PostgresStore;
-use crate::store::near::{LostOnDrop, NearCache};
+use crate::store::listener::{self, Channel, Heard, Subscription, Timing};
+use crate::store::near::NearCache;
 use crate::store::SessionKey;
 use crate::StoreError;
 
-/// How long the listener waits for a notification before it pings its connection (a
-/// connection can die without a word), and how long the ping may take.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
-/// How long a subscription must have held for the back-off to start over.
-const STEADY: Duration = Duration::from_secs(10);
-/// The longest wait between two attempts to listen again.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// How long [`with_near_cache`](PostgresStore::with_near_cache) waits for the first `LISTEN`.
 const FIRST_LISTEN: Duration = Duration::from_secs(5);
 
@@ -63,99 +57,88 @@ impl PostgresStore {
     /// Starts listening for revocations into `cache` on a connection of its own (made with
     /// the pool's connect options), and waits until the first `LISTEN` holds.
     pub(super) async fn listen(&self, cache: &Arc<NearCache>) -> Result<(), StoreError> {
-        let (listening, first) = tokio::sync::oneshot::channel();
-        let options = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .acquire_timeout(FIRST_LISTEN);
-        // Named, so an operator can tell it in `pg_stat_activity` (tests end it by name).
+        // Named, so an operator can tell it in `pg_stat_activity`.
         let connect = (*self.pool.connect_options())
             .clone()
             .application_name(&format!("{} near cache", self.queries.shared.table));
-        let pool = options.connect_lazy_with(connect);
-        tokio::spawn(listener(
-            pool,
-            self.queries.revoked.clone(),
-            Arc::downgrade(cache),
-            listening,
-        ));
-        match tokio::time::timeout(FIRST_LISTEN, first).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(StoreError::Timeout(FIRST_LISTEN)),
-        }
+        let channel = PgChannel::new(connect, self.queries.revoked.clone());
+        listener::start(channel, cache, Timing::DEFAULT, FIRST_LISTEN).await
     }
 }
 
-/// Listens, forgets every session a notification names, and when the connection is lost (or
-/// does not answer a ping), drops the cache and listens again. Ends once no store uses the
-/// cache; should it end any other way (its runtime shut down), the cache stops answering.
-async fn listener(
-    pool: sqlx::PgPool,
+/// The channel `<table>_revoked`, for the near cache's listener.
+pub(crate) struct PgChannel {
+    connect: PgConnectOptions,
     channel: String,
-    cache: Weak<NearCache>,
-    listening: tokio::sync::oneshot::Sender<()>,
-) {
-    let _stops_answers = LostOnDrop::new(&cache);
-    let mut listening = Some(listening);
-    let mut backoff = Duration::from_millis(50);
-    while cache.strong_count() > 0 {
-        if let Ok(mut listener) = subscribe(&pool, &channel).await {
-            let Some(live) = cache.upgrade() else { return };
-            live.regained();
-            drop(live);
-            if let Some(listening) = listening.take() {
-                let _ = listening.send(());
-            }
-            let since = Instant::now();
-            loop {
-                match tokio::time::timeout(IDLE_CHECK, listener.try_recv()).await {
-                    Ok(Ok(Some(notification))) => {
-                        let Some(live) = cache.upgrade() else { return };
-                        match SessionKey::from_hex(notification.payload()) {
-                            Some(key) => live.forget(&key),
-                            // Not ours to read: it may have been a revocation.
-                            None => {
-                                live.lost();
-                                live.regained();
-                            }
-                        }
-                    }
-                    // The connection was lost: notifications may have been missed.
-                    Ok(Ok(None) | Err(_)) => break,
-                    Err(_) if cache.strong_count() == 0 => return,
-                    Err(_) => {
-                        let ping = sqlx::query("SELECT 1").execute(&mut listener);
-                        if !matches!(tokio::time::timeout(IDLE_CHECK, ping).await, Ok(Ok(_))) {
-                            break;
-                        }
-                    }
-                }
-            }
-            // A subscription that lasted starts the back-off over; a flapping one does not.
-            if since.elapsed() > STEADY {
-                backoff = Duration::from_millis(50);
-            }
-        }
-        let Some(live) = cache.upgrade() else { return };
-        live.lost();
-        drop(live);
-        tracing::warn!(
-            retry_in = ?backoff,
-            "near cache: revocation channel lost; every check asks PostgreSQL until it is back"
-        );
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+}
+
+impl PgChannel {
+    pub(crate) fn new(connect: PgConnectOptions, channel: String) -> Self {
+        PgChannel { connect, channel }
     }
 }
 
-/// A listener on `channel` that reports a lost connection instead of reconnecting behind
-/// the caller's back (which would hide the notifications missed meanwhile).
-async fn subscribe(pool: &sqlx::PgPool, channel: &str) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.eager_reconnect(false);
-    listener.ignore_pool_close_event(true);
-    listener.listen(channel).await?;
-    Ok(listener)
+impl Channel for PgChannel {
+    type Subscription = PgListener;
+
+    /// A listener on a connection of its own that reports a lost connection instead of
+    /// reconnecting behind the caller's back (which would hide the notifications missed
+    /// meanwhile).
+    async fn subscribe(&mut self) -> Option<PgListener> {
+        // A pool of one for each subscription: a dropped listener hands its connection back
+        // to its pool after an `UNLISTEN`, which never ends on a connection that stopped
+        // answering; a shared pool would then have no connection to give.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(FIRST_LISTEN)
+            .connect_lazy_with(self.connect.clone());
+        let mut listener = PgListener::connect_with(&pool).await.ok()?;
+        listener.eager_reconnect(false);
+        listener.ignore_pool_close_event(true);
+        listener.listen(&self.channel).await.ok()?;
+        Some(listener)
+    }
+}
+
+impl Subscription for PgListener {
+    async fn next(&mut self) -> Heard {
+        match self.try_recv().await {
+            Ok(Some(notification)) => Heard::from_payload(Some(notification.payload())),
+            Ok(None) | Err(_) => Heard::Lost,
+        }
+    }
+
+    async fn ping(&mut self) -> bool {
+        sqlx::query("SELECT 1").execute(self).await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::listener::tests::a_change_made_here_is_forgotten_here_at_once;
+
+    const DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// What this instance changes it forgets at once, before its own notification comes back:
+    /// its cache is live but has no listener, so only that can make it forget.
+    #[tokio::test]
+    async fn forgets_its_own_changes_at_once() {
+        let table = format!("near_here_{:016x}", rand::random::<u64>());
+        let mut store = PostgresStore::connect(DATABASE_URL)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432")
+            .with_table_name(&table)
+            .expect("a valid name");
+        store.migrate().await.expect("migrate");
+        let cache = NearCache::new(Duration::from_secs(600), 1024);
+        cache.regained();
+        store.near = Some(Arc::new(cache));
+        a_change_made_here_is_forgotten_here_at_once(&store).await;
+        let drop = format!("DROP TABLE {table}");
+        sqlx::query(&drop)
+            .execute(&store.pool)
+            .await
+            .expect("dropped");
+    }
 }

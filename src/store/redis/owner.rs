@@ -360,7 +360,7 @@ impl RedisStore {
                 let withdrawn = self
                     .session_op("withdraw", &key, now, policy, Touch::Passive, extra)
                     .await;
-                self.publish_revoked(&key).await;
+                self.forget_near(&key);
                 withdrawn?;
                 self.prune(&index, &[(member.as_str(), score.as_str())])
                     .await?;
@@ -479,11 +479,9 @@ impl RedisStore {
             }
         }
         // Every member asked, whatever its reply: a reply lost on the way may hide an end.
-        let revocations = members
+        members
             .iter()
-            .map(|member| self.publish_revoked(&member.key))
-            .collect();
-        join_all(revocations).await;
+            .for_each(|member| self.forget_near(&member.key));
         // Listed as due now, so the sweep announces these ends soon (`due.rs`).
         let listings = ended
             .iter()

@@ -5,50 +5,153 @@
 
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::Client;
+use ::redis::aio::{PubSubSink, PubSubStream};
+use ::redis::cluster_async::ClusterConnection;
+use ::redis::{Client, ConnectionAddr, ConnectionInfo};
 use futures_core::Stream;
 
-use super::{Connection, RedisStore};
-use crate::store::near::{LostOnDrop, NearCache};
+use super::RedisStore;
+use crate::store::listener::{self, Channel, Heard, Subscription, Timing};
+use crate::store::near::NearCache;
 use crate::store::SessionKey;
 use crate::StoreError;
 
-/// How often the listener looks whether its store is still in use.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
-/// How long a subscription must have held for the back-off to start over.
-const STEADY: Duration = Duration::from_secs(10);
-/// The first wait before subscribing again.
-const FIRST_BACKOFF: Duration = Duration::from_millis(50);
-/// The longest wait between two attempts to subscribe again.
-const MAX_BACKOFF: Duration = Duration::from_secs(1);
-
-/// The listener's waits: [`Timing::DEFAULT`], but for tests, which shorten them.
-#[derive(Debug, Clone, Copy)]
-struct Timing {
-    /// How long the subscription may be quiet before the listener looks whether its store is
-    /// still in use, and pings it.
-    idle_check: Duration,
-    /// How long that ping may take.
-    ping: Duration,
-    /// The first wait before subscribing again, doubled after each loss up to `max_backoff`.
-    first_backoff: Duration,
-    /// The longest wait between two attempts to subscribe again.
-    max_backoff: Duration,
-    /// How long a subscription must have held for the back-off to start over.
-    steady: Duration,
+/// Where the near cache's listener subscribes.
+#[derive(Clone)]
+pub(super) enum Subscriber {
+    /// The one Redis the store was opened on.
+    Single(Client),
+    /// Any node of a Redis Cluster: a publish on one node reaches every node's subscribers
+    /// over the cluster bus. These seeds are where the store was opened; each subscription
+    /// looks up the cluster's nodes first, and uses the seeds' settings (credentials, TLS) to
+    /// connect to them.
+    Cluster(Arc<[ConnectionInfo]>),
 }
 
-impl Timing {
-    const DEFAULT: Timing = Timing {
-        idle_check: IDLE_CHECK,
-        ping: IDLE_CHECK,
-        first_backoff: FIRST_BACKOFF,
-        max_backoff: MAX_BACKOFF,
-        steady: STEADY,
-    };
+/// The channel `<prefix>revoked`, for the near cache's listener.
+pub(crate) struct RedisChannel {
+    pub(super) subscriber: Subscriber,
+    /// A cluster's connection, to look up its nodes; `None` on one Redis.
+    pub(super) cluster: Option<ClusterConnection>,
+    pub(crate) channel: String,
+    /// Bounds each attempt on one node, so a node that does not answer is passed over.
+    pub(super) timeout: Duration,
+    /// Subscriptions begun, so that each starts at another node.
+    pub(super) attempts: usize,
+}
+
+impl RedisChannel {
+    /// A channel on one Redis, at `client`.
+    #[cfg(test)]
+    pub(crate) fn single(client: Client, channel: String) -> Self {
+        RedisChannel {
+            subscriber: Subscriber::Single(client),
+            cluster: None,
+            channel,
+            timeout: Duration::from_secs(1),
+            attempts: 0,
+        }
+    }
+
+    /// The servers to try, in turn: the one Redis, or the cluster's nodes as it reports them
+    /// now (a failover moves them), and the seeds.
+    async fn candidates(&mut self) -> Vec<ConnectionInfo> {
+        let seeds = match &self.subscriber {
+            Subscriber::Single(client) => return vec![client.get_connection_info().clone()],
+            Subscriber::Cluster(seeds) => seeds.clone(),
+        };
+        let mut nodes = Vec::new();
+        if let Some(cluster) = &mut self.cluster {
+            let mut command = ::redis::cmd("CLUSTER");
+            command.arg("NODES");
+            let listed = command.query_async::<String>(cluster);
+            if let Ok(Ok(listed)) = tokio::time::timeout(self.timeout, listed).await {
+                nodes = seeds.first().map_or_else(Vec::new, |template| {
+                    cluster_nodes(&listed)
+                        .filter_map(|(host, port)| at(template, host, port))
+                        .collect()
+                });
+            }
+        }
+        nodes.extend(seeds.iter().cloned());
+        nodes
+    }
+}
+
+/// The address (host, port) of each node `CLUSTER NODES` lists as reachable.
+fn cluster_nodes(listed: &str) -> impl Iterator<Item = (&str, u16)> {
+    listed.lines().filter_map(|line| {
+        let mut fields = line.split(' ');
+        let address = fields.nth(1)?;
+        let flags = fields.next()?;
+        let unreachable = flags
+            .split(',')
+            .any(|flag| matches!(flag, "fail" | "fail?" | "noaddr" | "handshake"));
+        let (host, port) = address.split(['@', ',']).next()?.rsplit_once(':')?;
+        (!unreachable && !host.is_empty()).then_some((host, port.parse().ok()?))
+    })
+}
+
+/// `template`'s settings at another host and port; `None` for a Unix socket.
+fn at(template: &ConnectionInfo, host: &str, port: u16) -> Option<ConnectionInfo> {
+    let mut address = template.addr().clone();
+    match &mut address {
+        ConnectionAddr::Tcp(old_host, old_port)
+        | ConnectionAddr::TcpTls {
+            host: old_host,
+            port: old_port,
+            ..
+        } => {
+            *old_host = host.to_owned();
+            *old_port = port;
+        }
+        _ => return None,
+    }
+    Some(template.clone().set_addr(address))
+}
+
+/// A subscription of [`RedisChannel`] on a pub/sub connection of its own.
+pub(crate) struct RedisSubscription {
+    sink: PubSubSink,
+    messages: PubSubStream,
+}
+
+impl Channel for RedisChannel {
+    type Subscription = RedisSubscription;
+
+    async fn subscribe(&mut self) -> Option<RedisSubscription> {
+        let candidates = self.candidates().await;
+        let first = self.attempts.checked_rem(candidates.len())?;
+        self.attempts = self.attempts.wrapping_add(1);
+        for info in candidates[first..].iter().chain(&candidates[..first]) {
+            let subscribed = async {
+                let client = Client::open(info.clone()).ok()?;
+                let (mut sink, messages) = client.get_async_pubsub().await.ok()?.split();
+                sink.subscribe(&self.channel).await.ok()?;
+                Some(RedisSubscription { sink, messages })
+            };
+            if let Ok(Some(subscription)) = tokio::time::timeout(self.timeout, subscribed).await {
+                return Some(subscription);
+            }
+        }
+        None
+    }
+}
+
+impl Subscription for RedisSubscription {
+    async fn next(&mut self) -> Heard {
+        match poll_fn(|cx| Pin::new(&mut self.messages).poll_next(cx)).await {
+            Some(message) => Heard::from_payload(message.get_payload::<String>().ok().as_deref()),
+            None => Heard::Lost,
+        }
+    }
+
+    async fn ping(&mut self) -> bool {
+        self.sink.ping::<::redis::Value>().await.is_ok()
+    }
 }
 
 impl RedisStore {
@@ -57,27 +160,12 @@ impl RedisStore {
         format!("{}revoked", self.prefix)
     }
 
-    /// Tells every instance's near cache that the session changed: this one's at once (a
-    /// check under way is then not remembered either), the others' through the channel. A
-    /// lost publish only delays the revocation on other instances by their cache's
-    /// `max_age`, so a failure is logged, not returned: the change itself is done.
-    pub(super) async fn publish_revoked(&self, key: &SessionKey) {
+    /// Forgets the session in this instance's near cache, if it has one, after a change
+    /// (a check under way is then not remembered either). Other instances hear of it by the
+    /// script's publish, made in the step that changed the session.
+    pub(super) fn forget_near(&self, key: &SessionKey) {
         if let Some(near) = &self.near {
             near.forget(key);
-        }
-        // On a cluster, PUBLISH would go to every node; the near cache is single-node only.
-        if !matches!(self.connection, Connection::Single(_)) {
-            return;
-        }
-        let mut command = ::redis::cmd("PUBLISH");
-        command.arg(self.revoked_channel()).arg(key.to_hex());
-        let mut connection = self.connection.clone();
-        let published = tokio::time::timeout(self.timeout, connection.query::<i64>(&command)).await;
-        if !matches!(published, Ok(Ok(_))) {
-            tracing::warn!(
-                session = %key,
-                "could not publish a session's revocation; other instances' near caches keep it until their max_age"
-            );
         }
     }
 
@@ -85,383 +173,67 @@ impl RedisStore {
     /// until the first subscription holds.
     pub(super) async fn listen(
         &self,
-        client: Client,
+        subscriber: Subscriber,
         cache: &Arc<NearCache>,
     ) -> Result<(), StoreError> {
-        let (subscribed, first) = tokio::sync::oneshot::channel();
-        tokio::spawn(listener(
-            client,
-            self.revoked_channel(),
-            Arc::downgrade(cache),
-            subscribed,
-            Timing::DEFAULT,
-        ));
-        match tokio::time::timeout(self.timeout, first).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(StoreError::Timeout(self.timeout)),
-        }
-    }
-}
-
-/// Subscribes, forgets every session a message names, and when the connection is lost (or
-/// does not answer a ping after [`IDLE_CHECK`] of quiet: a connection can die without a
-/// word), drops the cache and subscribes again. Ends once no store uses the cache; should it
-/// end any other way (its runtime shut down), the cache stops answering. Its waits are
-/// `timing`'s ([`Timing::DEFAULT`] but in tests).
-async fn listener(
-    client: Client,
-    channel: String,
-    cache: Weak<NearCache>,
-    subscribed: tokio::sync::oneshot::Sender<()>,
-    timing: Timing,
-) {
-    let _stops_answers = LostOnDrop::new(&cache);
-    let mut subscribed = Some(subscribed);
-    let mut backoff = timing.first_backoff;
-    while cache.strong_count() > 0 {
-        if let Ok(pubsub) = client.get_async_pubsub().await {
-            let (mut sink, mut messages) = pubsub.split();
-            if sink.subscribe(&channel).await.is_ok() {
-                let Some(live) = cache.upgrade() else { return };
-                live.regained();
-                drop(live);
-                if let Some(subscribed) = subscribed.take() {
-                    let _ = subscribed.send(());
-                }
-                let since = std::time::Instant::now();
-                loop {
-                    let next = poll_fn(|cx| Pin::new(&mut messages).poll_next(cx));
-                    match tokio::time::timeout(timing.idle_check, next).await {
-                        Ok(Some(message)) => {
-                            let Some(live) = cache.upgrade() else { return };
-                            let key = message
-                                .get_payload::<String>()
-                                .ok()
-                                .and_then(|hex| SessionKey::from_hex(&hex));
-                            match key {
-                                Some(key) => live.forget(&key),
-                                // Not ours to read: it may have been a revocation.
-                                None => {
-                                    live.lost();
-                                    live.regained();
-                                }
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(_) if cache.strong_count() == 0 => return,
-                        Err(_) => {
-                            let ping = sink.ping::<::redis::Value>();
-                            if !matches!(tokio::time::timeout(timing.ping, ping).await, Ok(Ok(_))) {
-                                break;
-                            }
-                        }
-                    }
-                }
-                // A subscription that lasted starts the back-off over; a flapping one does not.
-                if since.elapsed() > timing.steady {
-                    backoff = timing.first_backoff;
-                }
-            }
-        }
-        let Some(live) = cache.upgrade() else { return };
-        live.lost();
-        drop(live);
-        tracing::warn!(
-            retry_in = ?backoff,
-            "near cache: revocation channel lost; every check asks the store until it is back"
-        );
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(timing.max_backoff);
+        let channel = RedisChannel {
+            subscriber,
+            cluster: match &self.connection {
+                super::Connection::Cluster(cluster) => Some(cluster.clone()),
+                super::Connection::Single(_) => None,
+            },
+            channel: self.revoked_channel(),
+            timeout: self.timeout,
+            attempts: 0,
+        };
+        listener::start(channel, cache, Timing::DEFAULT, self.timeout).await
     }
 }
 
 #[cfg(test)]
 mod tests {
-    //! The listener on a `redis-server` of each test's own, whose subscription a test may
-    //! kill (`CLIENT KILL TYPE pubsub`) without disturbing other tests, with waits shortened
-    //! by [`Timing`]: its cache keeps answering while the store is in use and the connection
-    //! answers, stops when the listener ends however it ends, and its back-off.
-
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
-    use std::time::Instant;
-
-    use ::redis::aio::MultiplexedConnection;
-    use tokio::sync::oneshot;
-    use tokio::task::JoinHandle;
-
     use super::*;
-    use crate::store::{Check, Policy, SessionRecord, Touch};
-    use crate::Timestamp;
+    use crate::store::listener::tests::a_change_made_here_is_forgotten_here_at_once;
 
-    /// Bounds every wait, so a broken listener fails a test instead of hanging it.
-    const WAIT: Duration = Duration::from_secs(10);
-    /// Longer than any test: a wait that never ends within one.
-    const NEVER: Duration = Duration::from_secs(3600);
-    const CHANNEL: &str = "tst-push:revoked";
-    const T0: Timestamp = Timestamp::from_unix_millis(1_767_225_600_000);
-    /// A session a test watches: once the channel is lost it is gone for good.
-    const KEY: SessionKey = SessionKey::from_bytes([1; 32]);
-    /// A session kept to see whether the cache keeps anything (the channel is up).
-    const PROBE: SessionKey = SessionKey::from_bytes([2; 32]);
-
-    /// A `redis-server` of the test's own on a free port, killed when dropped.
-    struct OwnRedis {
-        port: u16,
-        child: Child,
-    }
-
-    impl OwnRedis {
-        fn start() -> Self {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free port")
-                .port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server runs");
-            let server = OwnRedis { port, child };
-            let started = Instant::now();
-            while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(started.elapsed() < WAIT, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            server
-        }
-
-        fn client(&self) -> Client {
-            Client::open(format!("redis://127.0.0.1:{}/0", self.port)).expect("a valid URL")
-        }
-
-        async fn admin(&self) -> MultiplexedConnection {
-            tokio::time::timeout(WAIT, self.client().get_multiplexed_async_connection())
-                .await
-                .expect("connected in time")
-                .expect("connected")
-        }
-    }
-
-    impl Drop for OwnRedis {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-
-    /// Waits that never come: each test shortens the ones it looks at.
-    const QUIET: Timing = Timing {
-        idle_check: NEVER,
-        ping: WAIT,
-        first_backoff: Duration::from_millis(10),
-        max_backoff: NEVER,
-        steady: NEVER,
-    };
-
-    fn policy() -> Policy {
-        Policy::new(Duration::from_secs(60), None, None, Duration::from_secs(60))
-    }
-
-    /// Gives the cache the store's answer "active" for `key`; kept only while the channel is up.
-    fn remember(cache: &NearCache, key: &SessionKey) {
-        let active = Check::Active(SessionRecord::new(T0, T0));
-        cache.remember(key, &active, cache.ticket());
-    }
-
-    fn answers(cache: &NearCache, key: &SessionKey) -> bool {
-        cache.answer(key, T0, &policy(), Touch::Passive).is_some()
-    }
-
-    /// Whether the cache keeps what it is given, that is whether the channel is up.
-    fn keeps(cache: &NearCache) -> bool {
-        remember(cache, &PROBE);
-        answers(cache, &PROBE)
-    }
-
-    async fn until(what: &str, mut ready: impl FnMut() -> bool) {
-        let asked = Instant::now();
-        while !ready() {
-            assert!(asked.elapsed() < WAIT, "{what}: not within {WAIT:?}");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    /// A listener on `server` feeding a new cache, once it is subscribed.
-    async fn listening(server: &OwnRedis, timing: Timing) -> (Arc<NearCache>, JoinHandle<()>) {
-        let cache = Arc::new(NearCache::new(NEVER, 1024));
-        let (subscribed, first) = oneshot::channel();
-        let task = tokio::spawn(listener(
-            server.client(),
-            CHANNEL.to_owned(),
-            Arc::downgrade(&cache),
-            subscribed,
-            timing,
-        ));
-        tokio::time::timeout(WAIT, first)
-            .await
-            .expect("subscribed in time")
-            .expect("subscribed");
-        (cache, task)
-    }
-
-    /// Kills the listener's subscription once it is up, and returns how long after that the
-    /// cache kept entries again (the listener subscribed again).
-    async fn kill_subscription(admin: &mut MultiplexedConnection, cache: &NearCache) -> Duration {
-        until("subscribed", || keeps(cache)).await;
-        remember(cache, &KEY);
-        assert!(answers(cache, &KEY));
-        let killed_at = Instant::now();
-        let killed: i64 = ::redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query_async(admin)
-            .await
-            .expect("CLIENT KILL");
-        assert_eq!(killed, 1, "the listener's one subscription");
-        until("the loss noticed", || !answers(cache, &KEY)).await;
-        until("subscribed again", || keeps(cache)).await;
-        killed_at.elapsed()
-    }
-
-    /// How many PINGs the server has been sent.
-    async fn pings(admin: &mut MultiplexedConnection) -> u64 {
-        let stats: String = ::redis::cmd("INFO")
-            .arg("commandstats")
-            .query_async(admin)
-            .await
-            .expect("INFO");
-        stats
-            .lines()
-            .find_map(|line| line.strip_prefix("cmdstat_ping:calls="))
-            .and_then(|rest| rest.split(',').next())
-            .map_or(0, |calls| calls.parse().expect("a count"))
-    }
-
+    /// What this instance changes it forgets at once, before its own publish comes back: its
+    /// cache is live but has no listener, so only that can make it forget.
     #[tokio::test]
-    async fn a_quiet_subscription_that_answers_pings_keeps_the_cache() {
-        let server = OwnRedis::start();
-        let timing = Timing {
-            idle_check: Duration::from_millis(20),
-            ..QUIET
-        };
-        let (cache, task) = listening(&server, timing).await;
-        remember(&cache, &KEY);
-        let mut admin = server.admin().await;
-        let asked = Instant::now();
-        while pings(&mut admin).await < 5 {
-            assert!(asked.elapsed() < WAIT, "not pinged 5 times within {WAIT:?}");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert!(answers(&cache, &KEY), "dropped while quiet");
-        assert!(!task.is_finished());
-    }
-
-    #[tokio::test]
-    async fn a_listener_ends_once_no_store_uses_its_cache() {
-        let server = OwnRedis::start();
-        let timing = Timing {
-            idle_check: Duration::from_millis(20),
-            ..QUIET
-        };
-        let (cache, task) = listening(&server, timing).await;
-        drop(cache);
-        tokio::time::timeout(WAIT, task)
+    async fn forgets_its_own_changes_at_once() {
+        let prefix = format!("tst-here:{:016x}:", rand::random::<u64>());
+        let mut store = RedisStore::connect("redis://127.0.0.1:6379/0")
             .await
-            .expect("ended at its next idle check")
-            .expect("no panic");
+            .expect("Redis on 127.0.0.1:6379")
+            .with_prefix(prefix);
+        let cache = NearCache::new(Duration::from_secs(600), 1024);
+        cache.regained();
+        store.near = Some(Arc::new(cache));
+        a_change_made_here_is_forgotten_here_at_once(&store).await;
     }
 
-    /// A store dropped before its listener first runs: nothing to subscribe for.
-    #[tokio::test]
-    async fn a_listener_whose_cache_is_gone_connects_to_nothing() {
-        let socket = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        socket.set_nonblocking(true).expect("non-blocking");
-        let address = socket.local_addr().expect("bound");
-        let client = Client::open(format!("redis://{address}/0")).expect("a valid URL");
-        let cache = Arc::new(NearCache::new(NEVER, 1024));
-        let gone = Arc::downgrade(&cache);
-        drop(cache);
-        let (subscribed, first) = oneshot::channel();
-        let listening = listener(client, CHANNEL.to_owned(), gone, subscribed, QUIET);
-        tokio::time::timeout(WAIT, listening)
-            .await
-            .expect("ended at once");
-        assert!(first.await.is_err(), "never subscribed");
-        assert_eq!(
-            socket.accept().map(|_| ()).map_err(|error| error.kind()),
-            Err(std::io::ErrorKind::WouldBlock),
-            "connected"
-        );
-    }
+    /// As Redis 7 prints it: a master, a replica with a hostname, a failed master, a node
+    /// still in handshake, and one with no address.
+    const NODES: &str = "\
+07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected
+67ed2db8d677e59ec4a4cefb06858cf2a1a89fa1 127.0.0.1:30002@31002,node-2.example myself,master - 0 1426238316232 2 connected 5461-10922
+292f8b365bb7edb5e285caf0b7e6ddc7265d2f4f 127.0.0.1:30003@31003 master,fail - 1426238317741 1426238316232 3 disconnected 10923-16383
+6ec23923021cf3ffec47632106199cb7f496ce01 127.0.0.1:30005@31005 handshake - 0 0 0 connected
+824fe116063bc5fcf9f4ffd895bc17aee7731ac3 :0@0 master,noaddr - 0 0 1 disconnected
+";
 
-    /// However the listener ends (here its runtime shuts down), the cache stops answering:
-    /// nothing would tell it of revocations any more.
     #[test]
-    fn a_listener_whose_runtime_ends_stops_its_cache_answering() {
-        let server = OwnRedis::start();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        let (cache, _task) = runtime.block_on(listening(&server, QUIET));
-        remember(&cache, &KEY);
-        assert!(answers(&cache, &KEY));
-        drop(runtime);
-        assert!(!answers(&cache, &KEY), "answered with no listener");
-        assert!(!keeps(&cache), "kept with no listener");
+    fn cluster_nodes_lists_the_reachable_nodes_addresses() {
+        let nodes: Vec<_> = cluster_nodes(NODES).collect();
+        assert_eq!(nodes, [("127.0.0.1", 30004), ("127.0.0.1", 30002)]);
     }
 
-    /// A subscription lost as soon as it is made waits twice as long each time before the
-    /// next (a lower bound: a loaded machine only makes it longer).
-    #[tokio::test]
-    async fn a_flapping_subscription_backs_off_doubling() {
-        let server = OwnRedis::start();
-        let first_backoff = Duration::from_millis(50);
-        let timing = Timing {
-            first_backoff,
-            ..QUIET
-        };
-        let (cache, _task) = listening(&server, timing).await;
-        let mut admin = server.admin().await;
-        let mut backoff = first_backoff;
-        for _ in 0..5 {
-            let took = kill_subscription(&mut admin, &cache).await;
-            assert!(
-                took >= backoff,
-                "subscribed again {took:?} after a loss, within the back-off of {backoff:?}"
-            );
-            backoff *= 2;
-        }
-    }
-
-    /// After a subscription that held longer than `steady`, the next loss waits only the first
-    /// back-off again, however long the back-off had grown.
-    #[tokio::test]
-    async fn a_subscription_that_held_starts_the_back_off_over() {
-        let server = OwnRedis::start();
-        let first_backoff = Duration::from_millis(10);
-        let steady = Duration::from_millis(200);
-        let timing = Timing {
-            first_backoff,
-            steady,
-            ..QUIET
-        };
-        let (cache, _task) = listening(&server, timing).await;
-        let mut admin = server.admin().await;
-        // Eight quick losses: the next wait would be 2.56 s (10 ms doubled eight times).
-        for _ in 0..8 {
-            kill_subscription(&mut admin, &cache).await;
-        }
-        until("subscribed", || keeps(&cache)).await;
-        tokio::time::sleep(steady * 5).await;
-        let took = kill_subscription(&mut admin, &cache).await;
-        assert!(
-            took < Duration::from_secs(2),
-            "subscribed again only {took:?} after a loss that followed a steady subscription"
-        );
+    #[test]
+    fn a_node_is_reached_with_the_seeds_settings() {
+        let seed: ConnectionInfo = "redis://ada:secret@127.0.0.1:7000/0".parse().unwrap();
+        let node = at(&seed, "10.0.0.2", 7001).expect("a TCP address");
+        assert!(matches!(node.addr(), ConnectionAddr::Tcp(host, 7001) if host == "10.0.0.2"));
+        assert_eq!(node.redis_settings().username(), Some("ada"));
+        assert_eq!(node.redis_settings().password(), Some("secret"));
+        let socket: ConnectionInfo = "redis+unix:///tmp/redis.sock".parse().unwrap();
+        assert!(at(&socket, "10.0.0.2", 7001).is_none());
     }
 }

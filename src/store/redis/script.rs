@@ -266,6 +266,18 @@ local function retire(owner, reason, ends)
   end
 end
 
+-- Tells every instance's near cache that the session changed, in the step that changed it,
+-- so that no change goes unpushed. The revoking operations take the channel as their last
+-- argument. A publish Redis refuses (an ACL without PUBLISH) leaves the change standing; the
+-- reply then ends with 'unpublished', for the store to log.
+local function revoke(reply)
+  local published = redis.pcall('PUBLISH', ARGV[#ARGV], string.sub(key, -64))
+  if type(published) == 'table' and published.err then
+    reply[#reply + 1] = 'unpublished'
+  end
+  return reply
+end
+
 -- Writes an active record (after clearing the key when `fresh`), with its TTL.
 local function write(rec, fresh)
   if fresh then
@@ -414,7 +426,7 @@ elseif op == 'end' then
     return {'kept'}
   end
   retire(rec.p, reason, now + retention)
-  return {'ended'}
+  return revoke({'ended'})
 elseif op == 'peek' then
   -- Read by an owner's index: active only if this owner's, and never written to.
   if state == nil then
@@ -450,7 +462,7 @@ elseif op == 'withdraw' then
   -- A sign-in beyond a refusing limit takes back the session it began.
   if state == 'active' and rec.p == ARGV[10] and rec.q == tonumber(ARGV[11]) then
     forget(rec.p)
-    return {'withdrawn'}
+    return revoke({'withdrawn'})
   end
   return {'kept'}
 elseif op == 'set' then
@@ -481,7 +493,7 @@ elseif op == 'set' then
   else
     write(rec, true)
   end
-  return {'changed'}
+  return revoke({'changed'})
 elseif op == 'claim' then
   -- A sweep asks for the end, to announce it; ARGV[10]: until when it is then claimed. Only
   -- one sweep at a time gets it: the claim is written here, in the step that reads it.
