@@ -4,7 +4,9 @@
 //! Each call runs it once on one key, so reading, judging against `now` and writing is one
 //! atomic step on the server: two instances racing on one session see one order of events,
 //! and an expired session stays expired. It touches only `KEYS[1]`, so on Redis Cluster it
-//! runs on the master of that key's slot.
+//! runs on the master of that key's slot. The operations that revoke a session also publish it
+//! for the near caches (`push.rs`): a channel is not a key, and on a Cluster Redis carries the
+//! message to every node.
 //!
 //! # Session record (one hash per session key)
 //!
