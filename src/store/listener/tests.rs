@@ -382,6 +382,29 @@ async fn a_listener_ends_once_no_store_uses_its_cache(server: impl Server) {
         .expect("no panic");
 }
 
+/// `start` answers once the first subscription holds, and a timeout if none does in time.
+async fn start_waits_for_the_first_subscription(server: impl Server) {
+    let cache = Arc::new(NearCache::new(NEVER, 1024));
+    let channel = server.channel(server.address().port());
+    start(channel, &cache, QUIET, WAIT)
+        .await
+        .expect("subscribed");
+    assert!(keeps(&cache), "answered before the channel was up");
+
+    // A port nothing listens on: the listener keeps trying, `start` gives up.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = closed.local_addr().expect("bound").port();
+    drop(closed);
+    let cache = Arc::new(NearCache::new(NEVER, 1024));
+    let within = Duration::from_millis(200);
+    let started = start(server.channel(port), &cache, QUIET, within).await;
+    assert!(
+        matches!(started, Err(StoreError::Timeout(timeout)) if timeout == within),
+        "{started:?}"
+    );
+    assert!(!keeps(&cache));
+}
+
 /// A store dropped before its listener first runs: nothing to subscribe for.
 async fn a_listener_whose_cache_is_gone_connects_to_nothing(server: impl Server) {
     let relay = Relay::start(server.address()).await;
@@ -533,6 +556,7 @@ macro_rules! on_server {
                 a_connection_that_stops_answering_is_given_up,
                 a_message_forgets_its_session_and_an_unreadable_one_everything,
                 a_listener_ends_once_no_store_uses_its_cache,
+                start_waits_for_the_first_subscription,
                 a_listener_whose_cache_is_gone_connects_to_nothing,
                 a_flapping_subscription_backs_off_doubling,
                 a_subscription_that_held_starts_the_back_off_over,
