@@ -3,8 +3,8 @@
 //! hot session answered without Redis, revocations made on another instance (end, sign-out
 //! everywhere, superseded, new timeouts, sign-out through the layer) refused here once pushed
 //! (those cases are in `common/near_cache.rs`), the channel they travel on, a publish that
-//! fails, and a lost channel. (The listener's own behaviour, on a `redis-server` of each
-//! test's own with shortened waits: `src/store/redis/push.rs`.)
+//! fails, and a lost channel. (The listener's own behaviour, with shortened waits, through a
+//! relay that cuts or freezes its connection: `src/store/listener/tests.rs`.)
 //!
 //! Needs Redis on 127.0.0.1:6379 (each test keeps to a key prefix of its own) and, for the
 //! lost-channel and failed-publish tests, the `redis-server` binary, which they run on a free
