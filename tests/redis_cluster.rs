@@ -384,8 +384,9 @@ async fn announces_session_ends_across_slots() {
     common::redis_announce::run(&stores, inspector).await;
 }
 
-/// The reference model on a cluster: owners' indexes and their sessions in different slots.
-/// `TST_LONG=1` runs it for as many cases as the model test runs each store.
+/// The reference model on a cluster: owners' indexes and their sessions in different slots,
+/// asked directly, then as the layer asks (memory first) with the near cache on. `TST_LONG=1`
+/// runs it for as many cases as the model test runs each store.
 #[test]
 fn matches_the_model_on_a_cluster() {
     use proptest::prelude::*;
@@ -398,16 +399,24 @@ fn matches_the_model_on_a_cluster() {
         .expect("runtime");
     let prefix = format!("tst-cluster-model:{:016x}:", rand::random::<u64>());
     let store = runtime.block_on(store(&cluster.url(3), &prefix));
-    let mut runner = TestRunner::new(Config {
-        cases: common::long::cases(32),
-        ..Config::default()
+    // A prefix (and so a channel) of its own: the first run's pushes would cancel remembers.
+    let near_prefix = format!("tst-cluster-model-near:{:016x}:", rand::random::<u64>());
+    let near = runtime.block_on(async {
+        let near = self::store(&cluster.url(3), &near_prefix).await;
+        within(near.with_near_cache(MAX_AGE, 10_000))
+            .await
+            .expect("subscribed")
     });
     let cases = (
         common::model::policy(),
         prop::collection::vec(common::model::op(), 1..60),
         common::model::start(),
     );
-    let outcome = runner.run(&cases, |(policy, ops, start)| {
+    let config = Config {
+        cases: common::long::cases(32),
+        ..Config::default()
+    };
+    let outcome = TestRunner::new(config.clone()).run(&cases, |(policy, ops, start)| {
         runtime.block_on(common::model::run(
             &store,
             &policy,
@@ -418,6 +427,19 @@ fn matches_the_model_on_a_cluster() {
     });
     if let Err(failure) = outcome {
         panic!("{failure}");
+    }
+    let near = common::via_cache::ViaCache(near);
+    let outcome = TestRunner::new(config).run(&cases, |(policy, ops, start)| {
+        runtime.block_on(common::model::run(
+            &near,
+            &policy,
+            start,
+            &ops,
+            rand::random(),
+        ))
+    });
+    if let Err(failure) = outcome {
+        panic!("near cache: {failure}");
     }
 }
 
