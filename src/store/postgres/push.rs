@@ -88,8 +88,12 @@ impl Channel for PgChannel {
         // A pool of one for each subscription: a dropped listener hands its connection back
         // to its pool after an `UNLISTEN`, which never ends on a connection that stopped
         // answering; a shared pool would then have no connection to give.
+        // No lifetime or idle limit: the connection is the listener's for as long as it
+        // holds, and the pool then needs no maintenance task.
         let pool = PgPoolOptions::new()
             .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
             .acquire_timeout(FIRST_LISTEN)
             .connect_lazy_with(self.connect.clone());
         let mut listener = PgListener::connect_with(&pool).await.ok()?;
