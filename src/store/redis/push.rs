@@ -33,14 +33,14 @@ pub(super) enum Subscriber {
 
 /// The channel `<prefix>revoked`, for the near cache's listener.
 pub(crate) struct RedisChannel {
-    pub(super) subscriber: Subscriber,
+    subscriber: Subscriber,
     /// A cluster's connection, to look up its nodes; `None` on one Redis.
-    pub(super) cluster: Option<ClusterConnection>,
-    pub(crate) channel: String,
+    cluster: Option<ClusterConnection>,
+    channel: String,
     /// Bounds each attempt on one node, so a node that does not answer is passed over.
-    pub(super) timeout: Duration,
+    timeout: Duration,
     /// Subscriptions begun, so that each starts at another node.
-    pub(super) attempts: usize,
+    attempts: usize,
 }
 
 impl RedisChannel {
