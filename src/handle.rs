@@ -114,8 +114,11 @@ pub struct SessionHandle {
 struct Shared {
     info: Option<SessionInfo>,
     id: Option<SessionId>,
-    /// The key of the request's active session.
-    key: Option<SessionKey>,
+    /// The key of the session id the request carried, active or not: the layer reads it back
+    /// with the response (kept here, not in the response future, so the future stays small).
+    carried: Option<SessionKey>,
+    /// The request carried a stale cookie, removed on an exempt route.
+    stale: bool,
     sessions: Sessions,
     requests: Mutex<Requests>,
 }
@@ -133,18 +136,36 @@ impl SessionHandle {
     pub(crate) fn new(
         info: Option<SessionInfo>,
         id: Option<SessionId>,
-        key: Option<SessionKey>,
+        carried: Option<SessionKey>,
+        stale: bool,
         sessions: Sessions,
     ) -> Self {
         SessionHandle {
             shared: Arc::new(Shared {
                 info,
                 id,
-                key,
+                carried,
+                stale,
                 sessions,
                 requests: Mutex::default(),
             }),
         }
+    }
+
+    /// The key of the request's active session: the handle knows the key only of a session
+    /// the layer found active.
+    fn key(&self) -> Option<SessionKey> {
+        self.shared.carried.filter(|_| self.shared.info.is_some())
+    }
+
+    /// The key of the session id the request carried, active or not.
+    pub(crate) fn carried(&self) -> Option<SessionKey> {
+        self.shared.carried
+    }
+
+    /// Whether the request carried a stale cookie, removed on an exempt route.
+    pub(crate) fn stale(&self) -> bool {
+        self.shared.stale
     }
 
     fn requests(&self) -> MutexGuard<'_, Requests> {
@@ -234,7 +255,7 @@ impl SessionHandle {
 
     /// A reference to the request's active session, as [`SessionSummary::session`] gives it.
     pub fn session_ref(&self) -> Option<SessionRef> {
-        self.shared.key.as_ref().map(SessionRef::of)
+        self.key().as_ref().map(SessionRef::of)
     }
 
     /// The owner's sessions, for the app to list or end; see [`Sessions`].
@@ -246,7 +267,7 @@ impl SessionHandle {
     /// [`set_owner`](SessionHandle::set_owner)): `None` without an active session or an
     /// owner. One store call; the same answer on every instance sharing the store.
     pub async fn owner(&self) -> Result<Option<String>, StoreError> {
-        match self.shared.key {
+        match self.key() {
             Some(key) => self.shared.sessions.owner_of(key).await,
             None => Ok(None),
         }
@@ -272,12 +293,7 @@ impl SessionHandle {
     /// ```
     pub async fn list_sessions(&self) -> Result<Vec<SessionSummary>, StoreError> {
         match self.owner().await? {
-            Some(owner) => {
-                self.shared
-                    .sessions
-                    .list_marking(&owner, self.shared.key)
-                    .await
-            }
+            Some(owner) => self.shared.sessions.list_marking(&owner, self.key()).await,
             None => Ok(Vec::new()),
         }
     }
@@ -287,12 +303,7 @@ impl SessionHandle {
     /// many it ended. Each then answers 440 with reason `ended`, on every instance.
     pub async fn end_others(&self) -> Result<u64, StoreError> {
         match self.owner().await? {
-            Some(owner) => {
-                self.shared
-                    .sessions
-                    .end_all_but(&owner, self.shared.key)
-                    .await
-            }
+            Some(owner) => self.shared.sessions.end_all_but(&owner, self.key()).await,
             None => Ok(0),
         }
     }
@@ -344,10 +355,11 @@ pub(crate) fn annotate<B>(
     request: &mut http::Request<B>,
     info: Option<SessionInfo>,
     id: Option<SessionId>,
-    key: Option<SessionKey>,
+    carried: Option<SessionKey>,
+    stale: bool,
     sessions: Sessions,
 ) -> SessionHandle {
-    let handle = SessionHandle::new(info, id, key, sessions);
+    let handle = SessionHandle::new(info, id, carried, stale, sessions);
     let extensions = request.extensions_mut();
     if extensions.is_empty() {
         *extensions = roomy_extensions();
