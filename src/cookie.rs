@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use http::header::{COOKIE, SET_COOKIE};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::Timestamp;
 
@@ -69,20 +69,23 @@ enum Pair<'a> {
 /// on its first bytes.
 pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str, bounds: IdBounds) -> RequestCookie<'a> {
     let mut found: Option<(&'a HeaderValue, &'a [u8])> = None;
-    for header in headers.get_all(COOKIE) {
+    let readable = all_values(headers, &COOKIE, |header| {
         let bytes = header.as_bytes();
         let plain = is_plain(bytes);
-        for pair in pairs(bytes) {
-            match classify(pair, name.as_bytes(), plain) {
-                Pair::Other => {}
-                Pair::Hidden => return RequestCookie::Malformed,
-                Pair::Session(value) => match found {
-                    Some((_, previous)) if previous != value => return RequestCookie::Malformed,
-                    Some(_) => {}
-                    None => found = Some((header, value)),
-                },
-            }
-        }
+        pairs(bytes).all(|pair| match classify(pair, name.as_bytes(), plain) {
+            Pair::Other => true,
+            Pair::Hidden => false,
+            Pair::Session(value) => match found {
+                Some((_, previous)) => previous == value,
+                None => {
+                    found = Some((header, value));
+                    true
+                }
+            },
+        })
+    });
+    if !readable {
+        return RequestCookie::Malformed;
     }
     match found {
         None | Some((_, b"")) => RequestCookie::Absent,
@@ -102,6 +105,29 @@ pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str, bounds: IdBounds) -> 
                 _ => RequestCookie::Malformed,
             }
         }
+    }
+}
+
+/// Up to this many header values, a header is looked for by comparing names one by one:
+/// hashing its name, as `HeaderMap::get_all` does, costs about as much as comparing it with
+/// eight others, and most responses and many requests carry fewer.
+const SCANNED: usize = 8;
+
+/// Whether `each` answers `true` for every value of header `name`, asked in the order
+/// `HeaderMap::get_all` gives them; stops at the first `false`.
+fn all_values<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    mut each: impl FnMut(&'a HeaderValue) -> bool,
+) -> bool {
+    if headers.len() <= SCANNED {
+        // `iter` gives each name's values together, in the order `get_all` gives them.
+        headers
+            .iter()
+            .filter(|(key, _)| *key == name)
+            .all(|(_, value)| each(value))
+    } else {
+        headers.get_all(name).iter().all(each)
     }
 }
 
@@ -351,21 +377,23 @@ pub(crate) fn observe(
     now: impl Fn() -> Timestamp,
 ) -> ResponseCookie {
     let mut outcome = ResponseCookie::Untouched;
-    for header in headers.get_all(SET_COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
+    all_values(headers, &SET_COOKIE, |header| {
+        let Ok(text) = header.to_str() else {
+            return true;
+        };
         let Ok(cookie) = cookie::Cookie::parse(text) else {
-            continue;
+            return true;
         };
         // The same spellings as in requests: a browser sends back the name as set.
-        if !reads_as(cookie.name().as_bytes(), name.as_bytes()) {
-            continue;
+        if reads_as(cookie.name().as_bytes(), name.as_bytes()) {
+            outcome = if clears(&cookie, &now) {
+                ResponseCookie::Cleared
+            } else {
+                ResponseCookie::Set(cookie.value().to_owned())
+            };
         }
-        outcome = if clears(&cookie, &now) {
-            ResponseCookie::Cleared
-        } else {
-            ResponseCookie::Set(cookie.value().to_owned())
-        };
-    }
+        true
+    });
     outcome
 }
 
