@@ -407,6 +407,9 @@ struct Shard {
     /// is listed in the bucket `Slot::bucket` names; a listing elsewhere, or of a freed slot,
     /// is stale and skipped.
     wheel: BTreeMap<u32, Vec<u32>>,
+    /// No bucket of the wheel is earlier than this, so a sweep with nothing due returns
+    /// without walking the tree (most calls). Lowered by every listing, raised by sweeps.
+    earliest: u32,
     /// The tombstone retention of the latest call, for tombstones a sweep makes.
     retention: Duration,
     /// What records with [`Slot::extra`] set keep beyond the slot: most sessions have no
@@ -738,6 +741,7 @@ impl Shard {
     }
 
     fn list(&mut self, slot: usize, bucket: u32) {
+        self.earliest = self.earliest.min(bucket);
         self.wheel.entry(bucket).or_default().push(slot as u32);
     }
 
@@ -908,12 +912,17 @@ impl Shard {
         let now_bucket = u32::try_from(now.as_unix_millis() / 1000).unwrap_or(u32::MAX);
         let mut removed = 0;
         let mut seen = 0;
+        if now_bucket < self.earliest {
+            return (removed, seen);
+        }
         while seen < budget {
             let Some(mut due) = self.wheel.first_entry() else {
+                self.earliest = u32::MAX;
                 break;
             };
             let bucket = *due.key();
             if bucket > now_bucket {
+                self.earliest = bucket;
                 break;
             }
             let Some(slot) = due.get_mut().pop() else {
