@@ -1,6 +1,7 @@
 //! What a handler sees of its session: [`SessionInfo`] and the [`SessionHandle`].
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use http::{Extensions, HeaderValue};
@@ -121,6 +122,9 @@ struct Shared {
     stale: bool,
     sessions: Sessions,
     requests: Mutex<Requests>,
+    /// Whether the handler asked anything, so a response whose handler asked nothing (most)
+    /// does not take the lock.
+    asked: AtomicBool,
 }
 
 /// What the handler asked of the layer.
@@ -148,6 +152,7 @@ impl SessionHandle {
                 stale,
                 sessions,
                 requests: Mutex::default(),
+                asked: AtomicBool::new(false),
             }),
         }
     }
@@ -173,6 +178,14 @@ impl SessionHandle {
             .requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the handler asks goes through here.
+    fn ask(&self) -> MutexGuard<'_, Requests> {
+        let requests = self.requests();
+        // Set with the lock held: a take that sees it then locks, and finds what was asked.
+        self.shared.asked.store(true, Ordering::Release);
+        requests
     }
 
     /// The request's active session, if it has one.
@@ -202,13 +215,13 @@ impl SessionHandle {
     /// Begins tracking a session for `id` (the value of the session cookie the app set or
     /// will set). Beginning an id that is already active changes nothing.
     pub fn begin(&self, id: impl Into<String>) {
-        self.requests().begin = Some(id.into());
+        self.ask().begin = Some(id.into());
     }
 
     /// Ends the request's session: later requests with its cookie get 440 with reason
     /// `ended`.
     pub fn end(&self) {
-        self.requests().end = true;
+        self.ask().end = true;
     }
 
     /// Names the principal (a user id) the session that this response begins belongs to, so
@@ -229,7 +242,7 @@ impl SessionHandle {
     /// }
     /// ```
     pub fn set_owner(&self, owner: impl Into<String>) {
-        self.requests().owner = Some(owner.into());
+        self.ask().owner = Some(owner.into());
     }
 
     /// Gives the session its own timeouts ("remember me" at sign-in, or shorter ones after a
@@ -250,7 +263,7 @@ impl SessionHandle {
     /// }
     /// ```
     pub fn set_timeouts(&self, timeouts: SessionTimeouts) {
-        self.requests().timeouts = Some(timeouts);
+        self.ask().timeouts = Some(timeouts);
     }
 
     /// A reference to the request's active session, as [`SessionSummary::session`] gives it.
@@ -321,6 +334,9 @@ impl SessionHandle {
 
     /// Takes what the handler asked, leaving nothing for a second take.
     pub(crate) fn take_requests(&self) -> Requests {
+        if !self.shared.asked.load(Ordering::Acquire) {
+            return Requests::default();
+        }
         std::mem::take(&mut *self.requests())
     }
 }
