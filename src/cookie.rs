@@ -287,24 +287,25 @@ fn percent_decode(bytes: &[u8]) -> Cow<'_, [u8]> {
 /// verbatim, as the cookie crate's `value()` keeps them), minus `%`, which `parse_encoded`
 /// decodes and `parse` does not.
 pub(crate) fn is_session_id(value: &[u8]) -> bool {
-    let mut words = value.chunks_exact(8);
-    for word in &mut words {
-        let word = word_of(word);
-        // The alphabet is 0x21..=0x7E but for these four.
-        let outside = bytes_below(word, 0x21)
+    // Some high bit set when a byte is outside the alphabet: 0x21..=0x7E but for these four.
+    let outside = |word: u64| {
+        bytes_below(word, 0x21)
             | bytes_from_del(word)
             | bytes_equal(word, b'%')
             | bytes_equal(word, b',')
             | bytes_equal(word, b';')
-            | bytes_equal(word, b'\\');
-        if outside != 0 {
-            return false;
-        }
+            | bytes_equal(word, b'\\')
+    };
+    let Some(last) = value.len().checked_sub(8) else {
+        return value.iter().all(|&byte| is_session_id_byte(byte));
+    };
+    let mut words = value.chunks_exact(8);
+    if (&mut words).any(|word| outside(word_of(word)) != 0) {
+        return false;
     }
-    words
-        .remainder()
-        .iter()
-        .all(|&byte| is_session_id_byte(byte))
+    // The bytes after the last whole word, as the last eight bytes: the test is per byte, so
+    // reading some twice changes nothing.
+    words.remainder().is_empty() || outside(word_of(&value[last..])) == 0
 }
 
 /// [`is_session_id`] for one byte.
