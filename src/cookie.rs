@@ -378,6 +378,11 @@ pub(crate) fn observe(
     now: impl Fn() -> Timestamp,
 ) -> ResponseCookie {
     let mut outcome = ResponseCookie::Untouched;
+    // Most responses set no cookie: a look at a few names settles it, as it costs less than
+    // going through their values.
+    if headers.keys_len() <= SCANNED && !headers.keys().any(|key| key == SET_COOKIE) {
+        return outcome;
+    }
     all_values(headers, &SET_COOKIE, |header| {
         let Ok(text) = header.to_str() else {
             return true;
