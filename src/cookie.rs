@@ -221,9 +221,7 @@ fn position_of_semicolon(bytes: &[u8]) -> Option<usize> {
 
 fn classify<'a>(pair: &'a [u8], name: &[u8], plain: bool) -> Pair<'a> {
     if plain {
-        let session = pair
-            .trim_ascii_start()
-            .strip_prefix(name)
+        let session = strip_name(pair.trim_ascii_start(), name)
             .and_then(|rest| rest.trim_ascii_start().strip_prefix(b"="));
         return session.map_or(Pair::Other, |value| Pair::Session(value.trim_ascii()));
     }
@@ -245,6 +243,16 @@ fn classify<'a>(pair: &'a [u8], name: &[u8], plain: bool) -> Pair<'a> {
     } else {
         Pair::Other
     }
+}
+
+/// `pair.strip_prefix(name)`, compared byte by byte: a cookie name is a few bytes, fewer than
+/// a call to `memcmp` costs.
+fn strip_name<'a>(pair: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let head = pair.get(..name.len())?;
+    head.iter()
+        .zip(name)
+        .all(|(byte, expected)| byte == expected)
+        .then(|| &pair[name.len()..])
 }
 
 /// Whether some reader takes the cookie name `raw` as `name`: as it is, trimmed of Unicode
