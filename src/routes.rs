@@ -132,11 +132,16 @@ impl Routes {
             && self.passive.is_empty()
     }
 
+    #[inline]
     pub(crate) fn classify<B>(&self, request: &Request<B>) -> Route {
         if self.is_empty() {
-            // Not even the path to read.
+            // Not even the path to read (and, inlined, not even a call).
             return Route::Normal;
         }
+        self.classify_path(request)
+    }
+
+    fn classify_path<B>(&self, request: &Request<B>) -> Route {
         let path = request.uri().path();
         if self.keep_alive.as_deref() == Some(path) {
             return Route::KeepAlive;

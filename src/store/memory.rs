@@ -908,13 +908,19 @@ impl Shard {
     /// active records past their deadline, removes tombstones past their retention, and lists
     /// again records whose deadline moved. Returns how many records it removed and how many
     /// listings it looked at (fewer than `budget` when nothing more is due).
+    #[inline]
     fn sweep(&mut self, now: Timestamp, budget: usize) -> (usize, usize) {
         let now_bucket = u32::try_from(now.as_unix_millis() / 1000).unwrap_or(u32::MAX);
+        if now_bucket < self.earliest {
+            // Inlined, most calls stop here.
+            return (0, 0);
+        }
+        self.sweep_due(now, now_bucket, budget)
+    }
+
+    fn sweep_due(&mut self, now: Timestamp, now_bucket: u32, budget: usize) -> (usize, usize) {
         let mut removed = 0;
         let mut seen = 0;
-        if now_bucket < self.earliest {
-            return (removed, seen);
-        }
         while seen < budget {
             let Some(mut due) = self.wheel.first_entry() else {
                 self.earliest = u32::MAX;
