@@ -43,6 +43,7 @@ pub(crate) struct FoundId<'a> {
 
 impl<'a> FoundId<'a> {
     /// The id's bytes: session-id bytes only, so ASCII.
+    #[inline]
     pub(crate) fn bytes(&self) -> &'a [u8] {
         &self.header.as_bytes()[self.range.clone()]
     }
@@ -380,17 +381,22 @@ pub(crate) enum ResponseCookie {
 /// one wins, as in a browser.
 /// `now` is asked only for a session cookie with an `Expires`, so most responses never read
 /// the clock.
+#[inline]
 pub(crate) fn observe(
     headers: &HeaderMap,
     name: &str,
     now: impl Fn() -> Timestamp,
 ) -> ResponseCookie {
-    let mut outcome = ResponseCookie::Untouched;
-    // Most responses set no cookie: a look at a few names settles it, as it costs less than
-    // going through their values.
+    // Most responses set no cookie: a look at a few names settles it (inlined, without a
+    // call), as it costs less than going through their values.
     if headers.keys_len() <= SCANNED && !headers.keys().any(|key| key == SET_COOKIE) {
-        return outcome;
+        return ResponseCookie::Untouched;
     }
+    observe_values(headers, name, now)
+}
+
+fn observe_values(headers: &HeaderMap, name: &str, now: impl Fn() -> Timestamp) -> ResponseCookie {
+    let mut outcome = ResponseCookie::Untouched;
     all_values(headers, &SET_COOKIE, |header| {
         let Ok(text) = header.to_str() else {
             return true;

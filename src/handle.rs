@@ -333,6 +333,7 @@ impl SessionHandle {
     }
 
     /// Takes what the handler asked, leaving nothing for a second take.
+    #[inline]
     pub(crate) fn take_requests(&self) -> Requests {
         if !self.shared.asked.load(Ordering::Acquire) {
             return Requests::default();
