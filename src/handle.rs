@@ -36,6 +36,7 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    #[inline]
     pub(crate) fn new(record: &SessionRecord, policy: &Policy, checked_at: Timestamp) -> Self {
         SessionInfo {
             checked_at,
@@ -353,6 +354,7 @@ pub(crate) struct SessionId {
 impl SessionId {
     /// The id where [`cookie::find`](crate::cookie::find) found it: a clone of its header (a
     /// reference count when the server shares the bytes of its headers) and the range.
+    #[inline]
     pub(crate) fn new(found: &FoundId<'_>) -> Self {
         SessionId {
             header: found.header.clone(),

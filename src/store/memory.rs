@@ -112,6 +112,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl MemoryStore {
     /// `check`'s work, done at once: the store never waits.
+    #[inline]
     fn check_at_once(
         &self,
         key: &SessionKey,
