@@ -138,6 +138,7 @@ pub(crate) struct Requests {
 }
 
 impl SessionHandle {
+    #[inline]
     pub(crate) fn new(
         info: Option<SessionInfo>,
         id: Option<SessionId>,
@@ -393,6 +394,7 @@ pub(crate) fn annotate<B>(
 /// on a plain route: with the layer's handle that makes four, and every request would build the
 /// map twice (about 600 instructions, BENCHMARKS.md section 1). `Extensions` has no
 /// `with_capacity`, but a clone keeps the capacity of what it clones.
+#[inline]
 fn roomy_extensions() -> Extensions {
     static ROOMY: OnceLock<Extensions> = OnceLock::new();
     ROOMY
