@@ -246,6 +246,7 @@ where
 
 /// What the store's answer means for the request: the layer's own answer, or the request
 /// for the inner service (with its session in the extensions, or its cookie removed).
+#[inline]
 pub(crate) fn decide<St: SessionStore, B>(
     checked: Result<Check, StoreError>,
     checking: Checking,
