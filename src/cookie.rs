@@ -220,12 +220,20 @@ fn position_of_semicolon(bytes: &[u8]) -> Option<usize> {
     Some(start + at)
 }
 
+// Always: it runs for every pair of every `Cookie` header, its plain case is a few
+// comparisons, and with `#[inline]` alone the compiler kept the call.
+#[inline(always)]
 fn classify<'a>(pair: &'a [u8], name: &[u8], plain: bool) -> Pair<'a> {
     if plain {
         let session = strip_name(pair.trim_ascii_start(), name)
             .and_then(|rest| rest.trim_ascii_start().strip_prefix(b"="));
         return session.map_or(Pair::Other, |value| Pair::Session(value.trim_ascii()));
     }
+    classify_lenient(pair, name)
+}
+
+/// [`classify`] for a pair of a header that is not plain.
+fn classify_lenient<'a>(pair: &'a [u8], name: &[u8]) -> Pair<'a> {
     // A pair without `=` is no cookie to any reader (the cookie crate: `MissingPair`).
     let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
         return Pair::Other;
