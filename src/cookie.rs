@@ -69,7 +69,8 @@ enum Pair<'a> {
 /// starts with the name, then optional whitespace, then `=`, which rejects every other cookie
 /// on its first bytes.
 pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str, bounds: IdBounds) -> RequestCookie<'a> {
-    let mut found: Option<(&'a HeaderValue, &'a [u8])> = None;
+    // The header the id was first found in, the id, and whether that header is plain.
+    let mut found: Option<(&'a HeaderValue, &'a [u8], bool)> = None;
     let readable = all_values(headers, &COOKIE, |header| {
         let bytes = header.as_bytes();
         let plain = is_plain(bytes);
@@ -77,9 +78,9 @@ pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str, bounds: IdBounds) -> 
             Pair::Other => true,
             Pair::Hidden => false,
             Pair::Session(value) => match found {
-                Some((_, previous)) => previous == value,
+                Some((_, previous, _)) => previous == value,
                 None => {
-                    found = Some((header, value));
+                    found = Some((header, value, plain));
                     true
                 }
             },
@@ -89,10 +90,10 @@ pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str, bounds: IdBounds) -> 
         return RequestCookie::Malformed;
     }
     match found {
-        None | Some((_, b"")) => RequestCookie::Absent,
-        Some((_, value)) if !is_session_id(value) => RequestCookie::Malformed,
-        Some((_, value)) if !bounds.admits(value.len()) => RequestCookie::Untracked,
-        Some((header, value)) => {
+        None | Some((_, b"", _)) => RequestCookie::Absent,
+        Some((_, value, plain)) if !is_session_id_in(value, plain) => RequestCookie::Malformed,
+        Some((_, value, _)) if !bounds.admits(value.len()) => RequestCookie::Untracked,
+        Some((header, value, _)) => {
             // `value` is a slice of `header`'s bytes: its place is the distance between them.
             // Should it ever not be one, the id could not be placed: refused, not misread.
             let offset = (value.as_ptr() as usize).checked_sub(header.as_bytes().as_ptr() as usize);
@@ -313,6 +314,27 @@ pub(crate) fn is_session_id(value: &[u8]) -> bool {
             | bytes_equal(word, b';')
             | bytes_equal(word, b'\\')
     };
+    words_pass(value, outside)
+}
+
+/// [`is_session_id`] for a value [`find`] took from a pair of a header it read: `plain` when
+/// [`is_plain`] held for that header, which leaves no byte beyond ASCII, no `%` and no `,`
+/// to look for, and a pair holds no `;`.
+fn is_session_id_in(value: &[u8], plain: bool) -> bool {
+    if !plain {
+        return is_session_id(value);
+    }
+    let outside =
+        |word: u64| bytes_below(word, 0x21) | bytes_from_del(word) | bytes_equal(word, b'\\');
+    let answer = words_pass(value, outside);
+    debug_assert_eq!(answer, is_session_id(value), "{value:?}");
+    answer
+}
+
+/// Whether `value` is a session id by `outside`, a word test that flags exactly the words with
+/// a byte outside the alphabet (a value shorter than a word is looked at byte by byte).
+#[inline(always)]
+fn words_pass(value: &[u8], outside: impl Fn(u64) -> u64) -> bool {
     let Some(last) = value.len().checked_sub(8) else {
         return value.iter().all(|&byte| is_session_id_byte(byte));
     };
@@ -680,6 +702,26 @@ mod tests {
     /// The word-at-a-time split gives the pieces `split` gives: `;` and any other byte at every
     /// place of every length up to three words, pairs of `;` at every two places, and the
     /// empty header.
+    /// The plain-header shortcut of the id check answers as the full check on every value a
+    /// plain header can hold: each such byte at every place of every length up to three words.
+    #[test]
+    fn plain_id_check_matches_the_full_one() {
+        for len in 0..=24 {
+            for place in 0..len {
+                for byte in (0..0x80u8).filter(|byte| !b"%,;".contains(byte)) {
+                    let mut value = vec![b'a'; len];
+                    value[place] = byte;
+                    assert!(is_plain(&value));
+                    assert_eq!(
+                        is_session_id_in(&value, true),
+                        is_session_id(&value),
+                        "{value:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn pairs_split_as_slice_split_does() {
         let split = |bytes: &[u8]| -> Vec<Vec<u8>> {
