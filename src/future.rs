@@ -347,12 +347,13 @@ fn settle<St: SessionStore, T>(
     let clock = std::cell::OnceCell::new();
     let now = || *clock.get_or_init(|| config.now());
     let name = &config.cookie.name;
+    // What the request carried is read where needed: most responses need none of it.
     let handle = &after.handle;
-    let (carried, info) = (handle.carried(), handle.info());
     let mut begin = None;
     let mut end = None;
     match cookie::observe(response.headers(), name, now) {
         ResponseCookie::Set(id) => {
+            let carried = handle.carried();
             begin = key_to_begin(&id, carried, config);
             // Any other value replacing the request's id ends it (a rotation, or a sign-out
             // that writes a placeholder such as `id=deleted`), whether or not the new value
@@ -361,7 +362,7 @@ fn settle<St: SessionStore, T>(
                 end = carried;
             }
         }
-        ResponseCookie::Cleared => end = carried,
+        ResponseCookie::Cleared => end = handle.carried(),
         ResponseCookie::Untouched => {
             if handle.stale() {
                 response
@@ -372,25 +373,29 @@ fn settle<St: SessionStore, T>(
     }
     let asked = handle.take_requests();
     if let Some(id) = &asked.begin {
-        begin = key_to_begin(id, carried, config).or(begin);
+        begin = key_to_begin(id, handle.carried(), config).or(begin);
     }
     if asked.end {
-        end = carried;
+        end = handle.carried();
     }
     let timeouts = asked
         .timeouts
         .map(|timeouts| timeouts.within(config.policy.max_session_timeouts()));
-    // New timeouts go to the session this response begins, or else to the request's own,
-    // unless it is ending.
-    let retime = match (begin, end, info, timeouts) {
-        (None, None, Some(_), Some(timeouts)) => carried.map(|key| (key, timeouts)),
+    // New timeouts go to the session this response begins, or else to the request's own
+    // (if active), unless it is ending.
+    let retime = match (begin, end, timeouts) {
+        (None, None, Some(timeouts)) if handle.info().is_some() => {
+            handle.carried().map(|key| (key, timeouts))
+        }
         _ => None,
     };
     if asked.owner.is_some() && begin.is_none() {
         tracing::warn!("set_owner on a response that begins no session; ignored");
     }
-    if let (Some(info), None, Some(_)) = (&info, end, &config.seconds_left_header) {
-        set_seconds_left(response, info, now(), config);
+    if let (Some(_), None) = (&config.seconds_left_header, end) {
+        if let Some(info) = handle.info() {
+            set_seconds_left(response, &info, now(), config);
+        }
     }
     if begin.is_none() && end.is_none() && retime.is_none() {
         return None;
