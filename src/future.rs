@@ -372,14 +372,15 @@ fn settle<St: SessionStore, T>(
         }
     }
     let asked = handle.take_requests();
-    if let Some(id) = &asked.begin {
+    let asked = asked.as_ref();
+    if let Some(id) = asked.and_then(|asked| asked.begin.as_ref()) {
         begin = key_to_begin(id, handle.carried(), config).or(begin);
     }
-    if asked.end {
+    if asked.is_some_and(|asked| asked.end) {
         end = handle.carried();
     }
     let timeouts = asked
-        .timeouts
+        .and_then(|asked| asked.timeouts)
         .map(|timeouts| timeouts.within(config.policy.max_session_timeouts()));
     // New timeouts go to the session this response begins, or else to the request's own
     // (if active), unless it is ending.
@@ -389,7 +390,8 @@ fn settle<St: SessionStore, T>(
         }
         _ => None,
     };
-    if asked.owner.is_some() && begin.is_none() {
+    let owner = asked.and_then(|asked| asked.owner.as_deref());
+    if owner.is_some() && begin.is_none() {
         tracing::warn!("set_owner on a response that begins no session; ignored");
     }
     if let (Some(_), None) = (&config.seconds_left_header, end) {
@@ -400,10 +402,7 @@ fn settle<St: SessionStore, T>(
     if begin.is_none() && end.is_none() && retime.is_none() {
         return None;
     }
-    let new = NewSession {
-        owner: asked.owner.as_deref(),
-        timeouts,
-    };
+    let new = NewSession { owner, timeouts };
     Some(Settle::new(
         begin.map(|key| (key, new)),
         end,

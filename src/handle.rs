@@ -334,13 +334,14 @@ impl SessionHandle {
         }
     }
 
-    /// Takes what the handler asked, leaving nothing for a second take.
+    /// Takes what the handler asked, leaving nothing for a second take; `None` if it never
+    /// asked anything.
     #[inline]
-    pub(crate) fn take_requests(&self) -> Requests {
+    pub(crate) fn take_requests(&self) -> Option<Requests> {
         if !self.shared.asked.load(Ordering::Acquire) {
-            return Requests::default();
+            return None;
         }
-        std::mem::take(&mut *self.requests())
+        Some(std::mem::take(&mut *self.requests()))
     }
 }
 
