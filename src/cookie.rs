@@ -339,7 +339,7 @@ fn words_pass(value: &[u8], outside: impl Fn(u64) -> u64) -> bool {
         return value.iter().all(|&byte| is_session_id_byte(byte));
     };
     let mut words = value.chunks_exact(8);
-    if (&mut words).any(|word| outside(word_of(word)) != 0) {
+    if words.any(|word| outside(word_of(word)) != 0) {
         return false;
     }
     // The bytes after the last whole word, as the last eight bytes: the test is per byte, so
