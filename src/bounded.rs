@@ -23,21 +23,35 @@ pin_project! {
         // future, also those of requests that never wait for a store.
         timer: Option<Pin<Box<Sleep>>>,
         limit: Option<Duration>,
-        // The store operation, for the call-duration histogram (feature `metrics`).
-        operation: &'static str,
-        // When the call was first polled, with the `metrics` feature.
-        started: Option<std::time::Instant>,
+        timing: Timing,
     }
+}
+
+/// What the call-duration histogram needs (feature `metrics`): nothing without the feature,
+/// so every response future, which holds a few calls, stays smaller.
+struct Timing {
+    // The store operation.
+    #[cfg(feature = "metrics")]
+    operation: &'static str,
+    // When the call was first polled.
+    #[cfg(feature = "metrics")]
+    started: Option<std::time::Instant>,
 }
 
 impl<F> Bounded<F> {
     pub(crate) fn new(operation: &'static str, call: F, limit: Option<Duration>) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = operation;
         Bounded {
             call,
             timer: None,
             limit,
-            operation,
-            started: None,
+            timing: Timing {
+                #[cfg(feature = "metrics")]
+                operation,
+                #[cfg(feature = "metrics")]
+                started: None,
+            },
         }
     }
 }
@@ -51,14 +65,15 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         #[cfg(feature = "metrics")]
-        let started = *this.started.get_or_insert_with(std::time::Instant::now);
+        let started = *this
+            .timing
+            .started
+            .get_or_insert_with(std::time::Instant::now);
         #[cfg(not(feature = "metrics"))]
-        let _ = &this.started;
+        let _ = &this.timing;
         if let Poll::Ready(output) = this.call.poll(cx) {
             #[cfg(feature = "metrics")]
-            crate::metrics::store_call(this.operation, started.elapsed());
-            #[cfg(not(feature = "metrics"))]
-            let _ = this.operation;
+            crate::metrics::store_call(this.timing.operation, started.elapsed());
             return Poll::Ready(output);
         }
         let Some(limit) = *this.limit else {
@@ -77,7 +92,7 @@ where
             .is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
         if expired {
             #[cfg(feature = "metrics")]
-            crate::metrics::store_call(this.operation, started.elapsed());
+            crate::metrics::store_call(this.timing.operation, started.elapsed());
             Poll::Ready(Err(StoreError::Timeout(limit)))
         } else {
             Poll::Pending

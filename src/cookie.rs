@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use http::header::{COOKIE, SET_COOKIE};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::Timestamp;
 
@@ -43,6 +43,7 @@ pub(crate) struct FoundId<'a> {
 
 impl<'a> FoundId<'a> {
     /// The id's bytes: session-id bytes only, so ASCII.
+    #[inline]
     pub(crate) fn bytes(&self) -> &'a [u8] {
         &self.header.as_bytes()[self.range.clone()]
     }
@@ -68,27 +69,31 @@ enum Pair<'a> {
 /// starts with the name, then optional whitespace, then `=`, which rejects every other cookie
 /// on its first bytes.
 pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str, bounds: IdBounds) -> RequestCookie<'a> {
-    let mut found: Option<(&'a HeaderValue, &'a [u8])> = None;
-    for header in headers.get_all(COOKIE) {
+    // The header the id was first found in, the id, and whether that header is plain.
+    let mut found: Option<(&'a HeaderValue, &'a [u8], bool)> = None;
+    let readable = all_values(headers, &COOKIE, |header| {
         let bytes = header.as_bytes();
         let plain = is_plain(bytes);
-        for pair in pairs(bytes) {
-            match classify(pair, name.as_bytes(), plain) {
-                Pair::Other => {}
-                Pair::Hidden => return RequestCookie::Malformed,
-                Pair::Session(value) => match found {
-                    Some((_, previous)) if previous != value => return RequestCookie::Malformed,
-                    Some(_) => {}
-                    None => found = Some((header, value)),
-                },
-            }
-        }
+        pairs(bytes).all(|pair| match classify(pair, name.as_bytes(), plain) {
+            Pair::Other => true,
+            Pair::Hidden => false,
+            Pair::Session(value) => match found {
+                Some((_, previous, _)) => previous == value,
+                None => {
+                    found = Some((header, value, plain));
+                    true
+                }
+            },
+        })
+    });
+    if !readable {
+        return RequestCookie::Malformed;
     }
     match found {
-        None | Some((_, b"")) => RequestCookie::Absent,
-        Some((_, value)) if !is_session_id(value) => RequestCookie::Malformed,
-        Some((_, value)) if !bounds.admits(value.len()) => RequestCookie::Untracked,
-        Some((header, value)) => {
+        None | Some((_, b"", _)) => RequestCookie::Absent,
+        Some((_, value, plain)) if !is_session_id_in(value, plain) => RequestCookie::Malformed,
+        Some((_, value, _)) if !bounds.admits(value.len()) => RequestCookie::Untracked,
+        Some((header, value, _)) => {
             // `value` is a slice of `header`'s bytes: its place is the distance between them.
             // Should it ever not be one, the id could not be placed: refused, not misread.
             let offset = (value.as_ptr() as usize).checked_sub(header.as_bytes().as_ptr() as usize);
@@ -102,6 +107,29 @@ pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &str, bounds: IdBounds) -> 
                 _ => RequestCookie::Malformed,
             }
         }
+    }
+}
+
+/// Up to this many header values, a header is looked for by comparing names one by one:
+/// hashing its name, as `HeaderMap::get_all` does, costs about as much as comparing it with
+/// eight others, and most responses and many requests carry fewer.
+const SCANNED: usize = 8;
+
+/// Whether `each` answers `true` for every value of header `name`, asked in the order
+/// `HeaderMap::get_all` gives them; stops at the first `false`.
+fn all_values<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    mut each: impl FnMut(&'a HeaderValue) -> bool,
+) -> bool {
+    if headers.len() <= SCANNED {
+        // `iter` gives each name's values together, in the order `get_all` gives them.
+        headers
+            .iter()
+            .filter(|(key, _)| *key == name)
+            .all(|(_, value)| each(value))
+    } else {
+        headers.get_all(name).iter().all(each)
     }
 }
 
@@ -193,14 +221,20 @@ fn position_of_semicolon(bytes: &[u8]) -> Option<usize> {
     Some(start + at)
 }
 
+// Always: it runs for every pair of every `Cookie` header, its plain case is a few
+// comparisons, and with `#[inline]` alone the compiler kept the call.
+#[inline(always)]
 fn classify<'a>(pair: &'a [u8], name: &[u8], plain: bool) -> Pair<'a> {
     if plain {
-        let session = pair
-            .trim_ascii_start()
-            .strip_prefix(name)
+        let session = strip_name(pair.trim_ascii_start(), name)
             .and_then(|rest| rest.trim_ascii_start().strip_prefix(b"="));
         return session.map_or(Pair::Other, |value| Pair::Session(value.trim_ascii()));
     }
+    classify_lenient(pair, name)
+}
+
+/// [`classify`] for a pair of a header that is not plain.
+fn classify_lenient<'a>(pair: &'a [u8], name: &[u8]) -> Pair<'a> {
     // A pair without `=` is no cookie to any reader (the cookie crate: `MissingPair`).
     let Some(equals) = pair.iter().position(|&byte| byte == b'=') else {
         return Pair::Other;
@@ -219,6 +253,16 @@ fn classify<'a>(pair: &'a [u8], name: &[u8], plain: bool) -> Pair<'a> {
     } else {
         Pair::Other
     }
+}
+
+/// `pair.strip_prefix(name)`, compared byte by byte: a cookie name is a few bytes, fewer than
+/// a call to `memcmp` costs.
+fn strip_name<'a>(pair: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let head = pair.get(..name.len())?;
+    head.iter()
+        .zip(name)
+        .all(|(byte, expected)| byte == expected)
+        .then(|| &pair[name.len()..])
 }
 
 /// Whether some reader takes the cookie name `raw` as `name`: as it is, trimmed of Unicode
@@ -261,24 +305,46 @@ fn percent_decode(bytes: &[u8]) -> Cow<'_, [u8]> {
 /// verbatim, as the cookie crate's `value()` keeps them), minus `%`, which `parse_encoded`
 /// decodes and `parse` does not.
 pub(crate) fn is_session_id(value: &[u8]) -> bool {
-    let mut words = value.chunks_exact(8);
-    for word in &mut words {
-        let word = word_of(word);
-        // The alphabet is 0x21..=0x7E but for these four.
-        let outside = bytes_below(word, 0x21)
+    // Some high bit set when a byte is outside the alphabet: 0x21..=0x7E but for these four.
+    let outside = |word: u64| {
+        bytes_below(word, 0x21)
             | bytes_from_del(word)
             | bytes_equal(word, b'%')
             | bytes_equal(word, b',')
             | bytes_equal(word, b';')
-            | bytes_equal(word, b'\\');
-        if outside != 0 {
-            return false;
-        }
+            | bytes_equal(word, b'\\')
+    };
+    words_pass(value, outside)
+}
+
+/// [`is_session_id`] for a value [`find`] took from a pair of a header it read: `plain` when
+/// [`is_plain`] held for that header, which leaves no byte beyond ASCII, no `%` and no `,`
+/// to look for, and a pair holds no `;`.
+fn is_session_id_in(value: &[u8], plain: bool) -> bool {
+    if !plain {
+        return is_session_id(value);
     }
-    words
-        .remainder()
-        .iter()
-        .all(|&byte| is_session_id_byte(byte))
+    let outside =
+        |word: u64| bytes_below(word, 0x21) | bytes_from_del(word) | bytes_equal(word, b'\\');
+    let answer = words_pass(value, outside);
+    debug_assert_eq!(answer, is_session_id(value), "{value:?}");
+    answer
+}
+
+/// Whether `value` is a session id by `outside`, a word test that flags exactly the words with
+/// a byte outside the alphabet (a value shorter than a word is looked at byte by byte).
+#[inline(always)]
+fn words_pass(value: &[u8], outside: impl Fn(u64) -> u64) -> bool {
+    let Some(last) = value.len().checked_sub(8) else {
+        return value.iter().all(|&byte| is_session_id_byte(byte));
+    };
+    let mut words = value.chunks_exact(8);
+    if words.any(|word| outside(word_of(word)) != 0) {
+        return false;
+    }
+    // The bytes after the last whole word, as the last eight bytes: the test is per byte, so
+    // reading some twice changes nothing.
+    words.remainder().is_empty() || outside(word_of(&value[last..])) == 0
 }
 
 /// [`is_session_id`] for one byte.
@@ -345,27 +411,39 @@ pub(crate) enum ResponseCookie {
 /// one wins, as in a browser.
 /// `now` is asked only for a session cookie with an `Expires`, so most responses never read
 /// the clock.
+#[inline]
 pub(crate) fn observe(
     headers: &HeaderMap,
     name: &str,
     now: impl Fn() -> Timestamp,
 ) -> ResponseCookie {
+    // Most responses set no cookie: a look at a few names settles it (inlined, without a
+    // call), as it costs less than going through their values.
+    if headers.keys_len() <= SCANNED && !headers.keys().any(|key| key == SET_COOKIE) {
+        return ResponseCookie::Untouched;
+    }
+    observe_values(headers, name, now)
+}
+
+fn observe_values(headers: &HeaderMap, name: &str, now: impl Fn() -> Timestamp) -> ResponseCookie {
     let mut outcome = ResponseCookie::Untouched;
-    for header in headers.get_all(SET_COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
+    all_values(headers, &SET_COOKIE, |header| {
+        let Ok(text) = header.to_str() else {
+            return true;
+        };
         let Ok(cookie) = cookie::Cookie::parse(text) else {
-            continue;
+            return true;
         };
         // The same spellings as in requests: a browser sends back the name as set.
-        if !reads_as(cookie.name().as_bytes(), name.as_bytes()) {
-            continue;
+        if reads_as(cookie.name().as_bytes(), name.as_bytes()) {
+            outcome = if clears(&cookie, &now) {
+                ResponseCookie::Cleared
+            } else {
+                ResponseCookie::Set(cookie.value().to_owned())
+            };
         }
-        outcome = if clears(&cookie, &now) {
-            ResponseCookie::Cleared
-        } else {
-            ResponseCookie::Set(cookie.value().to_owned())
-        };
-    }
+        true
+    });
     outcome
 }
 
@@ -624,6 +702,26 @@ mod tests {
     /// The word-at-a-time split gives the pieces `split` gives: `;` and any other byte at every
     /// place of every length up to three words, pairs of `;` at every two places, and the
     /// empty header.
+    /// The plain-header shortcut of the id check answers as the full check on every value a
+    /// plain header can hold: each such byte at every place of every length up to three words.
+    #[test]
+    fn plain_id_check_matches_the_full_one() {
+        for len in 0..=24 {
+            for place in 0..len {
+                for byte in (0..0x80u8).filter(|byte| !b"%,;".contains(byte)) {
+                    let mut value = vec![b'a'; len];
+                    value[place] = byte;
+                    assert!(is_plain(&value));
+                    assert_eq!(
+                        is_session_id_in(&value, true),
+                        is_session_id(&value),
+                        "{value:?}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn pairs_split_as_slice_split_does() {
         let split = |bytes: &[u8]| -> Vec<Vec<u8>> {

@@ -48,16 +48,13 @@ pub(crate) enum Decided {
     Pass(After),
 }
 
-/// What the layer needs, once the inner service answers, to begin or end sessions.
+/// What the layer needs, once the inner service answers, to begin or end sessions: the
+/// request's [`SessionHandle`], which also remembers the session id the request carried (a
+/// response that sets this id again begins nothing, so an expired id is never revived, even
+/// when the store could not be asked; one that clears the cookie or rotates the id ends it),
+/// the session's times when it is active, and whether the cookie was stale. Only the handle,
+/// so the response future carries a pointer, not the session's details.
 pub(crate) struct After {
-    /// The session id the request carried, active or not. A response that sets this id
-    /// again begins nothing (so an expired id is never revived, even when the store could
-    /// not be asked), and one that clears the cookie or rotates the id ends it.
-    carried: Option<SessionKey>,
-    /// The carried session's times, when it is active.
-    info: Option<SessionInfo>,
-    /// The request carried a stale cookie, removed on an exempt route.
-    stale: bool,
     handle: SessionHandle,
 }
 
@@ -71,13 +68,8 @@ impl After {
         request: &mut Request<B>,
         sessions: Sessions,
     ) -> Self {
-        // The handle knows the key only of a session the layer found active.
-        let active = carried.filter(|_| info.is_some());
         After {
-            carried,
-            info,
-            stale,
-            handle: annotate(request, info, id, active, sessions),
+            handle: annotate(request, info, id, carried, stale, sessions),
         }
     }
 }
@@ -254,6 +246,7 @@ where
 
 /// What the store's answer means for the request: the layer's own answer, or the request
 /// for the inner service (with its session in the extensions, or its cookie removed).
+#[inline]
 pub(crate) fn decide<St: SessionStore, B>(
     checked: Result<Check, StoreError>,
     checking: Checking,
@@ -354,59 +347,62 @@ fn settle<St: SessionStore, T>(
     let clock = std::cell::OnceCell::new();
     let now = || *clock.get_or_init(|| config.now());
     let name = &config.cookie.name;
+    // What the request carried is read where needed: most responses need none of it.
+    let handle = &after.handle;
     let mut begin = None;
     let mut end = None;
     match cookie::observe(response.headers(), name, now) {
         ResponseCookie::Set(id) => {
-            begin = key_to_begin(&id, after.carried, config);
+            let carried = handle.carried();
+            begin = key_to_begin(&id, carried, config);
             // Any other value replacing the request's id ends it (a rotation, or a sign-out
             // that writes a placeholder such as `id=deleted`), whether or not the new value
             // is one the layer tracks: the browser will not send the old id again.
-            if after
-                .carried
-                .is_some_and(|carried| carried != SessionKey::from_id(&id))
-            {
-                end = after.carried;
+            if carried.is_some_and(|carried| carried != SessionKey::from_id(&id)) {
+                end = carried;
             }
         }
-        ResponseCookie::Cleared => end = after.carried,
+        ResponseCookie::Cleared => end = handle.carried(),
         ResponseCookie::Untouched => {
-            if after.stale {
+            if handle.stale() {
                 response
                     .headers_mut()
                     .append(SET_COOKIE, config.cookie.clear.clone());
             }
         }
     }
-    let asked = after.handle.take_requests();
-    if let Some(id) = &asked.begin {
-        begin = key_to_begin(id, after.carried, config).or(begin);
+    let asked = handle.take_requests();
+    let asked = asked.as_ref();
+    if let Some(id) = asked.and_then(|asked| asked.begin.as_ref()) {
+        begin = key_to_begin(id, handle.carried(), config).or(begin);
     }
-    if asked.end {
-        end = after.carried;
+    if asked.is_some_and(|asked| asked.end) {
+        end = handle.carried();
     }
     let timeouts = asked
-        .timeouts
+        .and_then(|asked| asked.timeouts)
         .map(|timeouts| timeouts.within(config.policy.max_session_timeouts()));
-    // New timeouts go to the session this response begins, or else to the request's own,
-    // unless it is ending.
-    let retime = match (begin, end, after.info, timeouts) {
-        (None, None, Some(_), Some(timeouts)) => after.carried.map(|key| (key, timeouts)),
+    // New timeouts go to the session this response begins, or else to the request's own
+    // (if active), unless it is ending.
+    let retime = match (begin, end, timeouts) {
+        (None, None, Some(timeouts)) if handle.info().is_some() => {
+            handle.carried().map(|key| (key, timeouts))
+        }
         _ => None,
     };
-    if asked.owner.is_some() && begin.is_none() {
+    let owner = asked.and_then(|asked| asked.owner.as_deref());
+    if owner.is_some() && begin.is_none() {
         tracing::warn!("set_owner on a response that begins no session; ignored");
     }
-    if let (Some(info), None, Some(_)) = (&after.info, end, &config.seconds_left_header) {
-        set_seconds_left(response, info, now(), config);
+    if let (Some(_), None) = (&config.seconds_left_header, end) {
+        if let Some(info) = handle.info() {
+            set_seconds_left(response, &info, now(), config);
+        }
     }
     if begin.is_none() && end.is_none() && retime.is_none() {
         return None;
     }
-    let new = NewSession {
-        owner: asked.owner.as_deref(),
-        timeouts,
-    };
+    let new = NewSession { owner, timeouts };
     Some(Settle::new(
         begin.map(|key| (key, new)),
         end,

@@ -1,6 +1,7 @@
 //! What a handler sees of its session: [`SessionInfo`] and the [`SessionHandle`].
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use http::{Extensions, HeaderValue};
@@ -35,6 +36,7 @@ pub struct SessionInfo {
 }
 
 impl SessionInfo {
+    #[inline]
     pub(crate) fn new(record: &SessionRecord, policy: &Policy, checked_at: Timestamp) -> Self {
         SessionInfo {
             checked_at,
@@ -114,10 +116,16 @@ pub struct SessionHandle {
 struct Shared {
     info: Option<SessionInfo>,
     id: Option<SessionId>,
-    /// The key of the request's active session.
-    key: Option<SessionKey>,
+    /// The key of the session id the request carried, active or not: the layer reads it back
+    /// with the response (kept here, not in the response future, so the future stays small).
+    carried: Option<SessionKey>,
+    /// The request carried a stale cookie, removed on an exempt route.
+    stale: bool,
     sessions: Sessions,
     requests: Mutex<Requests>,
+    /// Whether the handler asked anything, so a response whose handler asked nothing (most)
+    /// does not take the lock.
+    asked: AtomicBool,
 }
 
 /// What the handler asked of the layer.
@@ -130,21 +138,41 @@ pub(crate) struct Requests {
 }
 
 impl SessionHandle {
+    #[inline]
     pub(crate) fn new(
         info: Option<SessionInfo>,
         id: Option<SessionId>,
-        key: Option<SessionKey>,
+        carried: Option<SessionKey>,
+        stale: bool,
         sessions: Sessions,
     ) -> Self {
         SessionHandle {
             shared: Arc::new(Shared {
                 info,
                 id,
-                key,
+                carried,
+                stale,
                 sessions,
                 requests: Mutex::default(),
+                asked: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// The key of the request's active session: the handle knows the key only of a session
+    /// the layer found active.
+    fn key(&self) -> Option<SessionKey> {
+        self.shared.carried.filter(|_| self.shared.info.is_some())
+    }
+
+    /// The key of the session id the request carried, active or not.
+    pub(crate) fn carried(&self) -> Option<SessionKey> {
+        self.shared.carried
+    }
+
+    /// Whether the request carried a stale cookie, removed on an exempt route.
+    pub(crate) fn stale(&self) -> bool {
+        self.shared.stale
     }
 
     fn requests(&self) -> MutexGuard<'_, Requests> {
@@ -152,6 +180,14 @@ impl SessionHandle {
             .requests
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What the handler asks goes through here.
+    fn ask(&self) -> MutexGuard<'_, Requests> {
+        let requests = self.requests();
+        // Set with the lock held: a take that sees it then locks, and finds what was asked.
+        self.shared.asked.store(true, Ordering::Release);
+        requests
     }
 
     /// The request's active session, if it has one.
@@ -181,13 +217,13 @@ impl SessionHandle {
     /// Begins tracking a session for `id` (the value of the session cookie the app set or
     /// will set). Beginning an id that is already active changes nothing.
     pub fn begin(&self, id: impl Into<String>) {
-        self.requests().begin = Some(id.into());
+        self.ask().begin = Some(id.into());
     }
 
     /// Ends the request's session: later requests with its cookie get 440 with reason
     /// `ended`.
     pub fn end(&self) {
-        self.requests().end = true;
+        self.ask().end = true;
     }
 
     /// Names the principal (a user id) the session that this response begins belongs to, so
@@ -208,7 +244,7 @@ impl SessionHandle {
     /// }
     /// ```
     pub fn set_owner(&self, owner: impl Into<String>) {
-        self.requests().owner = Some(owner.into());
+        self.ask().owner = Some(owner.into());
     }
 
     /// Gives the session its own timeouts ("remember me" at sign-in, or shorter ones after a
@@ -229,12 +265,12 @@ impl SessionHandle {
     /// }
     /// ```
     pub fn set_timeouts(&self, timeouts: SessionTimeouts) {
-        self.requests().timeouts = Some(timeouts);
+        self.ask().timeouts = Some(timeouts);
     }
 
     /// A reference to the request's active session, as [`SessionSummary::session`] gives it.
     pub fn session_ref(&self) -> Option<SessionRef> {
-        self.shared.key.as_ref().map(SessionRef::of)
+        self.key().as_ref().map(SessionRef::of)
     }
 
     /// The owner's sessions, for the app to list or end; see [`Sessions`].
@@ -246,7 +282,7 @@ impl SessionHandle {
     /// [`set_owner`](SessionHandle::set_owner)): `None` without an active session or an
     /// owner. One store call; the same answer on every instance sharing the store.
     pub async fn owner(&self) -> Result<Option<String>, StoreError> {
-        match self.shared.key {
+        match self.key() {
             Some(key) => self.shared.sessions.owner_of(key).await,
             None => Ok(None),
         }
@@ -272,12 +308,7 @@ impl SessionHandle {
     /// ```
     pub async fn list_sessions(&self) -> Result<Vec<SessionSummary>, StoreError> {
         match self.owner().await? {
-            Some(owner) => {
-                self.shared
-                    .sessions
-                    .list_marking(&owner, self.shared.key)
-                    .await
-            }
+            Some(owner) => self.shared.sessions.list_marking(&owner, self.key()).await,
             None => Ok(Vec::new()),
         }
     }
@@ -287,12 +318,7 @@ impl SessionHandle {
     /// many it ended. Each then answers 440 with reason `ended`, on every instance.
     pub async fn end_others(&self) -> Result<u64, StoreError> {
         match self.owner().await? {
-            Some(owner) => {
-                self.shared
-                    .sessions
-                    .end_all_but(&owner, self.shared.key)
-                    .await
-            }
+            Some(owner) => self.shared.sessions.end_all_but(&owner, self.key()).await,
             None => Ok(0),
         }
     }
@@ -308,9 +334,14 @@ impl SessionHandle {
         }
     }
 
-    /// Takes what the handler asked, leaving nothing for a second take.
-    pub(crate) fn take_requests(&self) -> Requests {
-        std::mem::take(&mut *self.requests())
+    /// Takes what the handler asked, leaving nothing for a second take; `None` if it never
+    /// asked anything.
+    #[inline]
+    pub(crate) fn take_requests(&self) -> Option<Requests> {
+        if !self.shared.asked.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(std::mem::take(&mut *self.requests()))
     }
 }
 
@@ -325,6 +356,7 @@ pub(crate) struct SessionId {
 impl SessionId {
     /// The id where [`cookie::find`](crate::cookie::find) found it: a clone of its header (a
     /// reference count when the server shares the bytes of its headers) and the range.
+    #[inline]
     pub(crate) fn new(found: &FoundId<'_>) -> Self {
         SessionId {
             header: found.header.clone(),
@@ -344,10 +376,11 @@ pub(crate) fn annotate<B>(
     request: &mut http::Request<B>,
     info: Option<SessionInfo>,
     id: Option<SessionId>,
-    key: Option<SessionKey>,
+    carried: Option<SessionKey>,
+    stale: bool,
     sessions: Sessions,
 ) -> SessionHandle {
-    let handle = SessionHandle::new(info, id, key, sessions);
+    let handle = SessionHandle::new(info, id, carried, stale, sessions);
     let extensions = request.extensions_mut();
     if extensions.is_empty() {
         *extensions = roomy_extensions();
@@ -362,6 +395,7 @@ pub(crate) fn annotate<B>(
 /// on a plain route: with the layer's handle that makes four, and every request would build the
 /// map twice (about 600 instructions, BENCHMARKS.md section 1). `Extensions` has no
 /// `with_capacity`, but a clone keeps the capacity of what it clones.
+#[inline]
 fn roomy_extensions() -> Extensions {
     static ROOMY: OnceLock<Extensions> = OnceLock::new();
     ROOMY

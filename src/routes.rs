@@ -123,7 +123,25 @@ pub(crate) struct Routes {
 }
 
 impl Routes {
+    /// Whether no route is special: every request is [`Route::Normal`].
+    fn is_empty(&self) -> bool {
+        self.keep_alive.is_none()
+            && self.status.is_none()
+            && self.client_script.is_none()
+            && self.exempt.is_empty()
+            && self.passive.is_empty()
+    }
+
+    #[inline]
     pub(crate) fn classify<B>(&self, request: &Request<B>) -> Route {
+        if self.is_empty() {
+            // Not even the path to read (and, inlined, not even a call).
+            return Route::Normal;
+        }
+        self.classify_path(request)
+    }
+
+    fn classify_path<B>(&self, request: &Request<B>) -> Route {
         let path = request.uri().path();
         if self.keep_alive.as_deref() == Some(path) {
             return Route::KeepAlive;

@@ -112,6 +112,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl MemoryStore {
     /// `check`'s work, done at once: the store never waits.
+    #[inline]
     fn check_at_once(
         &self,
         key: &SessionKey,
@@ -407,6 +408,9 @@ struct Shard {
     /// is listed in the bucket `Slot::bucket` names; a listing elsewhere, or of a freed slot,
     /// is stale and skipped.
     wheel: BTreeMap<u32, Vec<u32>>,
+    /// No bucket of the wheel is earlier than this, so a sweep with nothing due returns
+    /// without walking the tree (most calls). Lowered by every listing, raised by sweeps.
+    earliest: u32,
     /// The tombstone retention of the latest call, for tombstones a sweep makes.
     retention: Duration,
     /// What records with [`Slot::extra`] set keep beyond the slot: most sessions have no
@@ -738,6 +742,7 @@ impl Shard {
     }
 
     fn list(&mut self, slot: usize, bucket: u32) {
+        self.earliest = self.earliest.min(bucket);
         self.wheel.entry(bucket).or_default().push(slot as u32);
     }
 
@@ -904,16 +909,27 @@ impl Shard {
     /// active records past their deadline, removes tombstones past their retention, and lists
     /// again records whose deadline moved. Returns how many records it removed and how many
     /// listings it looked at (fewer than `budget` when nothing more is due).
+    #[inline]
     fn sweep(&mut self, now: Timestamp, budget: usize) -> (usize, usize) {
         let now_bucket = u32::try_from(now.as_unix_millis() / 1000).unwrap_or(u32::MAX);
+        if now_bucket < self.earliest {
+            // Inlined, most calls stop here.
+            return (0, 0);
+        }
+        self.sweep_due(now, now_bucket, budget)
+    }
+
+    fn sweep_due(&mut self, now: Timestamp, now_bucket: u32, budget: usize) -> (usize, usize) {
         let mut removed = 0;
         let mut seen = 0;
         while seen < budget {
             let Some(mut due) = self.wheel.first_entry() else {
+                self.earliest = u32::MAX;
                 break;
             };
             let bucket = *due.key();
             if bucket > now_bucket {
+                self.earliest = bucket;
                 break;
             }
             let Some(slot) = due.get_mut().pop() else {
