@@ -253,8 +253,9 @@ impl PostgresStore {
     /// session or gives it new timeouts also notifies its key on the channel
     /// `<table>_revoked`, and every instance with a near cache `LISTEN`s there and forgets
     /// that session: on loopback, p99 5.0–7.4 ms (two runs) from the call of `end`
-    /// (BENCHMARKS.md, section 5). PostgreSQL delivers a notification when its transaction commits, so no change goes unannounced,
-    /// even when the instance that made it dies at once; the instance that made the change
+    /// (BENCHMARKS.md, section 5). PostgreSQL delivers a notification when its transaction
+    /// commits, so no change goes unannounced, even when the instance that made it dies at
+    /// once; the instance that made the change
     /// forgets it at once. While its `LISTEN` connection is down, or does not answer a ping
     /// within two seconds, an instance answers nothing from memory and drops what it had. No
     /// entry is used longer than `max_age` after PostgreSQL was asked, which bounds what no
