@@ -330,7 +330,9 @@ impl RedisStore {
     /// `nodes`: one-second connection and response timeouts, and few, short retries (a
     /// `MOVED` after a failover takes one), so that while a master is down requests for its
     /// slots are answered quickly instead of queueing. Add to it (TLS, credentials) and pass
-    /// the client to [`from_cluster_client`](RedisStore::from_cluster_client).
+    /// the client to [`from_cluster_client`](RedisStore::from_cluster_client); a store made
+    /// that way keeps no near cache, as it has no seeds to subscribe with (put credentials in
+    /// the seed URLs of [`connect_cluster`](RedisStore::connect_cluster) instead).
     pub fn cluster_client_builder<T: IntoConnectionInfo>(
         nodes: impl IntoIterator<Item = T>,
     ) -> ClusterClientBuilder {
@@ -433,7 +435,10 @@ impl RedisStore {
     /// [`Client`] or cluster seeds ([`open`](RedisStore::open),
     /// [`connect`](RedisStore::connect), [`from_client`](RedisStore::from_client),
     /// [`connect_cluster`](RedisStore::connect_cluster)), not from a [`ConnectionManager`] or a
-    /// [`ClusterClient`]. Waits until it is subscribed, at most the store's timeout.
+    /// [`ClusterClient`]. On a Cluster the nodes `CLUSTER NODES` lists are reached at the
+    /// addresses it gives, then the seeds, so with TLS that checks host names only the seeds
+    /// can be subscribed to. Waits until it is subscribed, at most three times the store's
+    /// timeout.
     ///
     /// ```no_run
     /// use std::time::Duration;

@@ -125,7 +125,8 @@ impl Server for Postgres {
     }
 
     fn channel(&self, port: u16) -> Self::Channel {
-        crate::store::postgres::PgChannel::new(Self::options(port), self.0.clone())
+        let timeout = Duration::from_secs(1);
+        crate::store::postgres::PgChannel::new(Self::options(port), self.0.clone(), timeout)
     }
 
     async fn push(&self, payload: &str) {
@@ -147,6 +148,8 @@ struct Relay {
     port: u16,
     links: Arc<Mutex<Vec<Link>>>,
     accepted: Arc<AtomicUsize>,
+    /// Whether connections accepted from now on start frozen.
+    freezing: Arc<std::sync::atomic::AtomicBool>,
     accepting: JoinHandle<()>,
 }
 
@@ -162,15 +165,16 @@ impl Relay {
         let port = listener.local_addr().expect("bound").port();
         let links = Arc::new(Mutex::new(Vec::new()));
         let accepted = Arc::new(AtomicUsize::new(0));
+        let freezing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let accepting = tokio::spawn({
-            let (links, accepted) = (links.clone(), accepted.clone());
+            let (links, accepted, freezing) = (links.clone(), accepted.clone(), freezing.clone());
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let Ok(server) = TcpStream::connect(to).await else {
                         continue;
                     };
-                    let (frozen, thawed) = watch::channel(false);
+                    let (frozen, thawed) = watch::channel(freezing.load(Ordering::SeqCst));
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
                     let mut pipes = JoinSet::new();
@@ -188,6 +192,7 @@ impl Relay {
             port,
             links,
             accepted,
+            freezing,
             accepting,
         }
     }
@@ -203,6 +208,11 @@ impl Relay {
         for link in self.links.lock().unwrap().iter() {
             link.frozen.send_replace(true);
         }
+    }
+
+    /// Freezes every connection accepted from now on, from its first byte.
+    fn freeze_new(&self) {
+        self.freezing.store(true, Ordering::SeqCst);
     }
 
     fn accepted(&self) -> usize {
@@ -405,6 +415,18 @@ async fn start_waits_for_the_first_subscription(server: impl Server) {
     assert!(!keeps(&cache));
 }
 
+/// A server that accepts the connection and then says nothing: each attempt to subscribe
+/// gives up (the channel's own bound, a second here), so the listener tries again and notices
+/// a store that is gone.
+async fn a_server_that_never_answers_holds_no_attempt_up(server: impl Server) {
+    let relay = Relay::start(server.address()).await;
+    relay.freeze_new();
+    let mut channel = server.channel(relay.port);
+    let attempt = tokio::time::timeout(WAIT, channel.subscribe()).await;
+    assert!(matches!(attempt, Ok(None)), "not given up in time");
+    assert!(relay.accepted() >= 1, "never connected");
+}
+
 /// A store dropped before its listener first runs: nothing to subscribe for.
 async fn a_listener_whose_cache_is_gone_connects_to_nothing(server: impl Server) {
     let relay = Relay::start(server.address()).await;
@@ -557,6 +579,7 @@ macro_rules! on_server {
                 a_message_forgets_its_session_and_an_unreadable_one_everything,
                 a_listener_ends_once_no_store_uses_its_cache,
                 start_waits_for_the_first_subscription,
+                a_server_that_never_answers_holds_no_attempt_up,
                 a_listener_whose_cache_is_gone_connects_to_nothing,
                 a_flapping_subscription_backs_off_doubling,
                 a_subscription_that_held_starts_the_back_off_over,

@@ -61,7 +61,7 @@ impl PostgresStore {
         let connect = (*self.pool.connect_options())
             .clone()
             .application_name(&format!("{} near cache", self.queries.shared.table));
-        let channel = PgChannel::new(connect, self.queries.revoked.clone());
+        let channel = PgChannel::new(connect, self.queries.revoked.clone(), FIRST_LISTEN);
         listener::start(channel, cache, Timing::DEFAULT, FIRST_LISTEN).await
     }
 }
@@ -70,11 +70,18 @@ impl PostgresStore {
 pub(crate) struct PgChannel {
     connect: PgConnectOptions,
     channel: String,
+    /// Bounds each attempt to connect and `LISTEN`, so a server that stops answering midway
+    /// holds up the listener no longer than that.
+    timeout: Duration,
 }
 
 impl PgChannel {
-    pub(crate) fn new(connect: PgConnectOptions, channel: String) -> Self {
-        PgChannel { connect, channel }
+    pub(crate) fn new(connect: PgConnectOptions, channel: String, timeout: Duration) -> Self {
+        PgChannel {
+            connect,
+            channel,
+            timeout,
+        }
     }
 }
 
@@ -94,13 +101,16 @@ impl Channel for PgChannel {
             .max_connections(1)
             .max_lifetime(None)
             .idle_timeout(None)
-            .acquire_timeout(FIRST_LISTEN)
+            .acquire_timeout(self.timeout)
             .connect_lazy_with(self.connect.clone());
-        let mut listener = PgListener::connect_with(&pool).await.ok()?;
-        listener.eager_reconnect(false);
-        listener.ignore_pool_close_event(true);
-        listener.listen(&self.channel).await.ok()?;
-        Some(listener)
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await.ok()?;
+            listener.eager_reconnect(false);
+            listener.ignore_pool_close_event(true);
+            listener.listen(&self.channel).await.ok()?;
+            Some(listener)
+        };
+        tokio::time::timeout(self.timeout, listening).await.ok()?
     }
 }
 

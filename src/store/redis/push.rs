@@ -169,8 +169,8 @@ impl RedisStore {
         }
     }
 
-    /// Starts listening for revocations into `cache`, and waits (up to the store timeout)
-    /// until the first subscription holds.
+    /// Starts listening for revocations into `cache`, and waits (up to three times the store
+    /// timeout) until the first subscription holds.
     pub(super) async fn listen(
         &self,
         subscriber: Subscriber,
@@ -186,7 +186,8 @@ impl RedisStore {
             timeout: self.timeout,
             attempts: 0,
         };
-        listener::start(channel, cache, Timing::DEFAULT, self.timeout).await
+        // A first candidate that does not answer may take one timeout before the next does.
+        listener::start(channel, cache, Timing::DEFAULT, self.timeout * 3).await
     }
 }
 
