@@ -173,7 +173,7 @@ async fn revocations_travel_on_the_prefix_revoked_channel() {
     assert!(store
         .try_check(&revoked, now, &policy, Touch::Passive)
         .is_some());
-    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut redis = connection(REDIS_URL).await;
     let listeners: i64 = redis::cmd("PUBLISH")
         .arg(format!("{prefix}revoked"))
         .arg(revoked.to_hex())
@@ -206,11 +206,7 @@ async fn a_publish_that_fails_is_logged() {
     assert!(store.end(&published, now, &policy).await.unwrap());
     assert_eq!(logs.lines_with(NOT_PUBLISHED), Vec::<String>::new());
 
-    let mut redis = redis::Client::open(server.url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = connection(&server.url()).await;
     let () = redis::cmd("ACL")
         .arg("SETUSER")
         .arg("default")

@@ -30,10 +30,44 @@ impl TempDb {
     }
 
     async fn store(&self) -> SqliteStore {
+        self.store_with(SqlOptions::new()).await
+    }
+
+    /// A store whose statements give up after 300 ms, for tests that hold the write lock.
+    async fn store_with_short_statements(&self) -> SqliteStore {
+        let options = SqlOptions::new().statement_timeout(Duration::from_millis(300));
+        self.store_with(options).await
+    }
+
+    async fn store_with(&self, options: SqlOptions) -> SqliteStore {
         let url = format!("sqlite://{}", self.0.display());
-        let store = SqliteStore::connect(&url).await.expect("open");
+        let store = SqliteStore::connect_with_options(&url, options)
+            .await
+            .expect("open");
         store.migrate().await.expect("migrate");
         store
+    }
+}
+
+/// SQLite's write lock, held by another connection of `store`'s pool (`BEGIN IMMEDIATE`)
+/// until [`release`](WriteLock::release).
+struct WriteLock(sqlx::pool::PoolConnection<sqlx::Sqlite>);
+
+impl WriteLock {
+    async fn take(store: &SqliteStore) -> Self {
+        let mut locker = store.pool().acquire().await.expect("a connection");
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *locker)
+            .await
+            .expect("lock");
+        WriteLock(locker)
+    }
+
+    async fn release(mut self) {
+        sqlx::query("ROLLBACK")
+            .execute(&mut *self.0)
+            .await
+            .expect("unlock");
     }
 }
 
@@ -300,22 +334,13 @@ async fn the_background_purge_uses_the_given_clock() {
 #[tokio::test]
 async fn a_locked_file_is_answered_503_within_the_busy_timeout() {
     let db = TempDb::new();
-    let url = format!("sqlite://{}", db.0.display());
-    let options = SqlOptions::new().statement_timeout(Duration::from_millis(300));
-    let store = SqliteStore::connect_with_options(&url, options)
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
+    let store = db.store_with_short_statements().await;
     let clock = ManualClock::new();
     let app = app_with_store(store.clone(), clock.clone(), |builder| builder);
     app.login("locked").await;
     // A refresh must write, and another connection holds the write lock.
     clock.advance(Duration::from_secs(1));
-    let mut locker = store.pool().acquire().await.expect("a connection");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *locker)
-        .await
-        .expect("lock");
+    let lock = WriteLock::take(&store).await;
     let started = std::time::Instant::now();
     let answer = app.get("/page", Some("locked")).await;
     let took = started.elapsed();
@@ -324,11 +349,7 @@ async fn a_locked_file_is_answered_503_within_the_busy_timeout() {
         took >= Duration::from_millis(250) && took < Duration::from_secs(2),
         "answered after {took:?}"
     );
-    sqlx::query("ROLLBACK")
-        .execute(&mut *locker)
-        .await
-        .expect("unlock");
-    drop(locker);
+    lock.release().await;
     assert_eq!(
         app.get("/page", Some("locked")).await.status,
         StatusCode::OK
@@ -341,23 +362,14 @@ async fn a_locked_file_is_answered_503_within_the_busy_timeout() {
 #[tokio::test]
 async fn a_check_that_writes_nothing_takes_no_write_lock() {
     let db = TempDb::new();
-    let url = format!("sqlite://{}", db.0.display());
-    let options = SqlOptions::new().statement_timeout(Duration::from_millis(300));
-    let store = SqliteStore::connect_with_options(&url, options)
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
+    let store = db.store_with_short_statements().await;
     let clock = ManualClock::new();
     let app = app_with_store(store.clone(), clock.clone(), |builder| {
         builder.touch_interval(Duration::from_secs(10))
     });
     app.login("read-only").await;
     clock.advance(Duration::from_secs(1));
-    let mut locker = store.pool().acquire().await.expect("a connection");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *locker)
-        .await
-        .expect("lock");
+    let lock = WriteLock::take(&store).await;
     assert_eq!(
         app.get("/page", Some("read-only")).await.status,
         StatusCode::OK,
@@ -369,10 +381,7 @@ async fn a_check_that_writes_nothing_takes_no_write_lock() {
         StatusCode::SERVICE_UNAVAILABLE,
         "a refresh that must write waits for the lock"
     );
-    sqlx::query("ROLLBACK")
-        .execute(&mut *locker)
-        .await
-        .expect("unlock");
+    lock.release().await;
 }
 
 /// The default table made by `schema` (an earlier version's), with [`OldSessions`] in it.
@@ -546,12 +555,7 @@ async fn the_purge_removes_owned_rows_too() {
 #[tokio::test]
 async fn a_sign_in_without_a_limit_never_waits_for_the_write_lock() {
     let db = TempDb::new();
-    let url = format!("sqlite://{}", db.0.display());
-    let options = SqlOptions::new().statement_timeout(Duration::from_millis(300));
-    let store = SqliteStore::connect_with_options(&url, options)
-        .await
-        .expect("open");
-    store.migrate().await.expect("migrate");
+    let store = db.store_with_short_statements().await;
     let owner = fresh_owner("unlimited");
     let key = fresh_key("unlimited");
     let new = || NewSession {
@@ -566,11 +570,7 @@ async fn a_sign_in_without_a_limit_never_waits_for_the_write_lock() {
             .expect("begin"),
         Begin::Began
     );
-    let mut locker = store.pool().acquire().await.expect("a connection");
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut *locker)
-        .await
-        .expect("lock");
+    let lock = WriteLock::take(&store).await;
     let again = store
         .begin(
             &key,
@@ -579,10 +579,7 @@ async fn a_sign_in_without_a_limit_never_waits_for_the_write_lock() {
             new(),
         )
         .await;
-    sqlx::query("ROLLBACK")
-        .execute(&mut *locker)
-        .await
-        .expect("unlock");
+    lock.release().await;
     assert!(matches!(again, Ok(Begin::AlreadyActive)), "{again:?}");
 }
 

@@ -113,6 +113,8 @@ impl Postgres {
             .port(port)
             .username("postgres")
             .database("postgres")
+            // The startup message is then the client's first request (no TLS request first).
+            .ssl_mode(sqlx::postgres::PgSslMode::Disable)
     }
 }
 
@@ -148,8 +150,8 @@ struct Relay {
     port: u16,
     links: Arc<Mutex<Vec<Link>>>,
     accepted: Arc<AtomicUsize>,
-    /// Whether connections accepted from now on start frozen.
-    freezing: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether connections accepted from now on stall after the client's first request.
+    stalling: Arc<std::sync::atomic::AtomicBool>,
     accepting: JoinHandle<()>,
 }
 
@@ -165,21 +167,22 @@ impl Relay {
         let port = listener.local_addr().expect("bound").port();
         let links = Arc::new(Mutex::new(Vec::new()));
         let accepted = Arc::new(AtomicUsize::new(0));
-        let freezing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stalling = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let accepting = tokio::spawn({
-            let (links, accepted, freezing) = (links.clone(), accepted.clone(), freezing.clone());
+            let (links, accepted, stalling) = (links.clone(), accepted.clone(), stalling.clone());
             async move {
                 while let Ok((client, _)) = listener.accept().await {
                     accepted.fetch_add(1, Ordering::SeqCst);
                     let Ok(server) = TcpStream::connect(to).await else {
                         continue;
                     };
-                    let (frozen, thawed) = watch::channel(freezing.load(Ordering::SeqCst));
+                    let (frozen, thawed) = watch::channel(false);
+                    let stalls = stalling.load(Ordering::SeqCst);
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
                     let mut pipes = JoinSet::new();
-                    pipes.spawn(pipe(client_read, server_write, thawed.clone()));
-                    pipes.spawn(pipe(server_read, client_write, thawed));
+                    pipes.spawn(pipe(client_read, server_write, thawed.clone(), stalls));
+                    pipes.spawn(pipe(server_read, client_write, thawed, false));
                     let link = Link {
                         frozen,
                         _pipes: pipes,
@@ -192,7 +195,7 @@ impl Relay {
             port,
             links,
             accepted,
-            freezing,
+            stalling,
             accepting,
         }
     }
@@ -210,9 +213,11 @@ impl Relay {
         }
     }
 
-    /// Freezes every connection accepted from now on, from its first byte.
-    fn freeze_new(&self) {
-        self.freezing.store(true, Ordering::SeqCst);
+    /// Makes every connection accepted from now on pass the client's first request (its
+    /// handshake) and the server's answers, and hold whatever the client sends after it: a
+    /// server that stops answering once connected.
+    fn stall_new_after_first_request(&self) {
+        self.stalling.store(true, Ordering::SeqCst);
     }
 
     fn accepted(&self) -> usize {
@@ -226,8 +231,14 @@ impl Drop for Relay {
     }
 }
 
-/// Forwards what `from` sends to `to`, holding it while frozen.
-async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+/// Forwards what `from` sends to `to`, holding it while frozen, and for good after the first
+/// read when `first_only`.
+async fn pipe(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+    first_only: bool,
+) {
     let mut buffer = vec![0; 16 * 1024];
     loop {
         let read = match from.read(&mut buffer).await {
@@ -238,6 +249,10 @@ async fn pipe(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut frozen: watch
             || to.write_all(&buffer[..read]).await.is_err()
         {
             return;
+        }
+        if first_only {
+            // Both halves stay open: the connection is up, and says nothing more.
+            return std::future::pending().await;
         }
     }
 }
@@ -415,12 +430,12 @@ async fn start_waits_for_the_first_subscription(server: impl Server) {
     assert!(!keeps(&cache));
 }
 
-/// A server that accepts the connection and then says nothing: each attempt to subscribe
-/// gives up (the channel's own bound, a second here), so the listener tries again and notices
-/// a store that is gone.
+/// A server that answers the handshake and then says nothing, not even to the subscription:
+/// each attempt to subscribe gives up (the channel's own bound, a second here), so the
+/// listener tries again and notices a store that is gone.
 async fn a_server_that_never_answers_holds_no_attempt_up(server: impl Server) {
     let relay = Relay::start(server.address()).await;
-    relay.freeze_new();
+    relay.stall_new_after_first_request();
     let mut channel = server.channel(relay.port);
     let attempt = tokio::time::timeout(WAIT, channel.subscribe()).await;
     assert!(matches!(attempt, Ok(None)), "not given up in time");
