@@ -370,7 +370,17 @@ pub fn check_cookie_readers(path: &str, cookies: &[HeaderValue]) -> ReaderOutcom
     let mut request = Request::get(path)
         .body(Full::new(Bytes::new()))
         .expect("valid request");
-    for cookie in cookies {
+    // Three other headers beside each `Cookie`: up to two `Cookie` headers the map holds at
+    // most eight values, from three on more, so both ways the layer finds its headers (a
+    // scan of a small map, `get_all` in a larger one) are checked.
+    for (n, cookie) in cookies.iter().enumerate() {
+        for filler in 0..3 {
+            let name = format!("x-filler-{n}-{filler}");
+            let name = http::HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+            request
+                .headers_mut()
+                .append(name, HeaderValue::from_static("1"));
+        }
         request.headers_mut().append(COOKIE, cookie.clone());
     }
     let response = now(service.call(request)).unwrap_or_else(|never| match never {});
