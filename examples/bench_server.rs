@@ -7,7 +7,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `BENCH_CONFIG` | `bare`, `memory`, `redis`, `redis-near`, `postgres`, `postgres-near`, `sqlite`, `tower-sessions` | `bare` |
+//! | `BENCH_CONFIG` | `bare`, `noop` (a pass-through layer), `memory`, `redis`, `redis-near`, `postgres`, `postgres-near`, `sqlite`, `tower-sessions` | `bare` |
 //! | `PORT` | port on 127.0.0.1 | `3100` |
 //! | `WORKERS` | Tokio worker threads | `1` |
 //! | `REDIS_URL` | for `redis` (`redis-cluster://host:port[,host:port…]` for a Redis Cluster) | `redis://127.0.0.1:6379/0` |
@@ -99,6 +99,11 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     match env("BENCH_CONFIG", "bare").as_str() {
         "bare" => serve(app(), addr).await,
+        // A layer that does nothing, added as ours is: the floor `Router::layer` itself sets.
+        "noop" => {
+            let noop = tower::util::MapRequestLayer::new(|request: axum::extract::Request| request);
+            serve(app().layer(noop), addr).await
+        }
         "memory" => ours(tower_session_timeout::MemoryStore::new(), addr).await,
         #[cfg(feature = "redis")]
         "redis" => {

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# User-space instructions per request of the whole server (hyper, axum, the layer), counted by
+# callgrind: examples/bench_server.rs under valgrind, answering 1,000 and then, in a second
+# run, 6,000 `GET /` on its session over 8 keep-alive connections; the difference of the two
+# totals over 5,000 leaves start-up and sign-in out. Deterministic: what else the machine runs
+# does not change the count.
+#
+#   bash benches/server_instructions.sh                     # bare noop memory tower-sessions
+#   bash benches/server_instructions.sh memory
+#
+# Under valgrind sha2 runs its software SHA-256 (about 3,480 instructions for a session id's one
+# block) where this CPU runs SHA-NI (192): BENCHMARKS.md section 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+configs=("$@")
+[ ${#configs[@]} -eq 0 ] && configs=(bare noop memory tower-sessions)
+for tool in valgrind curl; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "installing $tool (Debian package)" >&2
+    apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null
+  fi
+done
+cargo build --release -j 1 --quiet --example bench_server --features redis,postgres,sqlite
+
+server_pid=
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    # valgrind writes its counts when the program ends; SIGTERM ends the server.
+    kill -TERM "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+  fi
+}
+trap stop_server EXIT
+
+# Total instructions of a server of configuration $1 that answered $2 requests.
+total() {
+  local config=$1 requests=$2 port out=target/callgrind.server.$1.$2
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  BENCH_CONFIG=$config PORT=$port WORKERS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
+    target/release/examples/bench_server 2>"target/bench_server-callgrind-$config.log" &
+  server_pid=$!
+  for _ in $(seq 1 300); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
+    sleep 0.2
+  done
+  local cookie
+  cookie=$(curl -fsS -i "http://127.0.0.1:$port/login" | tr -d '\r' \
+    | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
+  python3 - "$port" "$cookie" "$requests" <<'PY'
+import socket, sys
+port, cookie, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+connections = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+request = f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n".encode()
+for i in range(n):
+    connection = connections[i % 8]
+    connection.sendall(request)
+    answer = b""
+    while not answer.endswith(b"Hello, World!"):
+        chunk = connection.recv(4096)
+        if not chunk:
+            sys.exit("the server closed the connection")
+        answer += chunk
+    if answer.split(b"\r\n", 1)[0] != b"HTTP/1.1 200 OK":
+        sys.exit(f"not 200: {answer[:200]!r}")
+PY
+  stop_server
+  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+}
+
+echo "| configuration | instructions per request |"
+echo "|---|---|"
+for config in "${configs[@]}"; do
+  few=$(total "$config" 1000)
+  many=$(total "$config" 6000)
+  echo "| $config | $(( (many - few) / 5000 )) |"
+done
