@@ -7,7 +7,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `BENCH_CONFIG` | `bare`, `noop` (a pass-through layer), `memory`, `redis`, `redis-near`, `postgres`, `postgres-near`, `sqlite`, `tower-sessions` | `bare` |
+//! | `BENCH_CONFIG` | `bare`, `noop` (a pass-through layer), `memory`, `noop-around` and `memory-around` (the layer around the whole router, not added with `Router::layer`), `redis`, `redis-near`, `postgres`, `postgres-near`, `sqlite`, `tower-sessions` | `bare` |
 //! | `PORT` | port on 127.0.0.1 | `3100` |
 //! | `WORKERS` | Tokio worker threads | `1` |
 //! | `REDIS_URL` | for `redis` (`redis-cluster://host:port[,host:port…]` for a Redis Cluster) | `redis://127.0.0.1:6379/0` |
@@ -31,10 +31,14 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use axum::extract::Request;
 use axum::http::header::SET_COOKIE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+use axum::ServiceExt;
 use tower_session_timeout::{SessionStore, SessionTimeoutLayer};
 
 const IDLE: Duration = Duration::from_secs(20 * 60);
@@ -69,6 +73,30 @@ async fn serve(app: Router, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
     Ok(())
 }
 
+/// Serves `layer` around the whole router, as `ServiceBuilder` or `Layer::layer` put it, the
+/// response body made axum's as `Router::layer` makes it.
+async fn serve_around<L>(layer: L, addr: SocketAddr) -> Result<(), Box<dyn Error>>
+where
+    L: tower::Layer<Router>,
+    L::Service: tower::Service<Request, Error = Infallible> + Clone + Send + 'static,
+    <L::Service as tower::Service<Request>>::Response: IntoResponse,
+    <L::Service as tower::Service<Request>>::Future: Send,
+{
+    let service = tower::ServiceBuilder::new()
+        .map_response(IntoResponse::into_response)
+        .layer(layer)
+        .service(app());
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    eprintln!("bench_server listening on http://{addr}");
+    axum::serve(listener, service.into_make_service()).await?;
+    Ok(())
+}
+
+/// A layer that does nothing: what adding any layer costs.
+fn noop() -> tower::util::MapRequestLayer<fn(Request) -> Request> {
+    tower::util::MapRequestLayer::new(std::convert::identity)
+}
+
 async fn ours<St: SessionStore>(store: St, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
     ours_touching(store, addr, None).await
 }
@@ -100,11 +128,17 @@ async fn run() -> Result<(), Box<dyn Error>> {
     match env("BENCH_CONFIG", "bare").as_str() {
         "bare" => serve(app(), addr).await,
         // A layer that does nothing, added as ours is: the floor `Router::layer` itself sets.
-        "noop" => {
-            let noop = tower::util::MapRequestLayer::new(|request: axum::extract::Request| request);
-            serve(app().layer(noop), addr).await
-        }
+        "noop" => serve(app().layer(noop()), addr).await,
         "memory" => ours(tower_session_timeout::MemoryStore::new(), addr).await,
+        // The layer around the whole router instead of on its routes (`Router::layer`).
+        "memory-around" => {
+            let layer = SessionTimeoutLayer::builder()
+                .store(tower_session_timeout::MemoryStore::new())
+                .idle_timeout(IDLE)
+                .build()?;
+            serve_around(layer, addr).await
+        }
+        "noop-around" => serve_around(noop(), addr).await,
         #[cfg(feature = "redis")]
         "redis" => {
             let url = env("REDIS_URL", "redis://127.0.0.1:6379/0");
