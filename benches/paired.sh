@@ -25,12 +25,9 @@ configs=("$@")
 [ ${#configs[@]} -eq 0 ] && configs=(noop memory tower-sessions)
 [ "$(nproc)" -ge 2 ] || { echo "needs two CPUs: servers on CPU 0, wrk on CPU 1" >&2; exit 1; }
 
-for tool in wrk curl; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "installing $tool (Debian package)" >&2
-    apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null
-  fi
-done
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+need_tools wrk curl
 cargo build --release -j 1 --quiet --example bench_server --features redis,postgres,sqlite
 server_bin=target/release/examples/bench_server
 ticks=$(getconf CLK_TCK)
@@ -47,10 +44,6 @@ stop_servers() {
   pids=()
 }
 trap stop_servers EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # CPU time of a process so far, in clock ticks: "user system".
 cpu_ticks() {

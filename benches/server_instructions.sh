@@ -2,8 +2,9 @@
 # User-space instructions per request of the whole server (hyper, axum, the layer), counted by
 # callgrind: examples/bench_server.rs under valgrind, answering 1,000 and then, in a second
 # run, 6,000 `GET /` on its session over 8 keep-alive connections; the difference of the two
-# totals over 5,000 leaves start-up and sign-in out. Deterministic: what else the machine runs
-# does not change the count.
+# totals over 5,000 leaves start-up and sign-in out. Nearly deterministic: the count moves by
+# about 1 % with the machine's load (the runtime's own work between requests), so compare
+# configurations counted in one run.
 #
 #   bash benches/server_instructions.sh                     # bare noop memory tower-sessions
 #   bash benches/server_instructions.sh memory
@@ -15,12 +16,9 @@ cd "$(dirname "$0")/.."
 
 configs=("$@")
 [ ${#configs[@]} -eq 0 ] && configs=(bare noop memory tower-sessions)
-for tool in valgrind curl; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "installing $tool (Debian package)" >&2
-    apt-get update -qq && apt-get install -y -qq "$tool" >/dev/null
-  fi
-done
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
+need_tools valgrind curl
 cargo build --release -j 1 --quiet --example bench_server --features redis,postgres,sqlite
 
 server_pid=
@@ -37,7 +35,7 @@ trap stop_server EXIT
 # Total instructions of a server of configuration $1 that answered $2 requests.
 total() {
   local config=$1 requests=$2 port out=target/callgrind.server.$1.$2
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   BENCH_CONFIG=$config PORT=$port WORKERS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
     target/release/examples/bench_server 2>"target/bench_server-callgrind-$config.log" &
   server_pid=$!

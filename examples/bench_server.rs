@@ -27,11 +27,10 @@
 //! cut off from the cluster bus) and 60 s, the touch interval, on PostgreSQL (a notification
 //! commits with its change).
 
+use std::convert::Infallible;
 use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use axum::extract::Request;
 use axum::http::header::SET_COOKIE;
