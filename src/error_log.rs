@@ -63,6 +63,14 @@ pub(crate) struct StoreLog {
     /// Failures happened that no recovery line has reported yet.
     pending: AtomicBool,
     burst: Mutex<Burst>,
+    unannounced: Mutex<Unannounced>,
+}
+
+/// Changes the store made but could not announce to other instances, since the last WARN.
+#[derive(Debug, Default)]
+struct Unannounced {
+    last_warn: Option<tokio::time::Instant>,
+    suppressed: u64,
 }
 
 #[derive(Debug, Default)]
@@ -90,7 +98,39 @@ impl StoreLog {
             store,
             pending: AtomicBool::new(false),
             burst: Mutex::new(Burst::default()),
+            unannounced: Mutex::new(Unannounced::default()),
         }
+    }
+
+    /// Records a change to `session` that the store made but could not announce (Redis
+    /// refused the revocation's `PUBLISH`, as an ACL without the channel does): at WARN once
+    /// per quiet period with how many were left out, since a misconfigured ACL refuses every
+    /// one of them; TRACE otherwise.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn unannounced(&self, session: &dyn std::fmt::Display) {
+        let now = tokio::time::Instant::now();
+        let mut unannounced = self
+            .unannounced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let quiet = unannounced
+            .last_warn
+            .is_some_and(|logged| now.duration_since(logged) < QUIET_PERIOD);
+        if quiet {
+            unannounced.suppressed += 1;
+            drop(unannounced);
+            tracing::trace!(store = self.store, %session, "could not publish a session's revocation again");
+            return;
+        }
+        unannounced.last_warn = Some(now);
+        let suppressed = std::mem::take(&mut unannounced.suppressed);
+        drop(unannounced);
+        tracing::warn!(
+            store = self.store,
+            %session,
+            suppressed,
+            "could not publish a session's revocation; other instances' near caches keep it until their max_age"
+        );
     }
 
     fn burst(&self) -> std::sync::MutexGuard<'_, Burst> {
@@ -251,6 +291,32 @@ mod tests {
 
         // A new outage after the recovery line is logged at once.
         log.failed("check", &error());
+        assert_eq!(lines.at("WARN").len(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unannounced_changes_warn_once_per_quiet_period_with_counts() {
+        let (lines, _guard) = capture();
+        let log = StoreLog::new("test");
+        for session in 0..100 {
+            log.unannounced(&session);
+        }
+        assert_eq!(lines.at("WARN").len(), 1);
+        tokio::time::advance(QUIET_PERIOD - Duration::from_millis(1)).await;
+        log.unannounced(&100);
+        assert_eq!(lines.at("WARN").len(), 1);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        log.unannounced(&101);
+        let warns = lines.at("WARN");
+        assert_eq!(warns.len(), 2, "{warns:#?}");
+        assert!(warns[0].contains("session=0 suppressed=0"), "{}", warns[0]);
+        assert!(
+            warns[1].contains("session=101 suppressed=100"),
+            "{}",
+            warns[1]
+        );
+        // A failure burst has a quiet period of its own.
+        log.failed("end", &error());
         assert_eq!(lines.at("WARN").len(), 3);
     }
 

@@ -12,13 +12,15 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::capture::Logs;
 use common::near_cache::{self, until_forgotten, MAX_AGE, PUSH_BOUND, WAIT};
 use common::redis_server::OwnRedis;
 use common::store_suite::{self, fresh_key, start};
 use common::via_cache::ViaCache;
-use tower_session_timeout::store::{NewSession, SessionStore, Touch};
-use tower_session_timeout::RedisStore;
+use tower_session_timeout::store::{Check, NewSession, SessionStore, Touch};
+use tower_session_timeout::{ExpiryReason, RedisStore, SessionTimeouts};
 
 const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 
@@ -184,8 +186,8 @@ async fn revocations_travel_on_the_prefix_revoked_channel() {
     until_forgotten(&store, &revoked).await;
 }
 
-/// A revocation that could not be published is logged (the change itself stands); one that
-/// was is not.
+/// A revocation that could not be published is logged, once for a burst of them (the changes
+/// themselves stand: ends and new timeouts); one that was is not.
 #[tokio::test]
 async fn a_publish_that_fails_is_logged() {
     const NOT_PUBLISHED: &str = "could not publish a session's revocation";
@@ -214,18 +216,46 @@ async fn a_publish_that_fails_is_logged() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let refused = fresh_key("refused");
-    store
-        .begin(&refused, now, &policy, NewSession::default())
+    let [ended, also_ended, retimed] = ["refused", "refused-too", "retimed"].map(fresh_key);
+    for key in [&ended, &also_ended, &retimed] {
+        store
+            .begin(key, now, &policy, NewSession::default())
+            .await
+            .unwrap();
+    }
+    for key in [&ended, &also_ended] {
+        assert!(
+            store.end(key, now, &policy).await.unwrap(),
+            "the end stands"
+        );
+        let check = store
+            .check(key, now, &policy, Touch::Passive)
+            .await
+            .unwrap();
+        assert!(matches!(check, Check::Expired(_)), "{check:?}");
+    }
+    let short = SessionTimeouts::new(Duration::from_secs(60));
+    assert!(store
+        .set_timeouts(&retimed, now, &policy, short)
+        .await
+        .unwrap());
+    let later = now.saturating_add(Duration::from_secs(61));
+    let check = store
+        .check(&retimed, later, &policy, Touch::Passive)
         .await
         .unwrap();
     assert!(
-        store.end(&refused, now, &policy).await.unwrap(),
-        "the end stands"
+        matches!(
+            check,
+            Check::Retired(ExpiryReason::Idle) | Check::Expired(ExpiryReason::Idle)
+        ),
+        "the new timeouts stand: {check:?}"
     );
+    // A refused publish is refused every time: one WARN for the three, the others counted
+    // at TRACE.
     let lines = logs.lines_with(NOT_PUBLISHED);
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains(" WARN "), "{lines:?}");
+    let at = |level: &str| lines.iter().filter(|line| line.contains(level)).count();
+    assert_eq!((at(" WARN "), at(" TRACE ")), (1, 2), "{lines:#?}");
 }
 
 #[tokio::test]

@@ -584,14 +584,14 @@ impl RedisStore {
         }
         let reply = self.eval(self.redis_key(key), args);
         let key = *key;
+        let log = revokes.then(|| Arc::clone(&self.log));
         async move {
             let mut reply = reply.await?;
-            if revokes && reply.last().is_some_and(|last| last == "unpublished") {
+            if let Some(log) =
+                log.filter(|_| reply.last().is_some_and(|last| last == "unpublished"))
+            {
                 reply.pop();
-                tracing::warn!(
-                    session = %key,
-                    "could not publish a session's revocation; other instances' near caches keep it until their max_age"
-                );
+                log.unannounced(&key);
             }
             Ok(reply)
         }
