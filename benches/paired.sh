@@ -61,8 +61,9 @@ drive() {
   wait "${wrks[@]}"
 }
 
-# One round: bare and $1 side by side. Sets `result` to "bare_rps config_rps
-# bare_user_share bare_us config_us cpu_ratio rps_ratio". Runs in this shell, so a failure stops its servers on the way out.
+# One round: bare and $1 side by side. Sets `result` to "bare_rps config_rps bare_user_share
+# bare_us config_us cpu_ratio rps_ratio". Runs in this shell, so a failure stops its servers on
+# the way out.
 round() {
   local config=$1 name port cookie
   local -a names=(bare "$config") started=()
