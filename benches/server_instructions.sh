@@ -32,9 +32,10 @@ stop_server() {
 }
 trap stop_server EXIT
 
-# Total instructions of a server of configuration $1 that answered $2 requests.
+# Sets `total` to the instructions of a server of configuration $1 that answered $2 requests.
+# Runs in this shell (not in `$(...)`), so a failure exits and the trap stops the server.
 total() {
-  local config=$1 requests=$2 port out=target/callgrind.server.$1.$2
+  local config=$1 requests=$2 port cookie out=target/callgrind.server.$1.$2
   port=$(free_port)
   BENCH_CONFIG=$config PORT=$port WORKERS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
     target/release/examples/bench_server 2>"target/bench_server-callgrind-$config.log" &
@@ -43,9 +44,9 @@ total() {
     curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
     sleep 0.2
   done
-  local cookie
   cookie=$(curl -fsS -i "http://127.0.0.1:$port/login" | tr -d '\r' \
     | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
+  [ -n "$cookie" ] || { echo "$config began no session" >&2; exit 1; }
   python3 - "$port" "$cookie" "$requests" <<'PY'
 import socket, sys
 port, cookie, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
@@ -55,22 +56,34 @@ for i in range(n):
     connection = connections[i % 8]
     connection.sendall(request)
     answer = b""
-    while not answer.endswith(b"Hello, World!"):
+    while b"\r\n\r\n" not in answer:
         chunk = connection.recv(4096)
         if not chunk:
             sys.exit("the server closed the connection")
         answer += chunk
-    if answer.split(b"\r\n", 1)[0] != b"HTTP/1.1 200 OK":
-        sys.exit(f"not 200: {answer[:200]!r}")
+    head, body = answer.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    if lines[0] != b"HTTP/1.1 200 OK":
+        sys.exit(f"not 200: {head!r}")
+    length = next(int(line.split(b":", 1)[1]) for line in lines[1:]
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = connection.recv(4096)
+        if not chunk:
+            sys.exit("the server closed the connection")
+        body += chunk
 PY
   stop_server
-  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+  total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+  [ -n "$total" ] || { echo "no count for $config in $out" >&2; exit 1; }
 }
 
 echo "| configuration | instructions per request |"
 echo "|---|---|"
+total=
 for config in "${configs[@]}"; do
-  few=$(total "$config" 1000)
-  many=$(total "$config" 6000)
-  echo "| $config | $(( (many - few) / 5000 )) |"
+  total "$config" 1000
+  few=$total
+  total "$config" 6000
+  echo "| $config | $(( (total - few) / 5000 )) |"
 done

@@ -413,7 +413,8 @@ impl RedisStore {
     ///
     /// - on a Cluster, a publish that does not cross the cluster bus to the node subscribed
     ///   to (a partition that leaves the subscription's own connection up);
-    /// - a publish the user's ACL refuses: the change stands, and a warning is logged;
+    /// - a publish the user's ACL refuses: the change stands, and a warning is logged (once
+    ///   per 10 s, with how many were left out since the last one);
     /// - a refresh made on another instance: until then the session's deadline as shown here
     ///   (status route, [`SessionInfo`](crate::SessionInfo)) may be earlier than Redis's;
     /// - an owned session whose owner's index could not be kept longer, which Redis ends at
