@@ -36,6 +36,7 @@ ticks=$(getconf CLK_TCK)
 pids=()
 ports=()
 cookies=()
+cookie=
 result=
 stop_servers() {
   for pid in "${pids[@]}"; do
@@ -68,7 +69,7 @@ drive() {
 # bare_user_share bare_us config_us cpu_ratio rps_ratio". Runs in this shell, so a failure stops its servers on
 # the way out.
 round() {
-  local config=$1 name port cookie
+  local config=$1 name port
   local -a names=(bare "$config") started=()
   ports=()
   cookies=()
@@ -81,13 +82,7 @@ round() {
     ports+=("$port")
   done
   for i in 0 1; do
-    for _ in $(seq 1 100); do
-      curl -fsS -o /dev/null "http://127.0.0.1:${ports[$i]}/" 2>/dev/null && break
-      sleep 0.1
-    done
-    cookie=$(curl -fsS -i "http://127.0.0.1:${ports[$i]}/login" | tr -d '\r' \
-      | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
-    [ -n "$cookie" ] || { echo "${names[$i]} began no session" >&2; exit 1; }
+    sign_in "${names[$i]}" "${ports[$i]}"
     cookies+=("$cookie")
   done
   drive 1s target/paired-warmup

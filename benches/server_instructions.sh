@@ -22,6 +22,7 @@ need_tools valgrind curl
 cargo build --release -j 1 --quiet --example bench_server --features redis,postgres,sqlite
 
 server_pid=
+cookie=
 stop_server() {
   if [ -n "$server_pid" ]; then
     # valgrind writes its counts when the program ends; SIGTERM ends the server.
@@ -35,18 +36,12 @@ trap stop_server EXIT
 # Sets `total` to the instructions of a server of configuration $1 that answered $2 requests.
 # Runs in this shell (not in `$(...)`), so a failure exits and the trap stops the server.
 total() {
-  local config=$1 requests=$2 port cookie out=target/callgrind.server.$1.$2
+  local config=$1 requests=$2 port out=target/callgrind.server.$1.$2
   port=$(free_port)
   BENCH_CONFIG=$config PORT=$port WORKERS=1 valgrind --tool=callgrind --callgrind-out-file="$out" \
     target/release/examples/bench_server 2>"target/bench_server-callgrind-$config.log" &
   server_pid=$!
-  for _ in $(seq 1 300); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
-    sleep 0.2
-  done
-  cookie=$(curl -fsS -i "http://127.0.0.1:$port/login" | tr -d '\r' \
-    | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\).*/\1/p')
-  [ -n "$cookie" ] || { echo "$config began no session" >&2; exit 1; }
+  sign_in "$config" "$port" 60 # valgrind starts slowly
   python3 - "$port" "$cookie" "$requests" <<'PY'
 import socket, sys
 port, cookie, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
