@@ -699,9 +699,6 @@ mod tests {
         }
     }
 
-    /// The word-at-a-time split gives the pieces `split` gives: `;` and any other byte at every
-    /// place of every length up to three words, pairs of `;` at every two places, and the
-    /// empty header.
     /// The plain-header shortcut of the id check answers as the full check on every value a
     /// plain header can hold: each such byte at every place of every length up to three words.
     #[test]
@@ -722,6 +719,9 @@ mod tests {
         }
     }
 
+    /// The word-at-a-time split gives the pieces `split` gives: `;` and any other byte at every
+    /// place of every length up to three words, pairs of `;` at every two places, and the
+    /// empty header.
     #[test]
     fn pairs_split_as_slice_split_does() {
         let split = |bytes: &[u8]| -> Vec<Vec<u8>> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::StoreError;
 
 /// How long after logging a store error the next ones are only counted.
-const QUIET_PERIOD: Duration = Duration::from_secs(10);
+pub(crate) const QUIET_PERIOD: Duration = Duration::from_secs(10);
 
 /// Logs the first store error of a burst at `error` level, and counts the rest until the
 /// quiet period has passed, so a store outage under load writes one line per period rather
@@ -216,47 +216,11 @@ impl StoreLog {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use super::{StoreLog, QUIET_PERIOD};
+    use crate::test_logs::capture;
     use crate::StoreError;
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Lines {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Lines {
-        fn at(&self, level: &str) -> Vec<String> {
-            String::from_utf8(self.0.lock().unwrap().clone())
-                .unwrap()
-                .lines()
-                .filter(|line| line.contains(level))
-                .map(str::to_owned)
-                .collect()
-        }
-    }
-
-    fn capture() -> (Lines, tracing::subscriber::DefaultGuard) {
-        let lines = Lines::default();
-        let writer = lines.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || writer.clone())
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .finish();
-        (lines, tracing::subscriber::set_default(subscriber))
-    }
 
     fn error() -> StoreError {
         StoreError::Timeout(Duration::from_secs(1))

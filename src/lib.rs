@@ -369,6 +369,8 @@ mod routes;
 mod service;
 mod sessions;
 pub mod store;
+#[cfg(test)]
+mod test_logs;
 
 pub use announcer::{
     ANNOUNCE_BATCH, ANNOUNCE_LEASE, DEFAULT_SWEEP_INTERVAL, HOOK_ATTEMPTS, HOOK_TIMEOUT,

@@ -69,6 +69,8 @@ pub(crate) struct Timing {
     pub(crate) max_backoff: Duration,
     /// How long a subscription must have held for the back-off to start over.
     pub(crate) steady: Duration,
+    /// At most one line of each kind (channel lost, channel back) per this long.
+    pub(crate) log_every: Duration,
 }
 
 impl Timing {
@@ -78,6 +80,7 @@ impl Timing {
         first_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_secs(1),
         steady: Duration::from_secs(10),
+        log_every: crate::error_log::QUIET_PERIOD,
     };
 }
 
@@ -110,11 +113,13 @@ async fn listen<C: Channel>(
     let _stops_answers = LostOnDrop(cache.clone());
     let mut subscribed = Some(subscribed);
     let mut backoff = timing.first_backoff;
+    let mut log = LossLog::default();
     while cache.strong_count() > 0 {
         if let Some(mut subscription) = channel.subscribe().await {
             let Some(live) = cache.upgrade() else { return };
             live.regained();
             drop(live);
+            log.regained(Instant::now(), timing.log_every);
             if let Some(subscribed) = subscribed.take() {
                 let _ = subscribed.send(());
             }
@@ -148,12 +153,62 @@ async fn listen<C: Channel>(
         let Some(live) = cache.upgrade() else { return };
         live.lost();
         drop(live);
-        tracing::warn!(
-            retry_in = ?backoff,
-            "near cache: revocation channel lost; every check asks the store until it is back"
-        );
+        log.lost(Instant::now(), backoff, timing.log_every);
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(timing.max_backoff);
+    }
+}
+
+/// The listener's lines about its channel. A channel that flaps, or a store down for an hour
+/// (an attempt a second), writes at most one WARN per `log_every`, with the losses left out
+/// since the last, and one INFO per `log_every` when a subscription holds again; a line owed
+/// then comes with a later subscription.
+#[derive(Debug, Default)]
+struct LossLog {
+    last_warn: Option<Instant>,
+    last_info: Option<Instant>,
+    /// Losses since the last WARN, not logged.
+    left_out: u64,
+    /// The first loss, and how many, since the last INFO.
+    since: Option<Instant>,
+    losses: u64,
+}
+
+impl LossLog {
+    fn lost(&mut self, now: Instant, retry_in: Duration, every: Duration) {
+        self.since.get_or_insert(now);
+        self.losses += 1;
+        if self
+            .last_warn
+            .is_some_and(|at| now.duration_since(at) < every)
+        {
+            self.left_out += 1;
+            tracing::trace!(?retry_in, "near cache: revocation channel lost again");
+            return;
+        }
+        self.last_warn = Some(now);
+        tracing::warn!(
+            ?retry_in,
+            left_out = std::mem::take(&mut self.left_out),
+            "near cache: revocation channel lost; every check asks the store until it is back"
+        );
+    }
+
+    fn regained(&mut self, now: Instant, every: Duration) {
+        let Some(since) = self.since else { return };
+        if self
+            .last_info
+            .is_some_and(|at| now.duration_since(at) < every)
+        {
+            return;
+        }
+        self.since = None;
+        self.last_info = Some(now);
+        tracing::info!(
+            losses = std::mem::take(&mut self.losses),
+            lasted_ms = now.duration_since(since).as_millis(),
+            "near cache: revocation channel back"
+        );
     }
 }
 

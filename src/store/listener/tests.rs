@@ -38,6 +38,7 @@ const QUIET: Timing = Timing {
     first_backoff: Duration::from_millis(10),
     max_backoff: NEVER,
     steady: NEVER,
+    log_every: NEVER,
 };
 
 /// A server whose channel the listener subscribes to.
@@ -494,6 +495,55 @@ async fn a_flapping_subscription_backs_off_doubling(server: impl Server) {
     }
 }
 
+/// A channel lost again and again, through the listener: one WARN and one INFO for the lot.
+async fn a_channel_lost_again_and_again_logs_once_per_period(server: impl Server) {
+    let (lines, _guard) = crate::test_logs::capture();
+    let relay = Relay::start(server.address()).await;
+    let (cache, _task) = listening(server.channel(relay.port), QUIET).await;
+    for _ in 0..3 {
+        cut_subscription(&relay, &cache).await;
+    }
+    assert_eq!(lines.at(LOST).len(), 1, "{:#?}", lines.at(LOST));
+    let back = lines.at(BACK);
+    assert_eq!(back.len(), 1, "{back:#?}");
+    assert!(back[0].contains("losses=1 "), "{}", back[0]);
+}
+
+const LOST: &str = "revocation channel lost";
+const BACK: &str = "revocation channel back";
+
+/// However often the channel is lost, one WARN and one INFO per `log_every`, the WARN with
+/// the losses it left out and the INFO with the losses since the last: a store down for an
+/// hour would otherwise log an attempt a second.
+#[test]
+fn the_loss_log_writes_once_per_period_with_counts() {
+    let (lines, _guard) = crate::test_logs::capture();
+    let every = Duration::from_secs(10);
+    let retry = Duration::from_millis(50);
+    let t0 = Instant::now();
+    let at = |millis: u64| t0 + Duration::from_millis(millis);
+    let mut log = LossLog::default();
+    log.regained(at(0), every);
+    assert_eq!(lines.at(BACK).len(), 0, "nothing was lost");
+    log.lost(at(0), retry, every);
+    log.regained(at(100), every);
+    log.lost(at(200), retry, every);
+    log.regained(at(300), every);
+    log.lost(at(9_999), retry, every);
+    log.regained(at(10_100), every);
+    assert_eq!(lines.at(LOST).len(), 1, "{:#?}", lines.at(LOST));
+    let back = lines.at(BACK);
+    assert_eq!(back.len(), 2, "{back:#?}");
+    assert!(back[0].contains("losses=1 lasted_ms=100"), "{}", back[0]);
+    // The INFO owed since 300 ms comes at the first subscription after the period.
+    assert!(back[1].contains("losses=2 lasted_ms=9900"), "{}", back[1]);
+    log.lost(at(10_200), retry, every);
+    let lost = lines.at(LOST);
+    assert_eq!(lost.len(), 2, "{lost:#?}");
+    assert!(lost[0].contains("left_out=0"), "{}", lost[0]);
+    assert!(lost[1].contains("left_out=2"), "{}", lost[1]);
+}
+
 /// After a subscription that held longer than `steady`, the next loss waits only the first
 /// back-off again, however long the back-off had grown.
 async fn a_subscription_that_held_starts_the_back_off_over(server: impl Server) {
@@ -598,6 +648,7 @@ macro_rules! on_server {
                 a_listener_whose_cache_is_gone_connects_to_nothing,
                 a_flapping_subscription_backs_off_doubling,
                 a_subscription_that_held_starts_the_back_off_over,
+                a_channel_lost_again_and_again_logs_once_per_period,
             );
 
             #[test]
